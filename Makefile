@@ -1,0 +1,34 @@
+# The two commands the README starts with:  make demo  (set up + main job)  and  make test.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA ?= ../shared/data
+export OMP_WAIT_POLICY ?= PASSIVE
+export TOKENIZERS_PARALLELISM ?= false
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: setup demo test lint bench-reference
+
+# torch first, pinned: the CPU wheel of 2.13.0 is on disk; an unpinned torch would pull a multi-GB CUDA build.
+$(BIN)/mrl: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(BIN)/mrl
+
+setup: $(BIN)/mrl
+
+demo: setup
+	$(BIN)/mrl eval --model default --beir $(DATA)/scifact --split test --dims 64,128,256,full \
+		--out results/scifact-base.json
+
+test: setup
+	MRL_DATA=$(DATA) $(BIN)/python -m pytest -q -ra
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+bench-reference: setup
+	PATH=$(BIN):$$PATH bash benchmarks/reference_base.sh $(DATA)

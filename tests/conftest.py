@@ -1,0 +1,75 @@
+"""Shared fixtures: real data subsets from ../shared/data (override with MRL_DATA) and the real model."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("MRL_DATA", REPO.parent / "shared" / "data"))
+
+
+def pytest_configure(config):
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not (DATA / "scifact" / "corpus.jsonl").is_file():
+        pytest.fail(f"shared data not found at {DATA}; set MRL_DATA to the folder holding scifact/")
+    return DATA
+
+
+def write_beir_subset(src: Path, dst: Path, n_queries: int, n_extra_docs: int, split: str = "test") -> Path:
+    """A small BEIR folder: the first n judged queries of a split, their relevant docs, plus distractors."""
+    qrels_lines = (src / "qrels" / f"{split}.tsv").read_text().splitlines()
+    header, rows = qrels_lines[0], [r.split("\t") for r in qrels_lines[1:]]
+    qids: list[str] = []
+    for qid, _, _ in rows:
+        if qid not in qids:
+            qids.append(qid)
+    qids = qids[:n_queries]
+    kept = [r for r in rows if r[0] in qids]
+    wanted = {r[1] for r in kept}
+    docs, extra = [], 0
+    with (src / "corpus.jsonl").open() as handle:
+        for line in handle:
+            doc = json.loads(line)
+            if doc["_id"] in wanted:
+                docs.append(line)
+            elif extra < n_extra_docs:
+                docs.append(line)
+                extra += 1
+    queries = [
+        line
+        for line in (src / "queries.jsonl").read_text().splitlines(keepends=True)
+        if json.loads(line)["_id"] in qids
+    ]
+    (dst / "qrels").mkdir(parents=True, exist_ok=True)
+    (dst / "corpus.jsonl").write_text("".join(docs))
+    (dst / "queries.jsonl").write_text("".join(queries))
+    (dst / "qrels" / f"{split}.tsv").write_text("\n".join([header, *("\t".join(r) for r in kept)]) + "\n")
+    return dst
+
+
+@pytest.fixture(scope="session")
+def scifact_small(data_dir: Path, tmp_path_factory) -> Path:
+    """20 SciFact test queries, their relevant abstracts and 20 distractors (about 45 documents)."""
+    return write_beir_subset(data_dir / "scifact", tmp_path_factory.mktemp("scifact_small"), 20, 20)
+
+
+@pytest.fixture(scope="session")
+def model():
+    from mrl.model import load_model
+
+    return load_model("default")
+
+
+@pytest.fixture()
+def cache_dir(tmp_path: Path) -> Path:
+    return tmp_path / "cache"

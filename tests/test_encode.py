@@ -1,0 +1,67 @@
+"""Encoding once, prefix views, and the embedding cache, on the real model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mrl.encode import EmbeddingCache, encode_texts, prefix
+
+TEXTS = [
+    "Vitamin D supplementation reduces fracture risk in older adults.",
+    "The mitochondria is the powerhouse of the cell.",
+    "Aspirin lowers the risk of heart attack.",
+    "Quantum entanglement links the states of two particles.",
+]
+
+
+def test_prefix_is_renormalized_slice():
+    rng = np.random.default_rng(0)
+    full = rng.normal(size=(10, 384)).astype(np.float32)
+    view = prefix(full, 64)
+    assert view.shape == (10, 64)
+    assert np.allclose(np.linalg.norm(view, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(view * np.linalg.norm(full[:, :64], axis=1, keepdims=True), full[:, :64], atol=1e-5)
+
+
+def test_unnormalized_prefix_ranks_by_norm_not_angle():
+    """The classic MRL bug: dot products of raw prefixes prefer long prefixes over aligned ones."""
+    query = np.array([[1.0, 0.0, 0.0, 0.0]], dtype=np.float32)
+    docs = np.array(
+        [
+            [0.6, 0.8, 0.0, 0.0],  # prefix(2) points 53 degrees away but is long
+            [0.3, 0.05, 0.95, 0.0],  # prefix(2) nearly parallel to the query but short
+        ],
+        dtype=np.float32,
+    )
+    docs /= np.linalg.norm(docs, axis=1, keepdims=True)
+    raw = query[:, :2] @ docs[:, :2].T
+    cosine = prefix(query, 2) @ prefix(docs, 2).T
+    assert raw.argmax() == 0
+    assert cosine.argmax() == 1
+
+
+def test_prefix_matches_sentence_transformers_truncate_dim(model):
+    full = encode_texts(model, TEXTS, progress=False)
+    assert full.shape == (4, 384)
+    for dim in (64, 128, 256):
+        reference = model.encode(TEXTS, truncate_dim=dim, normalize_embeddings=True)
+        assert np.allclose(prefix(full, dim), reference, atol=1e-5)
+
+
+def test_prefix_rejects_bad_dims():
+    with pytest.raises(ValueError):
+        prefix(np.ones((2, 8), dtype=np.float32), 9)
+    with pytest.raises(ValueError):
+        prefix(np.ones((2, 8), dtype=np.float32), 0)
+
+
+def test_cache_hit_skips_encoding_and_keys_on_content(model, cache_dir):
+    cache = EmbeddingCache(cache_dir)
+    first, cached = cache.get_or_encode(model, "corpusA", TEXTS, progress=False)
+    assert not cached
+    again, cached = cache.get_or_encode(model, "corpusA", TEXTS, progress=False)
+    assert cached and np.array_equal(first, again)
+    other, cached = cache.get_or_encode(model, "corpusB", TEXTS[:2], progress=False)
+    assert not cached and other.shape == (2, 384)
+    assert not list(cache_dir.glob("*.tmp"))
