@@ -1,0 +1,5 @@
+"""Losses mrl adds on top of sentence-transformers' (one class per file)."""
+
+from mrl.losses.recording_matryoshka import RecordingMatryoshkaLoss
+
+__all__ = ["RecordingMatryoshkaLoss"]

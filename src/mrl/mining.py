@@ -1,0 +1,90 @@
+"""Hard-negative mining: turn (query, positive) pairs into triplets with negatives from a corpus.
+
+Negatives are the base model's highest-scoring corpus documents for the query that are (a) not a
+known positive of that query (every pair with the same anchor counts, not only this one) and
+(b) not a near-duplicate of the positive: a candidate scoring above ``(1 - margin)`` times the
+positive's score, or whose text equals the positive, is more likely an unjudged positive than a
+negative (the false-negative problem that makes mined negatives hurt).
+
+The corpus is encoded through the embedding cache, so mining after ``mrl eval`` of the same model
+and corpus costs no encoding.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+from rich.progress import track
+
+from mrl.data import Pair, Triplet
+from mrl.data.beir import texts_fingerprint
+from mrl.encode import EmbeddingCache, encode_texts, prefix
+from mrl.errors import MrlError
+
+
+def mine_hard_negatives(
+    model,
+    pairs: list[Pair],
+    corpus: dict[str, str],
+    cache: EmbeddingCache | None = None,
+    skip_top: int = 0,
+    margin: float = 0.05,
+    depth: int = 50,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> tuple[list[Triplet], dict[str, int]]:
+    """One mined negative per pair; returns the triplets and counts of what was skipped and why.
+
+    ``skip_top`` ignores the best ``skip_top`` candidates (a common guard against unjudged
+    positives); ``depth`` bounds how far down the ranking to look. A pair for which no candidate
+    survives within ``depth`` is an error rather than a silent drop.
+    """
+    if not corpus:
+        raise MrlError("the corpus to mine negatives from is empty")
+    doc_ids = list(corpus)
+    doc_texts = [corpus[i] for i in doc_ids]
+    cache = cache or EmbeddingCache()
+    doc_emb, _ = cache.get_or_encode(model, texts_fingerprint(corpus), doc_texts, batch_size, progress)
+    docs = prefix(doc_emb, doc_emb.shape[1])
+
+    text_to_index: dict[str, list[int]] = defaultdict(list)
+    for i, text in enumerate(doc_texts):
+        text_to_index[text.strip()].append(i)
+    positives_of: dict[str, set[str]] = defaultdict(set)
+    for pair in pairs:
+        positives_of[pair.anchor].add(pair.positive.strip())
+
+    anchors = list(dict.fromkeys(p.anchor for p in pairs))
+    anchor_row = {a: i for i, a in enumerate(anchors)}
+    queries = prefix(encode_texts(model, anchors, batch_size, progress=False), docs.shape[1])
+    pos_texts = list(dict.fromkeys(p.positive.strip() for p in pairs))
+    pos_row = {t: i for i, t in enumerate(pos_texts)}
+    pos_emb = prefix(encode_texts(model, pos_texts, batch_size, progress=False), docs.shape[1])
+
+    depth = min(depth + skip_top, len(doc_ids))
+    counts = {"pairs": len(pairs), "skipped_known_positive": 0, "skipped_near_duplicate": 0}
+    triplets: list[Triplet] = []
+    for pair in track(pairs, description="mining negatives", disable=not progress):
+        q = queries[anchor_row[pair.anchor]]
+        scores = docs @ q
+        top = np.argpartition(-scores, depth - 1)[:depth]
+        top = top[np.argsort(-scores[top])][skip_top:]
+        known = {i for text in positives_of[pair.anchor] for i in text_to_index.get(text, [])}
+        ceiling = (1.0 - margin) * float(pos_emb[pos_row[pair.positive.strip()]] @ q)
+        chosen = None
+        for idx in top:
+            if idx in known or doc_texts[idx].strip() in positives_of[pair.anchor]:
+                counts["skipped_known_positive"] += 1
+            elif scores[idx] > ceiling:
+                counts["skipped_near_duplicate"] += 1
+            else:
+                chosen = int(idx)
+                break
+        if chosen is None:
+            raise MrlError(
+                f"no hard negative found within the top {depth} documents for anchor '{pair.anchor[:60]}'; "
+                "raise --mine-depth or lower --mine-margin"
+            )
+        triplets.append(Triplet(pair.anchor, pair.positive, doc_texts[chosen]))
+    return triplets, counts
