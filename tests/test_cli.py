@@ -93,3 +93,85 @@ def test_malformed_corpus_names_line(tmp_path, scifact_small):
 def test_debug_shows_traceback(scifact_small):
     proc = mrl("--debug", "eval", "--beir", str(scifact_small), "--split", "nope")
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def _write_pairs_and_corpus(scifact_small: Path, tmp_path: Path) -> tuple[Path, Path]:
+    corpus = {json.loads(x)["_id"]: json.loads(x) for x in (scifact_small / "corpus.jsonl").read_text().splitlines()}
+    queries = {
+        json.loads(x)["_id"]: json.loads(x)["text"] for x in (scifact_small / "queries.jsonl").read_text().splitlines()
+    }
+    rows = [line.split("\t") for line in (scifact_small / "qrels" / "test.tsv").read_text().splitlines()[1:]]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(
+        "".join(
+            json.dumps({"query": queries[q], "doc": f"{corpus[d]['title']} {corpus[d]['text']}"}) + "\n"
+            for q, d, _ in rows
+        )
+    )
+    return pairs, scifact_small / "corpus.jsonl"
+
+
+def test_train_from_pairs_with_mined_negatives(scifact_small, tmp_path):
+    pairs, corpus = _write_pairs_and_corpus(scifact_small, tmp_path)
+    out = tmp_path / "model"
+    proc = mrl(
+        "train",
+        "--pairs",
+        str(pairs),
+        "--anchor-column",
+        "query",
+        "--positive-column",
+        "doc",
+        "--mine-negatives-from",
+        str(corpus),
+        "--dims",
+        "384,128,64",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--max-seq-length",
+        "64",
+        "--out",
+        str(out),
+        cache=tmp_path / "c",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "mined" in proc.stderr
+    meta = json.loads((out / "mrl.json").read_text())
+    assert meta["examples"]["triplets"] == len(pairs.read_text().splitlines())
+    assert meta["mining"]["pairs"] == meta["examples"]["triplets"]
+    proc = mrl(
+        "train",
+        "--pairs",
+        str(pairs),
+        "--anchor-column",
+        "query",
+        "--positive-column",
+        "doc",
+        "--out",
+        str(out),
+        "--max-steps",
+        "1",
+    )
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("rows", "args", "needle"),
+    [
+        ([{"anchor": "a", "positive": "", "negative": "c"}], [], "line 1, field 'positive': is empty"),
+        ([{"anchor": "a", "positive": "b", "negative": "b"}], [], "positive and negative are the same text"),
+        ([{"anchor": "a", "positive": "b", "negative": "c"}], ["--dims", "384,1024"], "larger than the model"),
+        ([{"anchor": "a", "positive": "b", "negative": "c"}], ["--dims", "384,abc"], "--dims"),
+        ([{"anchor": "a", "positive": "b", "negative": "c"}], ["--model", "/nonexistent/m"], "model folder not found"),
+    ],
+)
+def test_train_bad_input_fails_before_training(tmp_path, rows, args, needle):
+    data = tmp_path / "t.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    proc = mrl("train", "--triplets", str(data), "--out", str(out), *args)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert needle in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()

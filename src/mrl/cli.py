@@ -120,6 +120,116 @@ def eval_cmd(
             err.print(f"wrote {plot_path}")
 
 
+def _int_list(spec: str, option: str) -> list[int]:
+    try:
+        return [int(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        raise MrlError(f"{option}: '{spec}' is not a comma-separated list of integers") from None
+
+
+@app.command("train")
+def train_cmd(
+    out: Annotated[Path, typer.Option(help="Output folder: a normal Sentence-Transformers model + mrl.json.")],
+    model: Annotated[str, typer.Option(help="Base model folder or hub id.")] = "default",
+    triplets: Annotated[
+        list[Path] | None, typer.Option(help="Triplet file (JSONL, CSV/TSV, Parquet); repeatable.")
+    ] = None,
+    pairs: Annotated[list[Path] | None, typer.Option(help="(anchor, positive) pair file; repeatable.")] = None,
+    mine_negatives_from: Annotated[
+        Path | None, typer.Option(help="BEIR-style corpus.jsonl to mine one hard negative per pair from.")
+    ] = None,
+    anchor_column: Annotated[str, typer.Option(help="Column holding the anchor/query.")] = "anchor",
+    positive_column: Annotated[str, typer.Option(help="Column holding the positive.")] = "positive",
+    negative_column: Annotated[str, typer.Option(help="Column holding the negative.")] = "negative",
+    dims: Annotated[str, typer.Option(help="Matryoshka dims to train, e.g. 384,256,128,64.")] = "384,256,128,64",
+    loss: Annotated[str, typer.Option(help="Inner loss: mnrl, cached-mnrl (big batches, small memory), triplet.")] = (
+        "mnrl"
+    ),
+    matryoshka: Annotated[
+        bool, typer.Option("--matryoshka/--no-matryoshka", help="--no-matryoshka: control run, plain inner loss.")
+    ] = True,
+    dim_weights: Annotated[
+        str | None, typer.Option(help="Loss weight per dim, same order as --dims, e.g. 1,1,1.5,2.")
+    ] = None,
+    n_dims_per_step: Annotated[int, typer.Option(help="Random dims per step (-1: all).")] = -1,
+    epochs: Annotated[float, typer.Option(help="Training epochs.")] = 3.0,
+    batch_size: Annotated[int, typer.Option(help="Batch size (in-batch negatives for MNRL).")] = 32,
+    mini_batch_size: Annotated[int, typer.Option(help="Mini-batch for cached-mnrl.")] = 16,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 3e-5,
+    warmup_ratio: Annotated[float, typer.Option(help="Warm-up fraction of steps.")] = 0.1,
+    triplet_margin: Annotated[float, typer.Option(help="Cosine-distance margin for --loss triplet.")] = 0.3,
+    max_seq_length: Annotated[int | None, typer.Option(help="Truncate inputs to this many tokens.")] = None,
+    max_steps: Annotated[int, typer.Option(help="Stop after this many steps (-1: run all epochs).")] = -1,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    dev_beir: Annotated[
+        Path | None, typer.Option(help="BEIR folder for the per-dim dev evaluation each epoch (never the test set).")
+    ] = None,
+    dev_split: Annotated[str, typer.Option(help="qrels split of --dev-beir.")] = "dev",
+    mine_margin: Annotated[float, typer.Option(help="Skip candidates scoring above (1-margin) x positive.")] = 0.05,
+    mine_skip_top: Annotated[int, typer.Option(help="Ignore the best N candidates when mining.")] = 0,
+    mine_depth: Annotated[int, typer.Option(help="How deep in the ranking to look for a negative.")] = 50,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")] = False,
+) -> None:
+    """Fine-tune a Sentence-Transformers model with MatryoshkaLoss so short prefixes keep their quality.
+
+    Logs the loss at each dim and, with --dev-beir, nDCG@10 at each dim every epoch (best epoch kept).
+    Example: mrl train --triplets data.jsonl --dims 384,256,128,64 --epochs 3 --out models/mrl
+    Multi-GPU: accelerate launch -m mrl.cli train ... (or torchrun --nproc_per_node N -m mrl.cli train ...).
+    """
+    from mrl.data import load_beir, load_pairs, load_triplets
+    from mrl.data.beir import load_corpus
+    from mrl.mining import mine_hard_negatives
+    from mrl.model import embedding_dim, load_model
+    from mrl.train import TrainConfig, prepare_output, train
+
+    config = TrainConfig(
+        model=model,
+        dims=_int_list(dims, "--dims"),
+        loss=loss,
+        matryoshka=matryoshka,
+        dim_weights=[float(w) for w in dim_weights.split(",")] if dim_weights else None,
+        n_dims_per_step=n_dims_per_step,
+        epochs=epochs,
+        batch_size=batch_size,
+        mini_batch_size=mini_batch_size,
+        learning_rate=lr,
+        warmup_ratio=warmup_ratio,
+        triplet_margin=triplet_margin,
+        max_seq_length=max_seq_length,
+        max_steps=max_steps,
+        seed=seed,
+    )
+    if mine_negatives_from and not pairs:
+        raise MrlError("--mine-negatives-from needs --pairs to mine for")
+    all_triplets = [
+        t for path in triplets or [] for t in load_triplets(path, anchor_column, positive_column, negative_column)
+    ]
+    all_pairs = [p for path in pairs or [] for p in load_pairs(path, anchor_column, positive_column)]
+    if not all_triplets and not all_pairs:
+        raise MrlError("no training data: give --triplets and/or --pairs")
+    dev = load_beir(dev_beir, dev_split) if dev_beir else None
+    corpus = load_corpus(mine_negatives_from) if mine_negatives_from else None
+    base = load_model(model)
+    config.validate(embedding_dim(base))
+    prepare_output(out, overwrite, resume)  # refuse before spending minutes on mining
+    extra = {}
+    if corpus is not None:
+        mined, counts = mine_hard_negatives(
+            base, all_pairs, corpus, skip_top=mine_skip_top, margin=mine_margin, depth=mine_depth
+        )
+        err.print(f"mined {len(mined)} negatives; skipped candidates: {counts}")
+        all_triplets, all_pairs, extra = all_triplets + mined, [], {"mining": counts}
+    err.print(f"training on {len(all_triplets)} triplets and {len(all_pairs)} pairs")
+    meta = train(
+        config, out, all_triplets, all_pairs, dev, overwrite=False, resume=resume, extra_metadata=extra, model=base
+    )
+    err.print(f"saved {out} ({meta['train_seconds']:.0f} s; epochs: {meta['epoch_seconds']} s)")
+    if meta["final_dev_metrics"]:
+        dev_dims = {k.split("_")[1]: round(v, 4) for k, v in meta["final_dev_metrics"].items() if "ndcg" in k}
+        err.print(f"dev nDCG@10 per dim: {dev_dims}")
+
+
 def _print_sts(result: dict) -> None:
     from rich.table import Table
 

@@ -37,8 +37,9 @@ def mine_hard_negatives(
     """One mined negative per pair; returns the triplets and counts of what was skipped and why.
 
     ``skip_top`` ignores the best ``skip_top`` candidates (a common guard against unjudged
-    positives); ``depth`` bounds how far down the ranking to look. A pair for which no candidate
-    survives within ``depth`` is an error rather than a silent drop.
+    positives); ``depth`` is how far down the ranking to look first. A pair with no candidate
+    there (its positive ranks low, so all top documents score too close to it) is searched
+    further down the ranking and counted in ``searched_beyond_depth``, never dropped.
     """
     if not corpus:
         raise MrlError("the corpus to mine negatives from is empty")
@@ -63,7 +64,12 @@ def mine_hard_negatives(
     pos_emb = prefix(encode_texts(model, pos_texts, batch_size, progress=False), docs.shape[1])
 
     depth = min(depth + skip_top, len(doc_ids))
-    counts = {"pairs": len(pairs), "skipped_known_positive": 0, "skipped_near_duplicate": 0}
+    counts = {
+        "pairs": len(pairs),
+        "skipped_known_positive": 0,
+        "skipped_near_duplicate": 0,
+        "searched_beyond_depth": 0,
+    }
     triplets: list[Triplet] = []
     for pair in track(pairs, description="mining negatives", disable=not progress):
         q = queries[anchor_row[pair.anchor]]
@@ -72,19 +78,31 @@ def mine_hard_negatives(
         top = top[np.argsort(-scores[top])][skip_top:]
         known = {i for text in positives_of[pair.anchor] for i in text_to_index.get(text, [])}
         ceiling = (1.0 - margin) * float(pos_emb[pos_row[pair.positive.strip()]] @ q)
-        chosen = None
-        for idx in top:
-            if idx in known or doc_texts[idx].strip() in positives_of[pair.anchor]:
-                counts["skipped_known_positive"] += 1
-            elif scores[idx] > ceiling:
-                counts["skipped_near_duplicate"] += 1
-            else:
-                chosen = int(idx)
-                break
+        chosen = _first_negative(top, scores, known, doc_texts, positives_of[pair.anchor], ceiling, counts)
+        if chosen is None:  # a hard query: its positive ranks low, so everything near the top is 'too close'
+            counts["searched_beyond_depth"] += 1
+            ranking = np.argsort(-scores)[depth:]
+            chosen = _first_negative(ranking, scores, known, doc_texts, positives_of[pair.anchor], ceiling, counts)
         if chosen is None:
-            raise MrlError(
-                f"no hard negative found within the top {depth} documents for anchor '{pair.anchor[:60]}'; "
-                "raise --mine-depth or lower --mine-margin"
-            )
+            raise MrlError(f"no document in the corpus qualifies as a negative for anchor '{pair.anchor[:60]}'")
         triplets.append(Triplet(pair.anchor, pair.positive, doc_texts[chosen]))
     return triplets, counts
+
+
+def _first_negative(
+    candidates: np.ndarray,
+    scores: np.ndarray,
+    known: set[int],
+    doc_texts: list[str],
+    positive_texts: set[str],
+    ceiling: float,
+    counts: dict[str, int],
+) -> int | None:
+    for idx in candidates:
+        if idx in known or doc_texts[idx].strip() in positive_texts:
+            counts["skipped_known_positive"] += 1
+        elif scores[idx] > ceiling:
+            counts["skipped_near_duplicate"] += 1
+        else:
+            return int(idx)
+    return None

@@ -117,7 +117,9 @@ def _datasets(triplets: list[Triplet], pairs: list[Pair], loss: str):
     if pairs:
         if loss == "triplet":
             raise MrlError("the triplet loss needs negatives: mine them (--mine-negatives-from) or use --loss mnrl")
-        parts["pairs"] = Dataset.from_dict({"anchor": [p.anchor for p in pairs], "positive": [p.positive for p in pairs]})
+        parts["pairs"] = Dataset.from_dict(
+            {"anchor": [p.anchor for p in pairs], "positive": [p.positive for p in pairs]}
+        )
     if not parts:
         raise MrlError("no training data: give --triplets and/or --pairs")
     return next(iter(parts.values())) if len(parts) == 1 else DatasetDict(parts)
@@ -196,7 +198,7 @@ def train(
         max_steps=config.max_steps,
         per_device_train_batch_size=config.batch_size,
         learning_rate=config.learning_rate,
-        warmup_ratio=config.warmup_ratio,
+        warmup_steps=config.warmup_ratio,  # transformers 5: a float below 1 is a fraction of all steps
         # MNRL treats other rows' positives as negatives: a repeated anchor or text would be a false negative.
         batch_sampler=BatchSamplers.NO_DUPLICATES,
         eval_strategy="epoch" if evaluator else "no",
@@ -210,6 +212,7 @@ def train(
         bf16=bf16,
         fp16=cuda and not bf16,
         report_to="none",
+        dataloader_pin_memory=cuda,
         disable_tqdm=False,
     )
     epoch_seconds: list[float] = []

@@ -1,0 +1,113 @@
+"""Training on real NLI triplets and SciFact pairs, a handful of steps with the real model."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer import losses
+
+from mrl.data import Pair, load_beir, load_triplets
+from mrl.errors import MrlError
+from mrl.losses import RecordingMatryoshkaLoss
+from mrl.mining import mine_hard_negatives
+from mrl.model import check_dims, load_model
+from mrl.train import TrainConfig, build_loss, train
+
+
+@pytest.fixture(scope="module")
+def nli(data_dir):
+    return load_triplets(data_dir / "nli-triplets" / "snli_dev.triplets.jsonl")[:24]
+
+
+def _features(model, texts):
+    return model.tokenize(texts)
+
+
+@pytest.mark.parametrize("inner", ["mnrl", "cached-mnrl"])
+def test_per_dim_losses_and_n_dims_per_step(inner, nli):
+    """n_dims_per_step=1 must evaluate exactly one dim per step, also for the gradient-caching loss."""
+    model = load_model("default")
+    for n_dims, expected in ((1, 1), (-1, 3)):
+        config = TrainConfig(dims=[384, 128, 64], loss=inner, n_dims_per_step=n_dims, mini_batch_size=4)
+        loss = build_loss(model, config)
+        assert isinstance(loss, RecordingMatryoshkaLoss)
+        batch = nli[:8]
+        features = [_features(model, [getattr(t, c) for t in batch]) for c in ("anchor", "positive", "negative")]
+        for _ in range(4):
+            value = loss(features, torch.zeros(8))
+            value.backward()
+            model.zero_grad()
+        counts = loss.dim_counts()
+        assert sum(counts.values()) == 4 * expected, counts
+        assert set(counts) <= {384, 128, 64}
+        per_dim = loss.pop_dim_losses()
+        assert all(v > 0 for v in per_dim.values())
+        assert loss.dim_counts() == {}
+
+
+def test_triplet_loss_uses_cosine_margin():
+    model = load_model("default")
+    loss = build_loss(model, TrainConfig(loss="triplet", matryoshka=False, triplet_margin=0.3))
+    assert isinstance(loss, losses.TripletLoss)
+    assert loss.triplet_margin == 0.3
+    assert loss.distance_metric == losses.TripletDistanceMetric.COSINE
+
+
+def test_train_saves_loadable_model_with_metadata(nli, tmp_path, scifact_small):
+    out = tmp_path / "m"
+    config = TrainConfig(dims=[384, 128, 64], batch_size=8, max_steps=3, max_seq_length=64)
+    dev = load_beir(scifact_small, "test")
+    meta = train(config, out, triplets=nli, dev=dev)
+    loaded = SentenceTransformer(str(out))  # a normal Sentence-Transformers folder
+    assert loaded.encode(["hello"]).shape == (1, 384)
+    saved = json.loads((out / "mrl.json").read_text())
+    assert saved["matryoshka_dims"] == [384, 128, 64]
+    assert saved["data_fingerprint"] == meta["data_fingerprint"] and saved["examples"]["triplets"] == 24
+    logged = [row for row in saved["log_history"] if "loss" in row]
+    assert logged and {"loss_dim_64", "loss_dim_128", "loss_dim_384"} <= set(logged[-1])
+    final = saved["final_dev_metrics"]
+    assert {"dev_dim64_ndcg@10", "dev_dim128_ndcg@10", "dev_dim384_ndcg@10"} <= set(final)
+    assert not (out / "checkpoints").exists()
+    # truncating to a dim the model was not trained at warns
+    model = load_model(str(out))
+    with pytest.warns(UserWarning, match=r"dims \[256\] were not among"):
+        check_dims(model, [256])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_dims(model, [128, 64])
+
+
+def test_refuses_existing_output_and_bad_config(nli, tmp_path):
+    out = tmp_path / "exists"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    with pytest.raises(MrlError, match="--overwrite"):
+        train(TrainConfig(max_steps=1), out, triplets=nli)
+    assert (out / "keep.txt").exists()
+    for bad, needle in (
+        (TrainConfig(dims=[512]), "larger than the model's embedding width"),
+        (TrainConfig(dims=[0, 64]), "not a positive integer"),
+        (TrainConfig(dims=[384, 64], dim_weights=[1.0]), "weights for 2 dims"),
+        (TrainConfig(loss="contrastive"), "not one of"),
+    ):
+        with pytest.raises(MrlError, match=needle):
+            train(bad, tmp_path / "new", triplets=nli)
+        assert not (tmp_path / "new").exists()
+
+
+def test_mining_skips_known_positives_and_near_duplicates(scifact_small):
+    data = load_beir(scifact_small, "test")
+    model = load_model("default")
+    pairs = [Pair(data.queries[q], data.corpus[d]) for q, docs in data.qrels.items() for d in docs]
+    triplets, counts = mine_hard_negatives(model, pairs, data.corpus, progress=False)
+    assert len(triplets) == len(pairs) and counts["pairs"] == len(pairs)
+    positives_of: dict[str, set[str]] = {}
+    for p in pairs:
+        positives_of.setdefault(p.anchor, set()).add(p.positive)
+    for t in triplets:
+        assert t.negative not in positives_of[t.anchor]  # no known positive of the same query
+    assert counts["skipped_known_positive"] >= len(pairs)  # the positive itself ranks near the top
