@@ -175,3 +175,52 @@ def test_train_bad_input_fails_before_training(tmp_path, rows, args, needle):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert needle in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def test_index_build_search_add_delete_cli(tmp_path, data_dir):
+    from conftest import write_beir_subset
+
+    folder = write_beir_subset(data_dir / "scifact", tmp_path / "sf", 10, 60)
+    idx = tmp_path / "idx"
+    cache = tmp_path / "c"
+    proc = mrl(
+        "index",
+        "build",
+        "--corpus",
+        str(folder / "corpus.jsonl"),
+        "--out",
+        str(idx),
+        "--prefix-dim",
+        "64",
+        "--target-recall",
+        "0.95",
+        cache=cache,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "tuned: shortlist" in proc.stderr and "documents" in proc.stdout
+    proc = mrl("search", str(idx), "vitamin D and bone fractures", "-k", "3", "--json", "--funnel", "64,128,full")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert len(out["results"][0]) == 3 and set(out["timings_ms"]) == {"encode", "shortlist", "rerank"}
+    more = tmp_path / "more.jsonl"
+    more.write_text('{"id": "n1", "text": "Vitamin D supplements and hip fractures in the elderly"}\n')
+    assert mrl("index", "add", str(idx), str(more)).returncode == 0
+    proc = mrl("search", str(idx), "vitamin D supplements hip fractures elderly", "-k", "1", "--json")
+    assert json.loads(proc.stdout)["results"][0][0]["id"] == "n1"
+    again = mrl("index", "add", str(idx), str(more))
+    assert again.returncode == 2 and "already in the index" in again.stderr
+    assert mrl("index", "delete", str(idx), "--ids", "n1").returncode == 0
+    proc = mrl("index", "delete", str(idx), "--ids", "n1")
+    assert proc.returncode == 2 and "unknown ids: n1" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["search", "{tmp}", "q"], "not an mrl index"),
+        (["search", "{tmp}/missing", "q"], "index folder not found"),
+    ],
+)
+def test_search_bad_folder(tmp_path, args, needle):
+    proc = mrl(*[a.format(tmp=tmp_path) for a in args])
+    assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr

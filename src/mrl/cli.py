@@ -230,6 +230,242 @@ def train_cmd(
         err.print(f"dev nDCG@10 per dim: {dev_dims}")
 
 
+index_app = typer.Typer(no_args_is_help=True, help="Build and maintain a two-pass Matryoshka index.")
+app.add_typer(index_app, name="index")
+
+
+def _encode_documents(model_spec: str | None, documents, batch_size: int, cache_dir: Path | None):
+    from mrl.data.beir import texts_fingerprint
+    from mrl.encode import EmbeddingCache
+    from mrl.model import load_model
+
+    model = load_model(model_spec)
+    texts = {d.id: d.text for d in documents}
+    vectors, _ = EmbeddingCache(cache_dir).get_or_encode(
+        model, texts_fingerprint(texts), list(texts.values()), batch_size=batch_size
+    )
+    return model, vectors
+
+
+@index_app.command("build")
+def index_build(
+    corpus: Annotated[Path, typer.Option(help="Documents: BEIR corpus.jsonl or JSONL/CSV/Parquet with id and text.")],
+    out: Annotated[Path, typer.Option(help="Index folder to create.")],
+    model: Annotated[str, typer.Option(help="Model folder or hub id (recorded in the index for queries).")] = (
+        "default"
+    ),
+    prefix_dim: Annotated[int, typer.Option(help="Dims of the first-pass prefix.")] = 64,
+    ann: Annotated[str, typer.Option(help="First-pass index: hnsw, ivf or flat.")] = "hnsw",
+    quant: Annotated[str, typer.Option(help="First-pass storage: sq8 (1 byte/dim) or fp32.")] = "sq8",
+    store: Annotated[str, typer.Option(help="Full vectors on disk: float32 or float16.")] = "float32",
+    hnsw_m: Annotated[int, typer.Option(help="HNSW graph degree M.")] = 16,
+    ef_construction: Annotated[int, typer.Option(help="HNSW efConstruction.")] = 80,
+    nlist: Annotated[int | None, typer.Option(help="IVF lists (default about 4 x sqrt(n)).")] = None,
+    target_recall: Annotated[
+        float | None, typer.Option(help="Auto-tune shortlist and efSearch/nprobe for this recall@10.")
+    ] = None,
+    id_field: Annotated[str | None, typer.Option(help="Id column (default _id, else id).")] = None,
+    text_field: Annotated[str, typer.Option(help="Text column.")] = "text",
+    batch_size: Annotated[int, typer.Option(help="Encoding batch size.")] = 64,
+    cache_dir: Annotated[Path | None, typer.Option(help="Embedding cache folder.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing index.")] = False,
+) -> None:
+    """Encode a corpus once and build a two-pass index: ANN over the prefix, full vectors for the rerank.
+
+    Example: mrl index build --model models/scifact-mrl --corpus corpus.jsonl --out idx/scifact --prefix-dim 64
+    """
+    from mrl.data import load_documents
+    from mrl.index import Index
+    from mrl.index.tuning import tune
+
+    documents = load_documents(corpus, id_field, text_field)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise MrlError(f"{out}: folder exists and is not empty (use --overwrite)")
+    loaded, vectors = _encode_documents(model, documents, batch_size, cache_dir)
+    params = {"M": hnsw_m, "efConstruction": ef_construction} if ann == "hnsw" else {"nlist": nlist}
+    index = Index.build(
+        out,
+        vectors,
+        documents,
+        model=getattr(loaded, "mrl_source", model),
+        prefix_dim=prefix_dim,
+        ann=ann,
+        quant=quant,
+        store=store,
+        ann_params=params,
+        overwrite=overwrite,
+        loaded_model=loaded,
+    )
+    if target_recall is not None:
+        tuned = tune(index, target_recall)
+        err.print(
+            f"tuned: shortlist {tuned['shortlist']}, ann_search {tuned['ann_search']} "
+            f"-> recall@10 {tuned['measured_recall']:.4f} on {tuned['sample_queries']} sample queries"
+        )
+    _print_stats(index.stats())
+
+
+def _print_stats(stats: dict) -> None:
+    from rich.table import Table
+
+    from mrl.report import console
+
+    table = Table(title=f"index {stats['path']}", show_header=False)
+    for key, value in stats.items():
+        if key != "tuned":
+            table.add_row(key, str(value))
+    tuned = stats.get("tuned")
+    if tuned:
+        table.add_row("tuned", {k: v for k, v in tuned.items() if k != "tried"}.__repr__())
+    console().print(table)
+
+
+def _index_write(folder: Path, file: Path, replace: bool, id_field: str | None, text_field: str) -> None:
+    from mrl.data import load_documents
+    from mrl.index import Index
+
+    documents = load_documents(file, id_field, text_field)
+    index = Index.open(folder)
+    count = index.upsert(documents) if replace else index.add(documents)
+    err.print(f"{'upserted' if replace else 'added'} {count} documents; index holds {index.manifest.live}")
+
+
+@index_app.command("add")
+def index_add(
+    folder: Annotated[Path, typer.Argument(help="Index folder.")],
+    file: Annotated[Path, typer.Argument(help="Documents to add (ids must be new).")],
+    id_field: Annotated[str | None, typer.Option(help="Id column.")] = None,
+    text_field: Annotated[str, typer.Option(help="Text column.")] = "text",
+) -> None:
+    """Add documents atomically: all of them become visible at once, or none (on any error or crash)."""
+    _index_write(folder, file, False, id_field, text_field)
+
+
+@index_app.command("upsert")
+def index_upsert(
+    folder: Annotated[Path, typer.Argument(help="Index folder.")],
+    file: Annotated[Path, typer.Argument(help="Documents to add or replace by id.")],
+    id_field: Annotated[str | None, typer.Option(help="Id column.")] = None,
+    text_field: Annotated[str, typer.Option(help="Text column.")] = "text",
+) -> None:
+    """Add or replace documents by id, atomically."""
+    _index_write(folder, file, True, id_field, text_field)
+
+
+@index_app.command("delete")
+def index_delete(
+    folder: Annotated[Path, typer.Argument(help="Index folder.")],
+    ids: Annotated[str, typer.Option(help="Comma-separated document ids.")],
+) -> None:
+    """Delete documents by id (all ids must exist; nothing changes otherwise)."""
+    from mrl.index import Index
+
+    id_list = [i.strip() for i in ids.split(",") if i.strip()]
+    if not id_list:
+        raise MrlError("--ids: no ids given")
+    index = Index.open(folder)
+    index.delete(id_list)
+    err.print(f"deleted {len(id_list)}; index holds {index.manifest.live}")
+
+
+@index_app.command("stats")
+def index_stats(folder: Annotated[Path, typer.Argument(help="Index folder.")]) -> None:
+    """Size, dims, settings, tuned values, RAM and disk use."""
+    from mrl.index import Index
+
+    _print_stats(Index.open(folder).stats())
+
+
+@index_app.command("tune")
+def index_tune(
+    folder: Annotated[Path, typer.Argument(help="Index folder.")],
+    target_recall: Annotated[float, typer.Option(help="Recall@k against exact full-dim search to reach.")] = 0.99,
+    k: Annotated[int, typer.Option("-k", help="k of recall@k.")] = 10,
+    sample: Annotated[int, typer.Option(help="Documents used as sample queries.")] = 200,
+) -> None:
+    """Pick the cheapest shortlist k' and efSearch/nprobe that reach the recall target; store them."""
+    from mrl.index import Index
+    from mrl.index.tuning import tune
+
+    tuned = tune(Index.open(folder), target_recall, k=k, sample=sample)
+    err.print(
+        f"shortlist {tuned['shortlist']}, ann_search {tuned['ann_search']}: "
+        f"recall@{k} {tuned['measured_recall']:.4f} on {tuned['sample_queries']} sample queries"
+    )
+
+
+@app.command("search")
+def search_cmd(
+    folder: Annotated[Path, typer.Argument(help="Index folder.")],
+    query: Annotated[list[str], typer.Argument(help="One or more query texts.")],
+    k: Annotated[int, typer.Option("-k", help="Results per query.")] = 10,
+    shortlist: Annotated[int | None, typer.Option(help="First-pass candidates k' (default: tuned, else 10 x k).")] = (
+        None
+    ),
+    ann_search: Annotated[int | None, typer.Option(help="efSearch (HNSW) or nprobe (IVF).")] = None,
+    target_recall: Annotated[
+        float | None, typer.Option(help="Tune k' and efSearch/nprobe for this recall first (stored in the index).")
+    ] = None,
+    funnel: Annotated[
+        str | None, typer.Option(help="Rerank stages, e.g. 64,128,full (first must be the index's prefix dim).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Search an index: prefix ANN shortlist, then exact rerank on the full vectors.
+
+    Example: mrl search idx/scifact "does vitamin D prevent fractures" -k 10 --funnel 64,128,full
+    """
+    import json as jsonlib
+
+    from rich.table import Table
+
+    from mrl.index import Index
+    from mrl.index.tuning import tune
+    from mrl.report import console
+
+    index = Index.open(folder)
+    if target_recall is not None:
+        current = index.manifest.tuned or {}
+        if current.get("target_recall") != target_recall or current.get("k") != k:
+            tune(index, target_recall, k=k)
+    stages = _funnel(funnel, index.manifest.prefix_dim, index.manifest.full_dim) if funnel else None
+    results = index.search(query, k=k, shortlist=shortlist, ann_search=ann_search, funnel=stages)
+    t = index.last_timings
+    if as_json:
+        print(
+            jsonlib.dumps(
+                {
+                    "results": [[h.__dict__ for h in hits] for hits in results],
+                    "timings_ms": {"encode": t.encode * 1e3, "shortlist": t.shortlist * 1e3, "rerank": t.rerank * 1e3},
+                },
+                indent=2,
+            )
+        )
+        return
+    for q, hits in zip(query, results, strict=True):
+        table = Table(
+            title=f"{q}  (encode {t.encode * 1e3:.1f} ms, shortlist {t.shortlist * 1e3:.1f} ms, "
+            f"rerank {t.rerank * 1e3:.1f} ms)"
+        )
+        for col in ("#", "id", "score", "text"):
+            table.add_column(col)
+        for rank, h in enumerate(hits, 1):
+            table.add_row(str(rank), h.id, f"{h.score:.4f}", (h.text or "")[:100])
+        console().print(table)
+
+
+def _funnel(spec: str, prefix_dim: int, full_dim: int) -> list[int]:
+    try:
+        stages = [full_dim if s.strip() == "full" else int(s) for s in spec.split(",") if s.strip()]
+    except ValueError:
+        stages = []
+    if len(stages) < 2 or stages[0] != prefix_dim or stages[-1] != full_dim or stages != sorted(stages):
+        raise MrlError(
+            f"--funnel must rise from the prefix dim {prefix_dim} to full ({full_dim}), e.g. {prefix_dim},128,full"
+        )
+    return stages[1:-1]
+
+
 def _print_sts(result: dict) -> None:
     from rich.table import Table
 

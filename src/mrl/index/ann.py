@@ -1,0 +1,96 @@
+"""The first pass: a faiss index over the re-normalized prefix, plus how to search it.
+
+Inner product on unit vectors equals cosine. The prefix is stored 8-bit scalar-quantized by default
+(``sq8``: 1 byte a dim), so the ANN structure does not hold a second float copy of the vectors;
+the exact second pass on full vectors absorbs the quantization error.
+"""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+
+from mrl.errors import MrlError
+
+ANN_KINDS = ("hnsw", "ivf", "flat")
+QUANTS = ("sq8", "fp32")
+DEFAULT_PARAMS = {"hnsw": {"M": 16, "efConstruction": 80}, "ivf": {"nlist": None}, "flat": {}}
+
+
+def default_nlist(n: int) -> int:
+    """About 4 x sqrt(n) lists (the faiss guideline), at least 1 and at most n // 39 (faiss wants 39 points a list)."""
+    return max(1, min(int(4 * np.sqrt(max(n, 1))), max(1, n // 39)))
+
+
+def build_ann(kind: str, quant: str, vectors: np.ndarray, params: dict) -> faiss.Index:
+    """Build and fill an ANN index over ``vectors`` (unit prefixes, float32, ids = row numbers)."""
+    if kind not in ANN_KINDS:
+        raise MrlError(f"unknown ANN kind '{kind}' (choose {', '.join(ANN_KINDS)})")
+    if quant not in QUANTS:
+        raise MrlError(f"unknown quantization '{quant}' (choose {', '.join(QUANTS)})")
+    n, dim = vectors.shape
+    metric = faiss.METRIC_INNER_PRODUCT
+    sq = faiss.ScalarQuantizer.QT_8bit
+    if kind == "hnsw":
+        m = int(params.get("M", 16))
+        index = faiss.IndexHNSWSQ(dim, sq, m, metric) if quant == "sq8" else faiss.IndexHNSWFlat(dim, m, metric)
+        index.hnsw.efConstruction = int(params.get("efConstruction", 80))
+    elif kind == "ivf":
+        nlist = int(params.get("nlist") or default_nlist(n))
+        params["nlist"] = nlist
+        coarse = faiss.IndexFlatIP(dim)
+        if quant == "sq8":
+            index = faiss.IndexIVFScalarQuantizer(coarse, dim, nlist, sq, metric)
+        else:
+            index = faiss.IndexIVFFlat(coarse, dim, nlist, metric)
+        index.own_fields = True
+        coarse.this.disown()
+    else:
+        index = faiss.IndexScalarQuantizer(dim, sq, metric) if quant == "sq8" else faiss.IndexFlatIP(dim)
+    if not index.is_trained:
+        sample = vectors if n <= 100_000 else vectors[np.random.default_rng(0).choice(n, 100_000, replace=False)]
+        index.train(np.ascontiguousarray(sample))
+    add_in_chunks(index, vectors)
+    return index
+
+
+def add_in_chunks(index: faiss.Index, vectors: np.ndarray, chunk: int = 65_536) -> None:
+    for start in range(0, len(vectors), chunk):
+        index.add(np.ascontiguousarray(vectors[start : start + chunk], dtype=np.float32))
+
+
+def search_params(index: faiss.Index, ann_search: int | None, selector: faiss.IDSelector | None):
+    """faiss per-call search parameters: efSearch (HNSW) or nprobe (IVF), plus a deleted-row filter."""
+    kind = ann_kind(index)
+    if kind == "hnsw":
+        params = faiss.SearchParametersHNSW()
+        if ann_search:
+            params.efSearch = int(ann_search)
+    elif kind == "ivf":
+        params = faiss.SearchParametersIVF()
+        if ann_search:
+            params.nprobe = int(ann_search)
+    else:
+        params = faiss.SearchParameters()
+    if selector is not None:
+        params.sel = selector
+    return params
+
+
+def ann_kind(index: faiss.Index) -> str:
+    if isinstance(index, faiss.IndexHNSW):
+        return "hnsw"
+    if isinstance(index, faiss.IndexIVF):
+        return "ivf"
+    return "flat"
+
+
+def ann_search_grid(index: faiss.Index) -> list[int | None]:
+    """Candidate values of the search-time knob for auto-tuning."""
+    kind = ann_kind(index)
+    if kind == "hnsw":
+        return [16, 32, 64, 128, 256, 512]
+    if kind == "ivf":
+        nlist = index.nlist
+        return sorted({p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256) if p <= nlist} | {nlist})
+    return [None]

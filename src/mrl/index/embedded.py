@@ -1,0 +1,432 @@
+"""The embedded two-pass index: ANN shortlist on the short prefix, exact rerank on full vectors.
+
+Layout of an index folder (every file but ``CURRENT`` and ``docs.sqlite`` is immutable once written):
+
+    CURRENT                      name of the live manifest
+    manifest-<gen>.json          settings, tuned values and the files of generation <gen>
+    vectors-<gen>.npy            a segment of unit full vectors (float32 or float16), memory-mapped
+    ann-<gen>.faiss              the faiss index over the re-normalized prefix (ids = row numbers)
+    deleted-<gen>.npy            rows tombstoned by delete/upsert
+    docs.sqlite                  row -> id, text, metadata
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from mrl.data import Document
+from mrl.encode import prefix
+from mrl.errors import MrlError
+from mrl.index.ann import DEFAULT_PARAMS, add_in_chunks, build_ann, search_params
+from mrl.index.docstore import DocStore
+from mrl.index.manifest import Manifest, collect_garbage, commit, read_current
+from mrl.index.storage import atomic_write, atomic_write_path, writer_lock
+
+DEFAULT_SHORTLIST_FACTOR = 10
+
+
+@dataclass
+class Hit:
+    id: str
+    score: float
+    text: str | None = None
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
+class SearchTimings:
+    """Seconds spent per stage of the last search call (for the server's per-stage metrics)."""
+
+    encode: float = 0.0
+    shortlist: float = 0.0
+    rerank: float = 0.0
+
+
+def _unit(vectors: np.ndarray, full_dim: int, what: str = "vector") -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim == 1:
+        vectors = vectors[None, :]
+    if vectors.ndim != 2 or vectors.shape[1] != full_dim:
+        raise MrlError(f"{what} has width {vectors.shape[-1]}, this index holds {full_dim}-dim vectors")
+    if not np.isfinite(vectors).all():
+        raise MrlError(f"{what} contains NaN or infinite values")
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise MrlError(f"{what} is all zeros")
+    return vectors / norms
+
+
+class Index:
+    """An embedded Matryoshka index; open with :meth:`open`, create with :meth:`build`.
+
+    Example::
+
+        from mrl.index import Index
+        index = Index.build("idx/demo", vectors, ids, texts=texts, model="all-MiniLM-L6-v2", prefix_dim=64)
+        hits = index.search("does vitamin D prevent fractures", k=10)
+    """
+
+    def __init__(self, folder: Path, manifest: Manifest, model=None):
+        self.folder = Path(folder)
+        self.manifest = manifest
+        self._model = model
+        self.docs = DocStore(self.folder / "docs.sqlite")
+        self.last_timings = SearchTimings()
+        self._load_state()
+
+    # ---- opening and building -------------------------------------------------------------
+    @classmethod
+    def open(cls, folder: str | Path, model=None) -> Index:
+        """Open the live generation of an index folder (cheap: vectors are memory-mapped)."""
+        return cls(Path(folder), read_current(Path(folder)), model)
+
+    @classmethod
+    def build(
+        cls,
+        folder: str | Path,
+        vectors: np.ndarray,
+        documents: list[Document],
+        model: str | None = None,
+        prefix_dim: int = 64,
+        ann: str = "hnsw",
+        quant: str = "sq8",
+        store: str = "float32",
+        ann_params: dict | None = None,
+        overwrite: bool = False,
+        loaded_model=None,
+    ) -> Index:
+        """Create a new index from full-width vectors (any scale; they are normalized here)."""
+        folder = Path(folder)
+        if folder.exists() and any(folder.iterdir()):
+            if not overwrite:
+                raise MrlError(f"{folder}: folder exists and is not empty (use --overwrite)")
+            if not (folder / "CURRENT").exists():
+                raise MrlError(f"{folder}: refusing to overwrite a folder that is not an mrl index")
+        if store not in ("float32", "float16"):
+            raise MrlError(f"--store must be float32 or float16, not '{store}'")
+        vectors = np.asarray(vectors)
+        if len(documents) != len(vectors):
+            raise MrlError(f"{len(documents)} documents but {len(vectors)} vectors")
+        if not documents:
+            raise MrlError("nothing to index: the corpus is empty")
+        _check_unique([d.id for d in documents])
+        full_dim = vectors.shape[1]
+        if not 0 < prefix_dim <= full_dim:
+            raise MrlError(f"--prefix-dim {prefix_dim} must be between 1 and the vector width {full_dim}")
+        unit = _unit(vectors, full_dim, "corpus vectors")
+        params = {**DEFAULT_PARAMS.get(ann, {}), **(ann_params or {})}
+        index = build_ann(ann, quant, prefix(unit, prefix_dim), params)
+        folder.mkdir(parents=True, exist_ok=True)
+        with writer_lock(folder):
+            gen = 1
+            if (folder / "CURRENT").exists():
+                gen = read_current(folder).generation + 1
+                (folder / "docs.sqlite").unlink(missing_ok=True)
+                for suffix in ("-wal", "-shm"):
+                    (folder / f"docs.sqlite{suffix}").unlink(missing_ok=True)
+            manifest = Manifest(
+                model=model,
+                full_dim=full_dim,
+                prefix_dim=prefix_dim,
+                ann=ann,
+                quant=quant,
+                store=store,
+                ann_params=params,
+                generation=gen,
+                rows=len(unit),
+                live=len(unit),
+            )
+            segment = _write_segment(folder, gen, unit, store)
+            manifest.segments = [{"file": segment, "rows": len(unit)}]
+            manifest.ann_file = _write_ann(folder, gen, index)
+            docs = DocStore(folder / "docs.sqlite")
+            docs.append(0, documents)
+            docs.close()
+            commit(folder, manifest)
+            collect_garbage(folder)
+        return cls(folder, manifest, loaded_model)
+
+    def _load_state(self) -> None:
+        m = self.manifest
+        self.segments = [np.load(self.folder / s["file"], mmap_mode="r") for s in m.segments]
+        self.segment_starts = np.cumsum([0] + [s["rows"] for s in m.segments])
+        self.ann = faiss.read_index(str(self.folder / m.ann_file))
+        self.deleted = np.zeros(m.rows, dtype=bool)
+        if m.tombstones_file:
+            self.deleted[np.load(self.folder / m.tombstones_file)] = True
+        self._selector = None
+        if self.deleted.any():
+            # faiss skips tombstoned rows during graph/list traversal instead of us over-fetching
+            self._live_bits = np.packbits(~self.deleted, bitorder="little")
+            self._selector = faiss.IDSelectorBitmap(m.rows, faiss.swig_ptr(self._live_bits))
+
+    def refresh(self) -> bool:
+        """Pick up a newer committed generation written by another process; True if it changed."""
+        latest = read_current(self.folder)
+        if latest.generation == self.manifest.generation:
+            return False
+        self.manifest = latest
+        self._load_state()
+        return True
+
+    # ---- searching ------------------------------------------------------------------------
+    @property
+    def model(self):
+        if self._model is None:
+            from mrl.model import load_model
+
+            self._model = load_model(self.manifest.model)
+        return self._model
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        from mrl.encode import encode_texts
+
+        return encode_texts(self.model, texts, progress=False)
+
+    def search(
+        self,
+        queries,
+        k: int = 10,
+        shortlist: int | None = None,
+        ann_search: int | None = None,
+        funnel: list[int] | None = None,
+    ):
+        """Top-``k`` hits for one query (text or vector: returns a list of hits) or a batch (list of lists).
+
+        ``shortlist`` (k') and ``ann_search`` (efSearch / nprobe) default to the tuned values in the
+        manifest, else 10 x k. ``funnel`` adds intermediate rerank dims between the prefix and full
+        (e.g. ``[128]`` for 64 -> 128 -> full).
+        """
+        single = isinstance(queries, str) or (isinstance(queries, np.ndarray) and queries.ndim == 1)
+        batch = [queries] if single else list(queries) if not isinstance(queries, np.ndarray) else queries
+        if len(batch) == 0:
+            raise MrlError("no queries given")
+        timings = SearchTimings()
+        t0 = time.perf_counter()
+        if isinstance(batch, np.ndarray) or not isinstance(batch[0], str):
+            vectors = _unit(np.asarray(batch, dtype=np.float32), self.manifest.full_dim, "query vector")
+        else:
+            if any(not isinstance(q, str) or not q.strip() for q in batch):
+                raise MrlError("queries must be non-empty text")
+            _ = self.model  # load outside the timed section: the first call pays for it once
+            t0 = time.perf_counter()
+            vectors = _unit(self.encode(list(batch)), self.manifest.full_dim, "query embedding")
+        timings.encode = time.perf_counter() - t0
+        rows, scores = self.search_vectors(vectors, k, shortlist, ann_search, funnel, timings)
+        self.last_timings = timings
+        results = self._hits(rows, scores)
+        return results[0] if single else results
+
+    def search_vectors(
+        self,
+        unit_queries: np.ndarray,
+        k: int,
+        shortlist: int | None = None,
+        ann_search: int | None = None,
+        funnel: list[int] | None = None,
+        timings: SearchTimings | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Two-pass search on unit query vectors; returns (rows, scores), each (n_queries, k), -1 padded."""
+        m = self.manifest
+        if not isinstance(k, int) or k <= 0:
+            raise MrlError(f"k must be a positive integer, got {k}")
+        if k > m.live:
+            raise MrlError(f"k={k} is larger than the number of documents in the index ({m.live})")
+        tuned = m.tuned or {}
+        kprime = shortlist or tuned.get("shortlist") or DEFAULT_SHORTLIST_FACTOR * k
+        kprime = min(max(int(kprime), k), m.live)
+        ann_search = ann_search or tuned.get("ann_search")
+        timings = timings or SearchTimings()
+
+        t0 = time.perf_counter()
+        q_prefix = prefix(unit_queries, m.prefix_dim)
+        params = search_params(self.ann, ann_search, self._selector)
+        _, cand = self.ann.search(q_prefix, kprime, params=params)
+        timings.shortlist = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        rows, scores = self._rerank(unit_queries, cand, k, funnel or [])
+        timings.rerank = time.perf_counter() - t0
+        return rows, scores
+
+    def _rerank(self, queries: np.ndarray, cand: np.ndarray, k: int, funnel: list[int]):
+        out_rows = np.full((len(queries), k), -1, dtype=np.int64)
+        out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        for i, q in enumerate(queries):
+            c = cand[i][cand[i] >= 0]
+            if not len(c):
+                continue
+            vecs = self.vectors(c)
+            for dim in funnel:  # cheaper intermediate stages narrow the candidate set before the full dot product
+                if dim >= self.manifest.full_dim or len(c) <= 4 * k:
+                    continue
+                s = (vecs[:, :dim] @ q[:dim]) / np.maximum(np.linalg.norm(vecs[:, :dim], axis=1), 1e-12)
+                keep = np.argpartition(-s, max(4 * k, len(c) // 4) - 1)[: max(4 * k, len(c) // 4)]
+                c, vecs = c[keep], vecs[keep]
+            s = vecs @ q
+            top = np.argsort(-s)[:k] if len(s) <= k else np.argpartition(-s, k - 1)[:k]
+            top = top[np.argsort(-s[top])]
+            out_rows[i, : len(top)] = c[top]
+            out_scores[i, : len(top)] = s[top]
+        return out_rows, out_scores
+
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        """Full unit vectors of the given rows, as float32 (gathered from the memory-mapped segments)."""
+        if len(self.segments) == 1:
+            return np.asarray(self.segments[0][np.sort(rows)][np.argsort(np.argsort(rows))], dtype=np.float32)
+        seg = np.searchsorted(self.segment_starts, rows, side="right") - 1
+        out = np.empty((len(rows), self.manifest.full_dim), dtype=np.float32)
+        for s in np.unique(seg):
+            mask = seg == s
+            out[mask] = self.segments[s][rows[mask] - self.segment_starts[s]]
+        return out
+
+    def _hits(self, rows: np.ndarray, scores: np.ndarray) -> list[list[Hit]]:
+        found = self.docs.fetch(sorted({int(r) for r in rows.ravel() if r >= 0}))
+        return [
+            [Hit(found[r][0], float(s), found[r][1], found[r][2]) for r, s in zip(rr, ss, strict=True) if r >= 0]
+            for rr, ss in zip(rows.tolist(), scores.tolist(), strict=True)
+        ]
+
+    # ---- writing --------------------------------------------------------------------------
+    def add(self, documents: list[Document], vectors: np.ndarray | None = None) -> int:
+        """Add new documents (ids must be new); encodes texts when no vectors are given."""
+        return self._write(documents, vectors, replace=False)
+
+    def upsert(self, documents: list[Document], vectors: np.ndarray | None = None) -> int:
+        """Add or replace documents by id."""
+        return self._write(documents, vectors, replace=True)
+
+    def delete(self, ids: list[str]) -> int:
+        """Tombstone documents by id; unknown ids are an error and nothing is deleted."""
+        with writer_lock(self.folder):
+            self.refresh()
+            rows = self._live_rows(ids)
+            missing = [i for i in ids if i not in rows]
+            if missing:
+                raise MrlError(f"unknown ids: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
+            m = self._next_manifest()
+            self._commit_tombstones(m, [r for rs in rows.values() for r in rs])
+            m.live -= len(ids)
+            commit(self.folder, m)
+            collect_garbage(self.folder)
+            self.manifest = m
+            self._load_state()
+        return len(ids)
+
+    def _write(self, documents: list[Document], vectors: np.ndarray | None, replace: bool) -> int:
+        if not documents:
+            raise MrlError("no documents given")
+        _check_unique([d.id for d in documents])
+        if vectors is None:
+            vectors = self.encode([d.text for d in documents])
+        if len(vectors) != len(documents):
+            raise MrlError(f"{len(documents)} documents but {len(vectors)} vectors")
+        unit = _unit(vectors, self.manifest.full_dim, "document vectors")
+        with writer_lock(self.folder):
+            self.refresh()
+            existing = self._live_rows([d.id for d in documents])
+            if existing and not replace:
+                raise MrlError(f"ids already in the index: {', '.join(list(existing)[:10])} (use upsert)")
+            m = self._next_manifest()
+            first_row = m.rows
+            m.segments = [
+                *m.segments,
+                {"file": _write_segment(self.folder, m.generation, unit, m.store), "rows": len(unit)},
+            ]
+            ann = faiss.read_index(str(self.folder / self.manifest.ann_file))
+            add_in_chunks(ann, prefix(unit, m.prefix_dim))
+            m.ann_file = _write_ann(self.folder, m.generation, ann)
+            m.rows += len(unit)
+            replaced = [r for rs in existing.values() for r in rs]
+            if replaced:
+                self._commit_tombstones(m, replaced)
+            m.live += len(unit) - len(replaced)
+            self.docs.append(first_row, documents)
+            commit(self.folder, m)
+            collect_garbage(self.folder)
+            self.manifest = m
+            self._load_state()
+        return len(documents)
+
+    def _next_manifest(self) -> Manifest:
+        m = Manifest(**{**self.manifest.__dict__})
+        m.generation += 1
+        m.segments = list(m.segments)
+        return m
+
+    def _commit_tombstones(self, m: Manifest, rows: list[int]) -> None:
+        current = np.flatnonzero(self.deleted)
+        merged = np.union1d(current, np.asarray(rows, dtype=np.int64))
+        name = f"deleted-{m.generation:08d}.npy"
+        atomic_write(self.folder / name, lambda h: np.save(h, merged))
+        m.tombstones_file = name
+
+    def _live_rows(self, ids: list[str]) -> dict[str, list[int]]:
+        found = self.docs.rows_for_ids(ids, below=self.manifest.rows)
+        live = {i: [r for r in rows if not self.deleted[r]] for i, rows in found.items()}
+        return {i: rows for i, rows in live.items() if rows}
+
+    # ---- introspection --------------------------------------------------------------------
+    def stats(self) -> dict:
+        m = self.manifest
+        files = {name: (self.folder / name).stat().st_size for name in m.files()}
+        ann_bytes = files[m.ann_file]
+        vector_bytes = sum(files[s["file"]] for s in m.segments)
+        return {
+            "path": str(self.folder),
+            "model": m.model,
+            "documents": m.live,
+            "rows": m.rows,
+            "deleted": int(self.deleted.sum()),
+            "full_dim": m.full_dim,
+            "prefix_dim": m.prefix_dim,
+            "ann": m.ann,
+            "quant": m.quant,
+            "store": m.store,
+            "ann_params": m.ann_params,
+            "tuned": m.tuned,
+            "generation": m.generation,
+            "ram_bytes": ann_bytes + self.deleted.nbytes,
+            "disk_bytes": sum(files.values()) + (self.folder / "docs.sqlite").stat().st_size,
+            "ann_bytes": ann_bytes,
+            "vector_bytes": vector_bytes,
+        }
+
+    def set_tuned(self, tuned: dict) -> None:
+        """Record auto-tuned search settings in a new generation."""
+        with writer_lock(self.folder):
+            self.refresh()
+            m = self._next_manifest()
+            m.tuned = tuned
+            commit(self.folder, m)
+            collect_garbage(self.folder)
+            self.manifest = m
+
+    def close(self) -> None:
+        self.docs.close()
+
+
+def _check_unique(ids: list[str]) -> None:
+    seen: set[str] = set()
+    dupes = [i for i in ids if i in seen or seen.add(i)]
+    if dupes:
+        raise MrlError(f"duplicate ids: {', '.join(dupes[:10])}")
+
+
+def _write_segment(folder: Path, gen: int, unit: np.ndarray, store: str) -> str:
+    name = f"vectors-{gen:08d}.npy"
+    data = unit.astype(np.float16 if store == "float16" else np.float32)
+    atomic_write(folder / name, lambda h: np.save(h, data))
+    return name
+
+
+def _write_ann(folder: Path, gen: int, index: faiss.Index) -> str:
+    name = f"ann-{gen:08d}.faiss"
+    atomic_write_path(folder / name, lambda tmp: faiss.write_index(index, str(tmp)))
+    return name

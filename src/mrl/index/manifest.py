@@ -1,0 +1,94 @@
+"""The index manifest: what was built, with which settings, and which immutable files hold it.
+
+Every committed state of an index is a *generation*: ``manifest-<gen>.json`` names the vector
+segments, the ANN file and the tombstone file of that state; ``CURRENT`` names the live generation.
+Writers never modify a file that a manifest names; they write new files and then switch
+``CURRENT`` atomically. That is what makes a killed writer harmless and lets readers run during writes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from mrl.errors import MrlError
+from mrl.index.storage import atomic_write, atomic_write_json
+
+FORMAT_VERSION = 1
+CURRENT = "CURRENT"
+
+
+@dataclass
+class Manifest:
+    model: str | None
+    full_dim: int
+    prefix_dim: int
+    ann: str  # hnsw | ivf | flat
+    quant: str  # sq8 | fp32: how the ANN stores the prefix
+    store: str  # float32 | float16: how full vectors are stored
+    ann_params: dict = field(default_factory=dict)
+    generation: int = 0
+    rows: int = 0  # rows in all segments, deleted ones included
+    live: int = 0
+    segments: list[dict] = field(default_factory=list)  # {"file": ..., "rows": n}
+    ann_file: str = ""
+    tombstones_file: str | None = None
+    tuned: dict | None = None  # {"target_recall", "k", "shortlist", "ann_search", "measured_recall"}
+    format_version: int = FORMAT_VERSION
+
+    def files(self) -> set[str]:
+        names = {s["file"] for s in self.segments} | {self.ann_file}
+        if self.tombstones_file:
+            names.add(self.tombstones_file)
+        return names
+
+
+def manifest_name(generation: int) -> str:
+    return f"manifest-{generation:08d}.json"
+
+
+def read_current(folder: Path) -> Manifest:
+    """The live manifest; clear errors for a folder that is not an index or is from a newer mrl."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MrlError(f"{folder}: index folder not found")
+    pointer = folder / CURRENT
+    if not pointer.is_file():
+        raise MrlError(f"{folder}: not an mrl index (no {CURRENT} file)")
+    name = pointer.read_text().strip()
+    try:
+        data = json.loads((folder / name).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise MrlError(f"{folder / name}: unreadable manifest ({exc})") from None
+    version = data.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise MrlError(
+            f"{folder}: index format version {version} was written by a newer mrl (this one reads <= {FORMAT_VERSION});"
+            " upgrade mrl"
+        )
+    known = set(Manifest.__dataclass_fields__)
+    return Manifest(**{k: v for k, v in data.items() if k in known})
+
+
+def commit(folder: Path, manifest: Manifest) -> None:
+    """Durably write the manifest of a new generation, then make it current (the commit point)."""
+    name = manifest_name(manifest.generation)
+    atomic_write_json(folder / name, asdict(manifest))
+    atomic_write(folder / CURRENT, lambda h: h.write(name.encode()))
+
+
+def collect_garbage(folder: Path, keep_generations: int = 2) -> None:
+    """Delete files no manifest among the newest ``keep_generations`` names (and stray temp files).
+
+    Keeping the previous generation lets a reader that read the old CURRENT a moment ago still open its files.
+    """
+    manifests = sorted(folder.glob("manifest-*.json"))
+    keep = manifests[-keep_generations:]
+    referenced: set[str] = {CURRENT, "write.lock", "docs.sqlite", *(m.name for m in keep)}
+    for m in keep:
+        data = json.loads(m.read_text())
+        referenced |= Manifest(**{k: v for k, v in data.items() if k in Manifest.__dataclass_fields__}).files()
+    for path in folder.iterdir():
+        if path.is_file() and path.name not in referenced and not path.name.startswith("docs.sqlite"):
+            path.unlink(missing_ok=True)

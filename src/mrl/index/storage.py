@@ -1,0 +1,61 @@
+"""Crash-safe file primitives for the index: write to a temp file, fsync, rename, fsync the folder.
+
+A rename within one filesystem is atomic, so a reader (or a process restarted after a crash)
+sees either the old file or the complete new one, never a prefix of it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write ``path`` through ``write(handle)`` so that it appears complete or not at all."""
+
+    def to_file(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            write(handle)
+
+    atomic_write_path(path, to_file)
+
+
+def atomic_write_path(path: Path, write_to: Callable[[Path], None]) -> None:
+    """Like :func:`atomic_write` for writers that take a file name (faiss.write_index)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    write_to(tmp)
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path, data: dict) -> None:
+    atomic_write(path, lambda h: h.write(json.dumps(data, indent=2).encode()))
+
+
+@contextmanager
+def writer_lock(folder: Path) -> Iterator[None]:
+    """One writer at a time per index (readers take no lock: they read immutable generations)."""
+    with open(folder / "write.lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

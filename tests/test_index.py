@@ -1,0 +1,238 @@
+"""The embedded two-pass index on real SciFact embeddings with real faiss."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mrl.data import Document, load_beir, load_documents
+from mrl.encode import EmbeddingCache, prefix
+from mrl.errors import DataError, MrlError
+from mrl.index import Index
+from mrl.index.manifest import read_current
+from mrl.index.tuning import exact_top_k, recall_at_k, tune
+
+
+@pytest.fixture(scope="module")
+def corpus(model, data_dir, tmp_path_factory):
+    """About 220 real SciFact abstracts and their base-model embeddings (encoded once, cached)."""
+    from conftest import write_beir_subset
+
+    folder = write_beir_subset(data_dir / "scifact", tmp_path_factory.mktemp("sf"), 20, 200)
+    data = load_beir(folder, "test")
+    cache = EmbeddingCache(tmp_path_factory.mktemp("cache"))
+    vectors, _ = cache.get_or_encode(model, data.corpus_fingerprint(), list(data.corpus.values()), progress=False)
+    docs = [Document(i, t, {"n": n}) for n, (i, t) in enumerate(data.corpus.items())]
+    return folder, data, docs, vectors
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.name != "write.lock"}
+
+
+@pytest.mark.parametrize(
+    ("ann", "quant", "store"), [("hnsw", "sq8", "float32"), ("ivf", "sq8", "float16"), ("flat", "fp32", "float32")]
+)
+def test_two_pass_matches_exact_search_with_full_shortlist(corpus, tmp_path, model, ann, quant, store):
+    _, _, docs, vectors = corpus
+    index = Index.build(
+        tmp_path / "i",
+        vectors,
+        docs,
+        model="default",
+        prefix_dim=64,
+        ann=ann,
+        quant=quant,
+        store=store,
+        loaded_model=model,
+    )
+    queries = prefix(vectors[:30], vectors.shape[1])
+    truth = exact_top_k(index, queries, 10)
+    # a shortlist of the whole corpus and an exhaustive first pass: exact by construction
+    rows, scores = index.search_vectors(queries, 10, shortlist=len(docs), ann_search=512)
+    assert recall_at_k(rows, truth) >= (0.999 if store == "float32" else 0.98)
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)  # sorted best first
+    assert rows[0, 0] == 0 and scores[0, 0] == pytest.approx(1.0, abs=1e-2)  # a document finds itself
+
+
+def test_text_and_vector_queries_single_and_batch(corpus, tmp_path, model):
+    _, data, docs, vectors = corpus
+    index = Index.build(tmp_path / "i", vectors, docs, model="default", loaded_model=model)
+    query = next(iter(data.queries.values()))
+    hits = index.search(query, k=5)
+    assert len(hits) == 5 and hits[0].text and "n" in hits[0].metadata
+    batch = index.search([query, "aspirin and heart attack"], k=3)
+    assert len(batch) == 2 and [h.id for h in batch[0]] == [h.id for h in hits[:3]]
+    by_vector = index.search(vectors[7], k=1)
+    assert by_vector[0].id == docs[7].id
+    assert index.last_timings.shortlist > 0 and index.last_timings.rerank > 0
+
+
+def test_reopen_add_upsert_delete(corpus, tmp_path, model):
+    _, _, docs, vectors = corpus
+    folder = tmp_path / "i"
+    Index.build(folder, vectors[:200], docs[:200], model="default", loaded_model=model)
+    index = Index.open(folder, model=model)
+    assert index.stats()["documents"] == 200
+    index.add(docs[200:], vectors[200:])
+    assert Index.open(folder).stats()["documents"] == len(docs)
+    with pytest.raises(MrlError, match="already in the index"):
+        index.add([docs[0]], vectors[:1])
+    # upsert replaces: doc 0 now carries doc 5's vector, so a query with that vector returns both
+    index.upsert([Document(docs[0].id, "replaced", {"v": 2})], vectors[5:6])
+    hits = index.search(vectors[5], k=2)
+    assert {h.id for h in hits} == {docs[0].id, docs[5].id}
+    assert [h.text for h in hits if h.id == docs[0].id] == ["replaced"]
+    assert index.stats()["documents"] == len(docs)
+    index.delete([docs[5].id])
+    hits = index.search(vectors[5], k=3)
+    assert docs[5].id not in {h.id for h in hits}
+    reopened = Index.open(folder)
+    assert reopened.stats()["documents"] == len(docs) - 1 and reopened.stats()["deleted"] == 2
+    with pytest.raises(MrlError, match="unknown ids: nope"):
+        reopened.delete([docs[1].id, "nope"])
+    assert Index.open(folder).stats()["documents"] == len(docs) - 1  # nothing deleted
+
+
+def test_bad_queries_change_nothing(corpus, tmp_path, model):
+    _, _, docs, vectors = corpus
+    folder = tmp_path / "i"
+    index = Index.build(folder, vectors, docs, model="default", loaded_model=model)
+    before = snapshot(folder)
+    nan = vectors[0].copy()
+    nan[3] = np.nan
+    for call, needle in (
+        (lambda: index.search(np.ones(100, dtype=np.float32)), "width 100"),
+        (lambda: index.search(nan), "NaN"),
+        (lambda: index.search(vectors[0], k=0), "positive integer"),
+        (lambda: index.search(vectors[0], k=len(docs) + 1), "larger than the number of documents"),
+        (lambda: index.search("   "), "non-empty"),
+        (lambda: index.add([Document("x", "a"), Document("x", "b")], vectors[:2]), "duplicate ids: x"),
+        (lambda: index.add([Document("y", "a")], np.full((1, 384), np.nan)), "NaN"),
+    ):
+        with pytest.raises(MrlError, match=needle):
+            call()
+    assert snapshot(folder) == before
+
+
+def test_open_errors(tmp_path, corpus, model):
+    with pytest.raises(MrlError, match="not an mrl index"):
+        Index.open(tmp_path)
+    _, _, docs, vectors = corpus
+    folder = tmp_path / "i"
+    Index.build(folder, vectors, docs, model="default", loaded_model=model)
+    m = read_current(folder)
+    path = folder / f"manifest-{m.generation:08d}.json"
+    data = json.loads(path.read_text())
+    data["format_version"] = 99
+    path.write_text(json.dumps(data))
+    with pytest.raises(MrlError, match="newer mrl"):
+        Index.open(folder)
+
+
+def test_duplicate_ids_in_corpus_file(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"_id": "a", "text": "x"}\n{"_id": "b", "text": "y"}\n{"_id": "a", "text": "z"}\n')
+    with pytest.raises(DataError, match="duplicate id 'a' \\(first on line 1\\)") as info:
+        load_documents(path)
+    assert info.value.line == 3
+
+
+def test_tune_reaches_target_and_is_stored(corpus, tmp_path, model):
+    _, _, docs, vectors = corpus
+    index = Index.build(tmp_path / "i", vectors, docs, model="default", prefix_dim=64, loaded_model=model)
+    tuned = tune(index, target_recall=0.95, k=10, sample=100)
+    assert tuned["measured_recall"] >= 0.95
+    stored = Index.open(tmp_path / "i").manifest.tuned
+    assert stored["shortlist"] == tuned["shortlist"] and stored["ann_search"] == tuned["ann_search"]
+    # the stored settings are what a plain search uses, and they hold on a fresh sample
+    queries = prefix(vectors[np.random.default_rng(5).choice(len(docs), 50, replace=False)], 384)
+    rows, _ = index.search_vectors(queries, 10)
+    assert recall_at_k(rows, exact_top_k(index, queries, 10)) >= 0.9
+
+
+def test_funnel_keeps_quality(corpus, tmp_path, model):
+    _, _, docs, vectors = corpus
+    index = Index.build(tmp_path / "i", vectors, docs, model="default", loaded_model=model)
+    queries = prefix(vectors[:40], 384)
+    truth = exact_top_k(index, queries, 10)
+    rows, _ = index.search_vectors(queries, 10, shortlist=200, ann_search=256, funnel=[128])
+    assert recall_at_k(rows, truth) >= 0.95
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys, numpy as np
+    from mrl.data import Document
+    from mrl.index import Index
+    index = Index.open(sys.argv[1])
+    rng = np.random.default_rng(0)
+    i = 0
+    while True:
+        docs = [Document(f"w{i}-{j}", f"written {i} {j}") for j in range(20)]
+        index.upsert(docs, rng.normal(size=(20, index.manifest.full_dim)).astype("float32"))
+        print(i, flush=True)
+        i += 1
+    """
+)
+
+
+def test_kill_during_writes_leaves_last_committed_state(corpus, tmp_path, model):
+    """SIGKILL a writer mid-stream; readers never fail meanwhile and the index reopens consistent."""
+    _, _, docs, vectors = corpus
+    folder = tmp_path / "i"
+    Index.build(folder, vectors, docs, model="default", loaded_model=model)
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    proc = subprocess.Popen([sys.executable, str(script), str(folder)], stdout=subprocess.PIPE, text=True)
+    reader_errors: list[Exception] = []
+    seen_live: list[int] = []
+    stop = threading.Event()
+
+    def read_loop():
+        reader = Index.open(folder)
+        while not stop.is_set():
+            try:
+                reader.refresh()
+                seen_live.append(reader.manifest.live)
+                hits = reader.search(vectors[3], k=5)
+                assert len(hits) == 5
+            except Exception as exc:
+                reader_errors.append(exc)
+                return
+
+    thread = threading.Thread(target=read_loop)
+    thread.start()
+    committed = 0
+    deadline = time.monotonic() + 120
+    while committed < 5 and time.monotonic() < deadline:  # let a few commits land, then kill mid-stream
+        line = proc.stdout.readline()
+        if line:
+            committed = int(line) + 1
+    time.sleep(0.05 * (committed % 3))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    stop.set()
+    thread.join()
+    assert committed >= 5
+    assert not reader_errors, reader_errors
+    assert seen_live == sorted(seen_live)  # readers only ever moved forward, one committed state at a time
+    index = Index.open(folder)
+    live = index.manifest.live
+    assert live % 20 == len(docs) % 20 and live >= len(docs) + 20 * committed
+    assert index.search(vectors[3], k=1)[0].id == docs[3].id
+    # the next writer cleans up whatever the killed one left uncommitted
+    index.add([Document("after-crash", "text")], vectors[:1])
+    assert Index.open(folder).manifest.live == live + 1
+    leftovers = [p.name for p in folder.iterdir() if ".tmp-" in p.name]
+    assert not leftovers
