@@ -381,13 +381,25 @@ def index_tune(
     folder: Annotated[Path, typer.Argument(help="Index folder.")],
     target_recall: Annotated[float, typer.Option(help="Recall@k against exact full-dim search to reach.")] = 0.99,
     k: Annotated[int, typer.Option("-k", help="k of recall@k.")] = 10,
-    sample: Annotated[int, typer.Option(help="Documents used as sample queries.")] = 200,
+    sample: Annotated[int, typer.Option(help="Documents used as sample queries (without --queries).")] = 200,
+    queries: Annotated[
+        Path | None,
+        typer.Option(help="Real queries to tune on (JSONL/CSV with a 'text' column): better than documents."),
+    ] = None,
 ) -> None:
     """Pick the cheapest shortlist k' and efSearch/nprobe that reach the recall target; store them."""
+    from mrl.data.records import read_rows, text_field
     from mrl.index import Index
     from mrl.index.tuning import tune
 
-    tuned = tune(Index.open(folder), target_recall, k=k, sample=sample)
+    index = Index.open(folder)
+    vectors = None
+    if queries is not None:
+        texts = [text_field(row, "text", queries, line) for line, row in read_rows(queries)]
+        if not texts:
+            raise MrlError(f"{queries}: no queries found")
+        vectors = index.encode(texts)
+    tuned = tune(index, target_recall, k=k, sample=sample, queries=vectors)
     err.print(
         f"shortlist {tuned['shortlist']}, ann_search {tuned['ann_search']}: "
         f"recall@{k} {tuned['measured_recall']:.4f} on {tuned['sample_queries']} sample queries"

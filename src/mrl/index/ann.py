@@ -89,7 +89,7 @@ def ann_search_grid(index: faiss.Index) -> list[int | None]:
     """Candidate values of the search-time knob for auto-tuning."""
     kind = ann_kind(index)
     if kind == "hnsw":
-        return [16, 32, 64, 128, 256, 512]
+        return [16, 32, 64, 128, 256, 512, 1024, 2048]
     if kind == "ivf":
         nlist = index.nlist
         return sorted({p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256) if p <= nlist} | {nlist})

@@ -1,7 +1,9 @@
 """Auto-tuning the first pass: the cheapest shortlist size k' and efSearch/nprobe that reach a recall target.
 
-Recall is measured as recall@k of the two-pass result against exact full-dim search, on a sample of
-the index's own documents used as queries (the query distribution we have without a query log).
+Recall is measured as recall@k of the two-pass result against exact full-dim search, on sample
+queries: real ones when the user has them (a query log, training queries), else a sample of the
+index's own documents. Document-as-query tuning is optimistic for short queries whose neighbours sit
+further away; pass real queries when there are any.
 Among settings that reach the target, the one with the lowest measured batch search time wins.
 """
 
@@ -45,18 +47,29 @@ def tune(
     sample: int = 200,
     shortlists: list[int] | None = None,
     seed: int = 0,
+    queries: np.ndarray | None = None,
 ) -> dict:
-    """Find and store (in a new manifest generation) the cheapest settings that reach ``target_recall``."""
+    """Find and store (in a new manifest generation) the cheapest settings that reach ``target_recall``.
+
+    ``queries``: optional full-width query vectors to tune on instead of sampled documents.
+    """
     if not 0 < target_recall <= 1:
         raise MrlError(f"--target-recall must be in (0, 1], got {target_recall}")
     live = np.flatnonzero(~index.deleted)
     if len(live) <= k:
         raise MrlError(f"the index holds {len(live)} documents: too few to tune for k={k}")
     rng = np.random.default_rng(seed)
-    rows = rng.choice(live, size=min(sample, len(live)), replace=False)
-    queries = index.vectors(rows)
+    if queries is None:
+        source = "documents"
+        queries = index.vectors(rng.choice(live, size=min(sample, len(live)), replace=False))
+    else:
+        source = "queries"
+        queries = np.asarray(queries, dtype=np.float32)
+        if queries.ndim != 2 or queries.shape[1] != index.manifest.full_dim:
+            raise MrlError(f"tuning queries must be {index.manifest.full_dim}-dim vectors")
+        queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
     truth = exact_top_k(index, queries, k)
-    shortlists = shortlists or [k * f for f in (1, 2, 3, 5, 10, 20, 30, 50, 100)]
+    shortlists = shortlists or [k * f for f in (1, 2, 3, 5, 10, 20, 30, 50, 100, 200, 500)]
     shortlists = sorted({min(s, len(live)) for s in shortlists if s >= k})
     tried = []
     for ann_search in ann_search_grid(index.ann):
@@ -82,7 +95,8 @@ def tune(
         "shortlist": choice["shortlist"],
         "ann_search": choice["ann_search"],
         "measured_recall": choice["recall"],
-        "sample_queries": len(rows),
+        "sample_queries": len(queries),
+        "sample_source": source,
         "tried": tried,
     }
     index.set_tuned(tuned)

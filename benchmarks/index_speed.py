@@ -1,0 +1,371 @@
+"""Issue 4 benchmark: mrl two-pass search against faiss HNSW (and hnswlib) on full vectors, and exact search.
+
+Data. Real embeddings of every text we have (SciFact abstracts, NLI and STS-B sentences), encoded with
+--model. To reach --n vectors we draw from a kernel density estimate fitted to them: pick a real
+embedding uniformly at random, add Gaussian noise whose covariance is --bandwidth^2 times the empirical
+covariance of the real embeddings, re-normalize. This keeps the clusters of the real data and its
+per-dimension variance profile (which is what decides how much a prefix knows). Queries are 1,000 real
+SciFact claims encoded with the same model: they are not in the index.
+
+Every contender runs in this one process on the same vectors and queries; speed claims are ratios.
+
+    python benchmarks/index_speed.py --n 1000000 --model models/bench/mrl-w
+    python benchmarks/index_speed.py --n 100000 --quick          # fewer operating points
+
+Writes benchmarks/results/index_speed-<n>.json and .png and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import faiss
+import numpy as np
+from rich.table import Table
+
+from mrl.data import Document, load_beir, load_sts, load_triplets
+from mrl.data.beir import texts_fingerprint
+from mrl.encode import EmbeddingCache, encode_texts, prefix
+from mrl.index import Index
+from mrl.index.tuning import recall_at_k
+from mrl.model import load_model
+from mrl.report import console, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+K = 10
+
+
+def real_embeddings(model, data: Path, cache: EmbeddingCache) -> tuple[np.ndarray, np.ndarray, dict]:
+    scifact = load_beir(data / "scifact", "test")
+    texts = dict(scifact.corpus)
+    for f in sorted((data / "nli-triplets").glob("*.triplets.jsonl")):
+        for t in load_triplets(f):
+            for s in (t.anchor, t.positive, t.negative):
+                texts.setdefault(f"nli:{s}", s)
+    for split in ("train", "dev", "test"):
+        sts = load_sts(data / "stsbenchmark" / f"sts-{split}.csv")
+        for s in sts.sentences1 + sts.sentences2:
+            texts.setdefault(f"sts:{s}", s)
+    emb, _ = cache.get_or_encode(model, texts_fingerprint(texts), list(texts.values()), batch_size=128)
+    queries_all = {**load_beir(data / "scifact", "train").queries, **scifact.queries}
+    qtexts = list(queries_all.values())[:1000]
+    queries = encode_texts(model, qtexts, progress=False)
+    return prefix(emb, emb.shape[1]), prefix(queries, queries.shape[1]), {"real_texts": len(texts)}
+
+
+def draw(real: np.ndarray, n: int, bandwidth: float, seed: int) -> np.ndarray:
+    """Kernel density sample: a random real embedding plus correlated Gaussian noise, re-normalized."""
+    rng = np.random.default_rng(seed)
+    centered = real - real.mean(axis=0)
+    cov = centered.T @ centered / (len(real) - 1)
+    chol = np.linalg.cholesky(cov + 1e-6 * np.eye(cov.shape[0]))
+    out = np.empty((n, real.shape[1]), dtype=np.float32)
+    for start in range(0, n, 100_000):
+        m = min(100_000, n - start)
+        base = real[rng.integers(0, len(real), m)]
+        noise = rng.standard_normal((m, real.shape[1])).astype(np.float32) @ chol.T.astype(np.float32)
+        out[start : start + m] = base + bandwidth * noise
+    return prefix(out, out.shape[1])
+
+
+def timed_single(fn, queries: np.ndarray, limit: int) -> tuple[np.ndarray, list[float]]:
+    """Run fn(one_query) for each of the first `limit` queries; returns rows and per-query seconds."""
+    rows, lat = [], []
+    for q in queries[:limit]:
+        t0 = time.perf_counter()
+        r = fn(q[None, :])
+        lat.append(time.perf_counter() - t0)
+        rows.append(r[0])
+    return np.array(rows), lat
+
+
+def point(name: str, setting: dict, truth: np.ndarray, fn, queries: np.ndarray, single_limit: int, **extra) -> dict:
+    t0 = time.perf_counter()
+    batch_rows = fn(queries)
+    batch_s = time.perf_counter() - t0
+    rows, lat = timed_single(fn, queries, single_limit)
+    lat_ms = np.array(lat) * 1e3
+    return {
+        "system": name,
+        **setting,
+        "recall@10": recall_at_k(batch_rows, truth),
+        "recall@10_single": recall_at_k(rows, truth[:single_limit]),
+        "qps_single": len(lat) / sum(lat),
+        "p50_ms": float(np.percentile(lat_ms, 50)),
+        "p99_ms": float(np.percentile(lat_ms, 99)),
+        "qps_batch": len(queries) / batch_s,
+        **extra,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--data", default=os.environ.get("MRL_DATA", str(ROOT.parent / "shared" / "data")))
+    ap.add_argument("--bandwidth", type=float, default=0.5)
+    ap.add_argument("--prefix-dims", default="64,128")
+    ap.add_argument("--hnsw-m", type=int, default=32, help="M of the full-vector HNSW peers")
+    ap.add_argument("--single", type=int, default=300, help="queries timed one at a time per point")
+    ap.add_argument("--no-hnswlib", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="fewer operating points")
+    ap.add_argument("--workdir", default=None, help="where mrl writes its index (default: a temp folder)")
+    args = ap.parse_args()
+
+    model = load_model(args.model)
+    real, queries, info = real_embeddings(model, Path(args.data), EmbeddingCache())
+    t0 = time.perf_counter()
+    base = draw(real, args.n, args.bandwidth, seed=0)
+    dim = base.shape[1]
+    result = {
+        "n": args.n,
+        "dim": dim,
+        "model": getattr(model, "mrl_source", args.model),
+        "queries": len(queries),
+        "k": K,
+        "data": {
+            **info,
+            "method": f"KDE over real embeddings, bandwidth {args.bandwidth}",
+            "generate_seconds": round(time.perf_counter() - t0, 1),
+        },
+        "threads": faiss.omp_get_max_threads(),
+        "points": [],
+        "systems": {},
+    }
+    c = console()
+    c.print(f"{args.n} x {dim} vectors from {info['real_texts']} real embeddings; {len(queries)} queries")
+
+    # exact search: the reference for recall and the bandwidth-bound baseline
+    flat = faiss.IndexFlatIP(dim)
+    flat.add(base)
+    _, truth = flat.search(queries, K)
+    result["points"].append(
+        point("exact (faiss flat, full)", {}, truth, lambda q, f=flat: f.search(q, K)[1], queries, min(50, args.single))
+    )
+    result["systems"]["exact"] = {"ram_bytes": base.nbytes, "build_s": 0.0}
+    c.print(result["points"][-1])
+    del flat
+    gc.collect()
+
+    efs = [16, 32, 64, 128] if args.quick else [16, 32, 64, 96, 128, 192, 256, 384, 512]
+    # peer 1: faiss HNSW over full vectors
+    hnsw = faiss.IndexHNSWFlat(dim, args.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    hnsw.hnsw.efConstruction = 100
+    t0 = time.perf_counter()
+    hnsw.add(base)
+    build = time.perf_counter() - t0
+    result["systems"]["faiss-hnsw-full"] = {
+        "ram_bytes": int(faiss.serialize_index(hnsw).nbytes),
+        "build_s": build,
+        "M": args.hnsw_m,
+        "efConstruction": 100,
+    }
+    c.print(f"faiss HNSW full built in {build:.0f} s")
+    for ef in efs:
+        params = faiss.SearchParametersHNSW(efSearch=ef)
+        result["points"].append(
+            point(
+                "faiss-hnsw-full",
+                {"efSearch": ef},
+                truth,
+                lambda q, p=params, h=hnsw: h.search(q, K, params=p)[1],
+                queries,
+                args.single,
+            )
+        )
+        c.print(result["points"][-1])
+    del hnsw
+    gc.collect()
+
+    if not args.no_hnswlib:
+        try:
+            import hnswlib
+        except ImportError:
+            hnswlib = None
+        if hnswlib is not None:
+            hl = hnswlib.Index(space="ip", dim=dim)
+            hl.init_index(max_elements=args.n, M=args.hnsw_m, ef_construction=100)
+            t0 = time.perf_counter()
+            hl.add_items(base, num_threads=faiss.omp_get_max_threads())
+            build = time.perf_counter() - t0
+            with tempfile.TemporaryDirectory() as tmp:
+                hl.save_index(f"{tmp}/h.bin")
+                size = os.path.getsize(f"{tmp}/h.bin")
+            result["systems"]["hnswlib-full"] = {"ram_bytes": size, "build_s": build, "M": args.hnsw_m}
+            for ef in efs:
+
+                def run(q, ef=ef):
+                    hl.set_ef(max(ef, K))
+                    return hl.knn_query(q, k=K, num_threads=1 if len(q) == 1 else -1)[0].astype(np.int64)
+
+                result["points"].append(point("hnswlib-full", {"ef": ef}, truth, run, queries, args.single))
+                c.print(result["points"][-1])
+            del hl
+            gc.collect()
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="mrl-bench-"))
+    docs = [Document(str(i), "") for i in range(args.n)]
+    shortlists = [20, 50, 100, 200] if args.quick else [20, 30, 50, 80, 100, 150, 200, 300, 500]
+    for pdim in [int(x) for x in args.prefix_dims.split(",")]:
+        for ann, params, grid in (
+            ("hnsw", {"M": 16, "efConstruction": 80}, [32, 64, 128, 256] if args.quick else [32, 64, 128, 256, 512]),
+            ("ivf", {}, [8, 16, 32, 64] if args.quick else [8, 16, 32, 64, 128]),
+        ):
+            name = f"mrl-{ann}-p{pdim}"
+            folder = workdir / name
+            shutil.rmtree(folder, ignore_errors=True)
+            t0 = time.perf_counter()
+            idx = Index.build(folder, base, docs, model=None, prefix_dim=pdim, ann=ann, ann_params=dict(params))
+            build = time.perf_counter() - t0
+            st = idx.stats()
+            result["systems"][name] = {
+                "ram_bytes": st["ram_bytes"],
+                "disk_bytes": st["disk_bytes"],
+                "mmap_vector_bytes": st["vector_bytes"],
+                "build_s": build,
+                "ann_params": st["ann_params"],
+            }
+            c.print(f"{name} built in {build:.0f} s, ANN {st['ann_bytes'] / 2**20:.0f} MiB")
+            for a in grid:
+                for kp in shortlists:
+                    if ann == "hnsw" and kp > a:
+                        continue  # faiss searches with max(efSearch, k'): the pair is a duplicate point
+                    result["points"].append(
+                        point(
+                            name,
+                            {"ann_search": a, "shortlist": kp},
+                            truth,
+                            lambda q, a=a, kp=kp, idx=idx: idx.search_vectors(q, K, shortlist=kp, ann_search=a)[0],
+                            queries,
+                            args.single,
+                        )
+                    )
+                    p = result["points"][-1]
+                    c.print(
+                        f"  {name} ann_search={a} k'={kp}: recall {p['recall@10']:.4f}, "
+                        f"{p['qps_single']:.0f} QPS single, {p['qps_batch']:.0f} batch"
+                    )
+            if ann == "hnsw" and pdim == 64:
+                for a, kp in ((128, 100), (256, 200), (512, 300)):
+                    result["points"].append(
+                        point(
+                            f"{name}-funnel128",
+                            {"ann_search": a, "shortlist": kp},
+                            truth,
+                            lambda q, a=a, kp=kp, idx=idx: idx.search_vectors(q, K, kp, a, funnel=[128])[0],
+                            queries,
+                            args.single,
+                        )
+                    )
+            idx.close()
+            del idx
+            gc.collect()
+            shutil.rmtree(folder, ignore_errors=True)
+
+    result["summary"] = summarize(result)
+    out = ROOT / "benchmarks" / "results" / f"index_speed-{args.n}.json"
+    write_json(result, out)
+    plot(result, out.with_suffix(".png"))
+    print_summary(result)
+
+
+def best_at(points: list[dict], system_prefix: str, recall: float) -> dict | None:
+    ok = [p for p in points if p["system"].startswith(system_prefix) and p["recall@10"] >= recall]
+    return max(ok, key=lambda p: p["qps_single"]) if ok else None
+
+
+def summarize(result: dict) -> dict:
+    pts = result["points"]
+    out = {}
+    for target in (0.95, 0.99):
+        exact = best_at(pts, "exact", 0)
+        peer = best_at(pts, "faiss-hnsw-full", target)
+        mine = best_at(pts, "mrl-", target)
+        entry = {"faiss_hnsw": peer, "mrl": mine, "exact": exact}
+        if peer and mine:
+            entry["qps_single_ratio_vs_faiss_hnsw"] = mine["qps_single"] / peer["qps_single"]
+            entry["qps_batch_ratio_vs_faiss_hnsw"] = (
+                mine["qps_batch"] / best_at(pts, "faiss-hnsw-full", target)["qps_batch"]
+            )
+            entry["ram_ratio_vs_faiss_hnsw"] = (
+                result["systems"][mine["system"].replace("-funnel128", "")]["ram_bytes"]
+                / result["systems"]["faiss-hnsw-full"]["ram_bytes"]
+            )
+        if mine and exact:
+            entry["qps_single_ratio_vs_exact"] = mine["qps_single"] / exact["qps_single"]
+            entry["qps_batch_ratio_vs_exact"] = mine["qps_batch"] / exact["qps_batch"]
+        out[str(target)] = entry
+    return out
+
+
+def print_summary(result: dict) -> None:
+    table = Table(title=f"best single-query QPS at recall@10 >= target, {result['n']} x {result['dim']}")
+    for col in ("target", "system", "setting", "recall@10", "QPS single", "p50 ms", "p99 ms", "QPS batch", "RAM MiB"):
+        table.add_column(col, justify="right")
+    for target, entry in result["summary"].items():
+        for key in ("exact", "faiss_hnsw", "mrl"):
+            p = entry.get(key)
+            if not p:
+                table.add_row(target, key, "not reached", *["-"] * 6)
+                continue
+            setting = {k: v for k, v in p.items() if k in ("efSearch", "ef", "ann_search", "shortlist")}
+            sysname = p["system"].replace("-funnel128", "")
+            ram = result["systems"].get(sysname.split(" ")[0], result["systems"].get("exact"))["ram_bytes"]
+            table.add_row(
+                target,
+                p["system"],
+                json.dumps(setting),
+                f"{p['recall@10']:.4f}",
+                f"{p['qps_single']:.0f}",
+                f"{p['p50_ms']:.2f}",
+                f"{p['p99_ms']:.2f}",
+                f"{p['qps_batch']:.0f}",
+                f"{ram / 2**20:.0f}",
+            )
+        ratios = {k: round(v, 2) for k, v in entry.items() if k.endswith("ratio_vs_faiss_hnsw") or "vs_exact" in k}
+        table.add_row(target, "ratios", json.dumps(ratios), *[""] * 6)
+    console().print(table)
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    systems = sorted({p["system"] for p in result["points"]})
+    for s in systems:
+        pts = [p for p in result["points"] if p["system"] == s]
+        # the Pareto frontier: for each recall, the fastest setting
+        pts.sort(key=lambda p: -p["recall@10"])
+        frontier, best = [], 0.0
+        for p in pts:
+            if p["qps_single"] > best:
+                frontier.append(p)
+                best = p["qps_single"]
+        ax.plot([p["recall@10"] for p in frontier], [p["qps_single"] for p in frontier], marker="o", label=s)
+    ax.set_yscale("log")
+    ax.set_xlabel("recall@10 vs exact full-dim search")
+    ax.set_ylabel("single-query QPS (log)")
+    ax.set_title(f"{result['n']:,} x {result['dim']} vectors, {result['threads']} threads")
+    ax.axvline(0.99, color="grey", ls=":")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
