@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from pathlib import Path
 
 from mrl.data import Document
@@ -26,10 +27,11 @@ class DocStore:
         self.conn.execute("PRAGMA journal_mode=WAL")  # readers keep reading while a writer appends
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.executescript(SCHEMA)
+        self.lock = threading.Lock()  # one connection shared by a server's threads: serialize its use
 
     def append(self, first_row: int, docs: list[Document]) -> None:
         """Insert rows ``first_row..`` in one transaction, first dropping uncommitted leftovers."""
-        with self.conn:
+        with self.lock, self.conn:
             self.conn.execute("DELETE FROM docs WHERE row >= ?", (first_row,))
             self.conn.executemany(
                 "INSERT INTO docs(row, id, text, metadata) VALUES (?, ?, ?, ?)",
@@ -42,9 +44,11 @@ class DocStore:
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for row, doc_id in self.conn.execute(
-                f"SELECT row, id FROM docs WHERE id IN ({marks}) AND row < ?", (*chunk, below)
-            ):
+            with self.lock:
+                found = self.conn.execute(
+                    f"SELECT row, id FROM docs WHERE id IN ({marks}) AND row < ?", (*chunk, below)
+                ).fetchall()
+            for row, doc_id in found:
                 out.setdefault(doc_id, []).append(row)
         return out
 
@@ -54,9 +58,11 @@ class DocStore:
         for start in range(0, len(rows), 500):
             chunk = [int(r) for r in rows[start : start + 500]]
             marks = ",".join("?" * len(chunk))
-            for row, doc_id, text, meta in self.conn.execute(
-                f"SELECT row, id, text, metadata FROM docs WHERE row IN ({marks})", chunk
-            ):
+            with self.lock:
+                found = self.conn.execute(
+                    f"SELECT row, id, text, metadata FROM docs WHERE row IN ({marks})", chunk
+                ).fetchall()
+            for row, doc_id, text, meta in found:
                 out[row] = (doc_id, text, json.loads(meta) if meta else {})
         return out
 

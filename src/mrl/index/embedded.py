@@ -12,6 +12,7 @@ Layout of an index folder (every file but ``CURRENT`` and ``docs.sqlite`` is imm
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,52 @@ class SearchTimings:
     rerank: float = 0.0
 
 
+@dataclass
+class Generation:
+    """Everything one committed generation needs for searching, swapped as one reference.
+
+    A search takes ``g = index.gen`` once and uses only ``g``, so a concurrent commit in another
+    thread can never mix one generation's ANN with another's vectors or tombstones.
+    """
+
+    manifest: Manifest
+    segments: list[np.ndarray]
+    starts: np.ndarray
+    ann: faiss.Index
+    deleted: np.ndarray
+    selector: faiss.IDSelector | None
+    live_bits: np.ndarray | None
+
+    @classmethod
+    def load(cls, folder: Path, m: Manifest) -> Generation:
+        segments = [np.load(folder / s["file"], mmap_mode="r") for s in m.segments]
+        starts = np.cumsum([0] + [s["rows"] for s in m.segments])
+        ann = faiss.read_index(str(folder / m.ann_file))
+        deleted = np.zeros(m.rows, dtype=bool)
+        if m.tombstones_file:
+            deleted[np.load(folder / m.tombstones_file)] = True
+        selector, live_bits = None, None
+        if deleted.any():
+            # faiss skips tombstoned rows during graph/list traversal instead of us over-fetching
+            live_bits = np.packbits(~deleted, bitorder="little")
+            selector = faiss.IDSelectorBitmap(m.rows, faiss.swig_ptr(live_bits))
+        return cls(m, segments, starts, ann, deleted, selector, live_bits)
+
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        """Full unit vectors of the given rows as float32, gathered from the memory-mapped segments."""
+        if len(self.segments) == 1:
+            order = np.argsort(rows)  # sorted reads are friendlier to the page cache
+            out = np.empty((len(rows), self.manifest.full_dim), dtype=np.float32)
+            out[order] = self.segments[0][rows[order]]
+            return out
+        seg = np.searchsorted(self.starts, rows, side="right") - 1
+        out = np.empty((len(rows), self.manifest.full_dim), dtype=np.float32)
+        for s in np.unique(seg):
+            mask = seg == s
+            out[mask] = self.segments[s][rows[mask] - self.starts[s]]
+        return out
+
+
 def _unit(vectors: np.ndarray, full_dim: int, what: str = "vector") -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim == 1:
@@ -73,11 +120,26 @@ class Index:
 
     def __init__(self, folder: Path, manifest: Manifest, model=None):
         self.folder = Path(folder)
-        self.manifest = manifest
         self._model = model
         self.docs = DocStore(self.folder / "docs.sqlite")
         self.last_timings = SearchTimings()
-        self._load_state()
+        self._write_lock = threading.Lock()  # one writer per process; the file lock covers other processes
+        self.gen = Generation.load(self.folder, manifest)
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.gen.manifest
+
+    @property
+    def ann(self) -> faiss.Index:
+        return self.gen.ann
+
+    @property
+    def deleted(self) -> np.ndarray:
+        return self.gen.deleted
+
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        return self.gen.vectors(rows)
 
     # ---- opening and building -------------------------------------------------------------
     @classmethod
@@ -151,27 +213,12 @@ class Index:
             collect_garbage(folder)
         return cls(folder, manifest, loaded_model)
 
-    def _load_state(self) -> None:
-        m = self.manifest
-        self.segments = [np.load(self.folder / s["file"], mmap_mode="r") for s in m.segments]
-        self.segment_starts = np.cumsum([0] + [s["rows"] for s in m.segments])
-        self.ann = faiss.read_index(str(self.folder / m.ann_file))
-        self.deleted = np.zeros(m.rows, dtype=bool)
-        if m.tombstones_file:
-            self.deleted[np.load(self.folder / m.tombstones_file)] = True
-        self._selector = None
-        if self.deleted.any():
-            # faiss skips tombstoned rows during graph/list traversal instead of us over-fetching
-            self._live_bits = np.packbits(~self.deleted, bitorder="little")
-            self._selector = faiss.IDSelectorBitmap(m.rows, faiss.swig_ptr(self._live_bits))
-
     def refresh(self) -> bool:
         """Pick up a newer committed generation written by another process; True if it changed."""
         latest = read_current(self.folder)
         if latest.generation == self.manifest.generation:
             return False
-        self.manifest = latest
-        self._load_state()
+        self.gen = Generation.load(self.folder, latest)
         return True
 
     # ---- searching ------------------------------------------------------------------------
@@ -219,7 +266,7 @@ class Index:
         timings.encode = time.perf_counter() - t0
         rows, scores = self.search_vectors(vectors, k, shortlist, ann_search, funnel, timings)
         self.last_timings = timings
-        results = self._hits(rows, scores)
+        results = self.hits(rows, scores)
         return results[0] if single else results
 
     def search_vectors(
@@ -232,7 +279,8 @@ class Index:
         timings: SearchTimings | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Two-pass search on unit query vectors; returns (rows, scores), each (n_queries, k), -1 padded."""
-        m = self.manifest
+        g = self.gen
+        m = g.manifest
         if not isinstance(k, int) or k <= 0:
             raise MrlError(f"k must be a positive integer, got {k}")
         if k > m.live:
@@ -245,25 +293,26 @@ class Index:
 
         t0 = time.perf_counter()
         q_prefix = prefix(unit_queries, m.prefix_dim)
-        params = search_params(self.ann, ann_search, self._selector)
-        _, cand = self.ann.search(q_prefix, kprime, params=params)
+        params = search_params(g.ann, ann_search, g.selector)
+        _, cand = g.ann.search(q_prefix, kprime, params=params)
         timings.shortlist = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        rows, scores = self._rerank(unit_queries, cand, k, funnel or [])
+        rows, scores = self._rerank(g, unit_queries, cand, k, funnel or [])
         timings.rerank = time.perf_counter() - t0
         return rows, scores
 
-    def _rerank(self, queries: np.ndarray, cand: np.ndarray, k: int, funnel: list[int]):
+    @staticmethod
+    def _rerank(g: Generation, queries: np.ndarray, cand: np.ndarray, k: int, funnel: list[int]):
         out_rows = np.full((len(queries), k), -1, dtype=np.int64)
         out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         for i, q in enumerate(queries):
             c = cand[i][cand[i] >= 0]
             if not len(c):
                 continue
-            vecs = self.vectors(c)
+            vecs = g.vectors(c)
             for dim in funnel:  # cheaper intermediate stages narrow the candidate set before the full dot product
-                if dim >= self.manifest.full_dim or len(c) <= 4 * k:
+                if dim >= g.manifest.full_dim or len(c) <= 4 * k:
                     continue
                 s = (vecs[:, :dim] @ q[:dim]) / np.maximum(np.linalg.norm(vecs[:, :dim], axis=1), 1e-12)
                 keep = np.argpartition(-s, max(4 * k, len(c) // 4) - 1)[: max(4 * k, len(c) // 4)]
@@ -275,18 +324,8 @@ class Index:
             out_scores[i, : len(top)] = s[top]
         return out_rows, out_scores
 
-    def vectors(self, rows: np.ndarray) -> np.ndarray:
-        """Full unit vectors of the given rows, as float32 (gathered from the memory-mapped segments)."""
-        if len(self.segments) == 1:
-            return np.asarray(self.segments[0][np.sort(rows)][np.argsort(np.argsort(rows))], dtype=np.float32)
-        seg = np.searchsorted(self.segment_starts, rows, side="right") - 1
-        out = np.empty((len(rows), self.manifest.full_dim), dtype=np.float32)
-        for s in np.unique(seg):
-            mask = seg == s
-            out[mask] = self.segments[s][rows[mask] - self.segment_starts[s]]
-        return out
-
-    def _hits(self, rows: np.ndarray, scores: np.ndarray) -> list[list[Hit]]:
+    def hits(self, rows: np.ndarray, scores: np.ndarray) -> list[list[Hit]]:
+        """Turn (rows, scores) from :meth:`search_vectors` into hits with ids, text and metadata."""
         found = self.docs.fetch(sorted({int(r) for r in rows.ravel() if r >= 0}))
         return [
             [Hit(found[r][0], float(s), found[r][1], found[r][2]) for r, s in zip(rr, ss, strict=True) if r >= 0]
@@ -304,7 +343,7 @@ class Index:
 
     def delete(self, ids: list[str]) -> int:
         """Tombstone documents by id; unknown ids are an error and nothing is deleted."""
-        with writer_lock(self.folder):
+        with self._write_lock, writer_lock(self.folder):
             self.refresh()
             rows = self._live_rows(ids)
             missing = [i for i in ids if i not in rows]
@@ -315,8 +354,7 @@ class Index:
             m.live -= len(ids)
             commit(self.folder, m)
             collect_garbage(self.folder)
-            self.manifest = m
-            self._load_state()
+            self.gen = Generation.load(self.folder, m)
         return len(ids)
 
     def _write(self, documents: list[Document], vectors: np.ndarray | None, replace: bool) -> int:
@@ -328,7 +366,7 @@ class Index:
         if len(vectors) != len(documents):
             raise MrlError(f"{len(documents)} documents but {len(vectors)} vectors")
         unit = _unit(vectors, self.manifest.full_dim, "document vectors")
-        with writer_lock(self.folder):
+        with self._write_lock, writer_lock(self.folder):
             self.refresh()
             existing = self._live_rows([d.id for d in documents])
             if existing and not replace:
@@ -350,8 +388,7 @@ class Index:
             self.docs.append(first_row, documents)
             commit(self.folder, m)
             collect_garbage(self.folder)
-            self.manifest = m
-            self._load_state()
+            self.gen = Generation.load(self.folder, m)
         return len(documents)
 
     def _next_manifest(self) -> Manifest:
@@ -400,13 +437,13 @@ class Index:
 
     def set_tuned(self, tuned: dict) -> None:
         """Record auto-tuned search settings in a new generation."""
-        with writer_lock(self.folder):
+        with self._write_lock, writer_lock(self.folder):
             self.refresh()
             m = self._next_manifest()
             m.tuned = tuned
             commit(self.folder, m)
             collect_garbage(self.folder)
-            self.manifest = m
+            self.gen = Generation.load(self.folder, m)
 
     def close(self) -> None:
         self.docs.close()
