@@ -478,6 +478,59 @@ def _funnel(spec: str, prefix_dim: int, full_dim: int) -> list[int]:
     return stages[1:-1]
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@app.command("serve")
+def serve_cmd(
+    folder: Annotated[Path, typer.Argument(help="Index folder.")],
+    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --api-key-file.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    api_key_file: Annotated[
+        Path | None, typer.Option(help="File of API keys (sha256:<hex> lines from 'mrl keys create', or raw keys).")
+    ] = None,
+    max_k: Annotated[int, typer.Option(help="Largest k a request may ask for.")] = 100,
+    max_text_chars: Annotated[int, typer.Option(help="Longest query text accepted.")] = 2000,
+    max_batch: Annotated[int, typer.Option(help="Most queries per search request.")] = 64,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body.")] = 1_000_000,
+) -> None:
+    """Serve an index over HTTP: POST /search, POST /documents, DELETE /documents/{id}, /health, /stats,
+    /metrics (Prometheus), OpenAPI docs at /docs, and a search page at /.
+
+    Example: mrl serve idx/scifact --port 8000 --api-key-file keys.txt
+    """
+    import uvicorn
+
+    from mrl.index import Index
+    from mrl.serve import Limits, create_app
+    from mrl.serve.auth import load_key_hashes
+
+    hashes = load_key_hashes(api_key_file) if api_key_file else None
+    if hashes is None and host not in LOOPBACK:
+        raise MrlError(f"refusing to serve on {host} without --api-key-file (without keys mrl binds to loopback only)")
+    index = Index.open(folder)
+    _ = index.model  # load before accepting requests, not on the first one
+    limits = Limits(max_k=max_k, max_text_chars=max_text_chars, max_batch=max_batch, max_body_bytes=max_body_bytes)
+    if hashes is None:
+        err.print("no API keys: serving on loopback only")
+    err.print(f"serving {folder} ({index.manifest.live} documents) on http://{host}:{port}/")
+    uvicorn.run(create_app(index, hashes, limits), host=host, port=port, log_level="warning")
+
+
+keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys for 'mrl serve'.")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(file: Annotated[Path, typer.Argument(help="Key file to append the new key's hash to.")]) -> None:
+    """Create an API key: its SHA-256 hash is appended to FILE, the key itself is printed once."""
+    from mrl.serve.auth import new_key
+
+    print(new_key(file))
+
+
 def _print_sts(result: dict) -> None:
     from rich.table import Table
 

@@ -94,7 +94,8 @@ class Generation:
         return out
 
 
-def _unit(vectors: np.ndarray, full_dim: int, what: str = "vector") -> np.ndarray:
+def unit_vectors(vectors: np.ndarray, full_dim: int, what: str = "vector") -> np.ndarray:
+    """Validate width and finiteness, then scale rows to unit length (cosine = inner product)."""
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim == 1:
         vectors = vectors[None, :]
@@ -180,7 +181,7 @@ class Index:
         full_dim = vectors.shape[1]
         if not 0 < prefix_dim <= full_dim:
             raise MrlError(f"--prefix-dim {prefix_dim} must be between 1 and the vector width {full_dim}")
-        unit = _unit(vectors, full_dim, "corpus vectors")
+        unit = unit_vectors(vectors, full_dim, "corpus vectors")
         params = {**DEFAULT_PARAMS.get(ann, {}), **(ann_params or {})}
         index = build_ann(ann, quant, prefix(unit, prefix_dim), params)
         folder.mkdir(parents=True, exist_ok=True)
@@ -256,13 +257,13 @@ class Index:
         timings = SearchTimings()
         t0 = time.perf_counter()
         if isinstance(batch, np.ndarray) or not isinstance(batch[0], str):
-            vectors = _unit(np.asarray(batch, dtype=np.float32), self.manifest.full_dim, "query vector")
+            vectors = unit_vectors(np.asarray(batch, dtype=np.float32), self.manifest.full_dim, "query vector")
         else:
             if any(not isinstance(q, str) or not q.strip() for q in batch):
                 raise MrlError("queries must be non-empty text")
             _ = self.model  # load outside the timed section: the first call pays for it once
             t0 = time.perf_counter()
-            vectors = _unit(self.encode(list(batch)), self.manifest.full_dim, "query embedding")
+            vectors = unit_vectors(self.encode(list(batch)), self.manifest.full_dim, "query embedding")
         timings.encode = time.perf_counter() - t0
         rows, scores = self.search_vectors(vectors, k, shortlist, ann_search, funnel, timings)
         self.last_timings = timings
@@ -332,6 +333,12 @@ class Index:
             for rr, ss in zip(rows.tolist(), scores.tolist(), strict=True)
         ]
 
+    def get(self, ids: list[str]) -> dict[str, Document]:
+        """The live documents among ``ids`` (absent ids are simply not in the result)."""
+        rows = self._live_rows(ids)
+        found = self.docs.fetch([r for rs in rows.values() for r in rs])
+        return {doc_id: Document(doc_id, found[rs[0]][1], found[rs[0]][2]) for doc_id, rs in rows.items()}
+
     # ---- writing --------------------------------------------------------------------------
     def add(self, documents: list[Document], vectors: np.ndarray | None = None) -> int:
         """Add new documents (ids must be new); encodes texts when no vectors are given."""
@@ -365,7 +372,7 @@ class Index:
             vectors = self.encode([d.text for d in documents])
         if len(vectors) != len(documents):
             raise MrlError(f"{len(documents)} documents but {len(vectors)} vectors")
-        unit = _unit(vectors, self.manifest.full_dim, "document vectors")
+        unit = unit_vectors(vectors, self.manifest.full_dim, "document vectors")
         with self._write_lock, writer_lock(self.folder):
             self.refresh()
             existing = self._live_rows([d.id for d in documents])
@@ -405,8 +412,9 @@ class Index:
         m.tombstones_file = name
 
     def _live_rows(self, ids: list[str]) -> dict[str, list[int]]:
-        found = self.docs.rows_for_ids(ids, below=self.manifest.rows)
-        live = {i: [r for r in rows if not self.deleted[r]] for i, rows in found.items()}
+        g = self.gen
+        found = self.docs.rows_for_ids(ids, below=g.manifest.rows)
+        live = {i: [r for r in rows if not g.deleted[r]] for i, rows in found.items()}
         return {i: rows for i, rows in live.items() if rows}
 
     # ---- introspection --------------------------------------------------------------------

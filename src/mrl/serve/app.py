@@ -1,0 +1,263 @@
+"""The HTTP API over an index: search, upsert, delete, health, stats, Prometheus metrics, a web page.
+
+Bodies are read with a size cap and parsed here rather than by FastAPI so that every malformed
+request -- bad JSON, wrong types, oversized bodies, NaN vectors -- gets a 4xx with a one-line
+message in ``{"error": ...}`` and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mrl.data import Document
+from mrl.errors import MrlError
+from mrl.index import Index
+from mrl.index.embedded import SearchTimings, unit_vectors
+from mrl.serve.auth import key_ok
+from mrl.serve.batcher import EncodeBatcher
+
+log = logging.getLogger("mrl.serve")
+
+
+@dataclass
+class Limits:
+    max_k: int = 100
+    max_shortlist: int = 5000
+    max_text_chars: int = 2000
+    max_batch: int = 64
+    max_documents: int = 256
+    max_body_bytes: int = 1_000_000
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str):
+        self.status = status
+        self.message = message
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    query: str | list[str] | None = Field(None, description="One query text or a batch of them.")
+    vector: list[float] | list[list[float]] | None = Field(None, description="One full-width vector or a batch.")
+    k: int = Field(10, description="Results per query.")
+    shortlist: int | None = Field(None, description="First-pass candidates k' (default: tuned, else 10 x k).")
+    ann_search: int | None = Field(None, description="efSearch (HNSW) or nprobe (IVF).")
+    target_recall: float | None = Field(None, description="Use the index's tuned settings if tuned for >= this.")
+    funnel: list[int] | None = Field(None, description="Intermediate rerank dims, e.g. [128].")
+
+
+class DocumentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    text: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class UpsertRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    documents: list[DocumentIn]
+
+
+def create_app(index: Index, api_key_hashes: list[str] | None = None, limits: Limits | None = None) -> FastAPI:
+    limits = limits or Limits()
+    registry = CollectorRegistry()
+    requests_total = Counter("mrl_requests_total", "HTTP requests", ["endpoint", "status"], registry=registry)
+    latency = Histogram("mrl_request_seconds", "Request latency", ["endpoint"], registry=registry)
+    stage = Histogram(
+        "mrl_stage_seconds",
+        "Time per search/write stage",
+        ["stage"],
+        registry=registry,
+        buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    )
+    write_lock = asyncio.Lock()
+    batcher = EncodeBatcher(index.encode, max_batch=limits.max_batch)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(
+        title="mrl",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Two-pass Matryoshka search: ANN shortlist on a short prefix, exact rerank on full vectors.",
+    )
+    app.state.batcher = batcher
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        endpoint = request.url.path if not request.url.path.startswith("/documents/") else "/documents/{id}"
+        started = time.perf_counter()
+        try:
+            if api_key_hashes and endpoint not in ("/", "/health"):
+                header = request.headers.get("authorization", "")
+                token = header[7:] if header.lower().startswith("bearer ") else None
+                if not key_ok(token, api_key_hashes):
+                    raise ApiError(401, "missing or wrong API key (send 'Authorization: Bearer <key>')")
+            length = request.headers.get("content-length")
+            if length and length.isdigit() and int(length) > limits.max_body_bytes:
+                raise ApiError(413, f"request body over {limits.max_body_bytes} bytes")
+            response = await call_next(request)
+        except ApiError as exc:
+            response = JSONResponse({"error": exc.message}, status_code=exc.status)
+        requests_total.labels(endpoint, str(response.status_code)).inc()
+        latency.labels(endpoint).observe(time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError):
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception):
+        log.exception("internal error on %s", request.url.path)
+        return JSONResponse({"error": "internal error"}, status_code=500)
+
+    async def parse(request: Request, model: type[BaseModel]):
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limits.max_body_bytes:
+                raise ApiError(413, f"request body over {limits.max_body_bytes} bytes")
+        try:
+            data = json.loads(body or b"null")
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ApiError(400, f"malformed JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ApiError(422, "request body must be a JSON object")
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            raise ApiError(422, f"{where}: {first['msg']} ({len(exc.errors())} problem(s))") from None
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> str:
+        return (files("mrl.serve") / "static" / "index.html").read_text()
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "documents": index.manifest.live, "generation": index.manifest.generation}
+
+    @app.get("/stats")
+    async def stats() -> dict:
+        return {**index.stats(), "auth": bool(api_key_hashes), "limits": limits.__dict__}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/search")
+    async def search(request: Request) -> dict:
+        """Search with text or vectors; a single query returns a list of hits, a batch a list of lists."""
+        req: SearchRequest = await parse(request, SearchRequest)
+        if (req.query is None) == (req.vector is None):
+            raise ApiError(422, "give exactly one of 'query' (text) or 'vector'")
+        if not 0 < req.k <= min(limits.max_k, index.manifest.live):
+            raise ApiError(422, f"k must be between 1 and {min(limits.max_k, index.manifest.live)}")
+        if req.shortlist is not None and not req.k <= req.shortlist <= limits.max_shortlist:
+            raise ApiError(422, f"shortlist must be between k and {limits.max_shortlist}")
+        if req.ann_search is not None and not 0 < req.ann_search <= 4096:
+            raise ApiError(422, "ann_search must be between 1 and 4096")
+        if req.target_recall is not None:
+            tuned = index.manifest.tuned or {}
+            if not 0 < req.target_recall <= 1:
+                raise ApiError(422, "target_recall must be in (0, 1]")
+            if tuned.get("target_recall", 0) < req.target_recall:
+                raise ApiError(
+                    409, f"index is tuned for recall {tuned.get('target_recall')}; run 'mrl index tune' first"
+                )
+        funnel = req.funnel or []
+        if any(not index.manifest.prefix_dim < d < index.manifest.full_dim for d in funnel):
+            raise ApiError(
+                422, f"funnel dims must lie between {index.manifest.prefix_dim} and {index.manifest.full_dim}"
+            )
+        timings = SearchTimings()
+        single = isinstance(req.query, str) or (req.vector is not None and not isinstance(req.vector[0], list))
+        if req.query is not None:
+            texts = [req.query] if isinstance(req.query, str) else req.query
+            if not texts or len(texts) > limits.max_batch:
+                raise ApiError(422, f"between 1 and {limits.max_batch} queries per request")
+            for t in texts:
+                if not t.strip():
+                    raise ApiError(422, "query text is empty")
+                if len(t) > limits.max_text_chars:
+                    raise ApiError(413, f"query text over {limits.max_text_chars} characters")
+            t0 = time.perf_counter()
+            vectors = await batcher(texts)
+            timings.encode = time.perf_counter() - t0
+        else:
+            vectors = np.asarray(req.vector if not single else [req.vector], dtype=np.float32)
+            if not len(vectors) or len(vectors) > limits.max_batch:
+                raise ApiError(422, f"between 1 and {limits.max_batch} vectors per request")
+        try:
+            unit = unit_vectors(vectors, index.manifest.full_dim, "vector")
+            rows, scores = await asyncio.to_thread(
+                index.search_vectors, unit, req.k, req.shortlist, req.ann_search, funnel, timings
+            )
+        except MrlError as exc:
+            raise ApiError(422, str(exc)) from None
+        for name in ("encode", "shortlist", "rerank"):
+            stage.labels(name).observe(getattr(timings, name))
+        hits = [[h.__dict__ for h in hs] for hs in index.hits(rows, scores)]
+        return {
+            "results": hits[0] if single else hits,
+            "timings_ms": {n: round(getattr(timings, n) * 1e3, 3) for n in ("encode", "shortlist", "rerank")},
+            "prefix_dim": index.manifest.prefix_dim,
+        }
+
+    @app.post("/documents")
+    async def upsert(request: Request) -> dict:
+        """Add or replace documents (encoded here); the response comes after the write is durable."""
+        req: UpsertRequest = await parse(request, UpsertRequest)
+        if not 0 < len(req.documents) <= limits.max_documents:
+            raise ApiError(422, f"between 1 and {limits.max_documents} documents per request")
+        for d in req.documents:
+            if not d.id.strip() or not d.text.strip():
+                raise ApiError(422, f"document '{d.id}': id and text must be non-empty")
+            if len(d.text) > limits.max_text_chars * 10:
+                raise ApiError(413, f"document '{d.id}': text over {limits.max_text_chars * 10} characters")
+        docs = [Document(d.id, d.text, d.metadata) for d in req.documents]
+        t0 = time.perf_counter()
+        async with write_lock:
+            try:
+                count = await asyncio.to_thread(index.upsert, docs)
+            except MrlError as exc:
+                raise ApiError(422, str(exc)) from None
+        stage.labels("write").observe(time.perf_counter() - t0)
+        return {"upserted": count, "documents": index.manifest.live, "generation": index.manifest.generation}
+
+    @app.get("/documents/{doc_id}")
+    async def get_document(doc_id: str) -> dict:
+        found = index.get([doc_id])
+        if doc_id not in found:
+            raise ApiError(404, f"unknown id: {doc_id}")
+        return found[doc_id].__dict__
+
+    @app.delete("/documents/{doc_id}")
+    async def delete(doc_id: str) -> dict:
+        async with write_lock:
+            try:
+                await asyncio.to_thread(index.delete, [doc_id])
+            except MrlError as exc:
+                raise ApiError(404, str(exc)) from None
+        return {"deleted": doc_id, "documents": index.manifest.live}
+
+    return app
