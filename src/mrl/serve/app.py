@@ -83,8 +83,19 @@ def create_app(index: Index, api_key_hashes: list[str] | None = None, limits: Li
         registry=registry,
         buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
     )
+    batch_size = Histogram(
+        "mrl_encoder_batch_size",
+        "Texts per encoder forward pass (micro-batching)",
+        registry=registry,
+        buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+    )
+
+    def encode(texts: list[str]) -> np.ndarray:
+        batch_size.observe(len(texts))
+        return index.encode(texts)
+
     write_lock = asyncio.Lock()
-    batcher = EncodeBatcher(index.encode, max_batch=limits.max_batch)
+    batcher = EncodeBatcher(encode, max_batch=limits.max_batch)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
