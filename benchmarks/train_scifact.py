@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from rich.table import Table
 
-from mrl.data import BeirDataset, Pair, load_beir
+from mrl.data import load_beir
+from mrl.data.beir import positive_pairs, split_queries
 from mrl.encode import EmbeddingCache
 from mrl.evaluate import evaluate_retrieval
 from mrl.mining import mine_hard_negatives
@@ -66,22 +66,6 @@ VARIANTS: dict[str, dict] = {
 }
 
 
-def split_train(train: BeirDataset, dev_queries: int, dev_distractors: int, seed: int):
-    """Carve a dev split out of the train queries; dev corpus = their positives + random distractors."""
-    rng = random.Random(seed)
-    qids = sorted(train.qrels)
-    rng.shuffle(qids)
-    dev_ids, train_ids = set(qids[:dev_queries]), qids[dev_queries:]
-    dev_qrels = {q: train.qrels[q] for q in dev_ids}
-    needed = {d for docs in dev_qrels.values() for d in docs}
-    others = sorted(set(train.corpus) - needed)
-    rng.shuffle(others)
-    dev_corpus = {d: train.corpus[d] for d in sorted(needed) + others[:dev_distractors]}
-    dev = BeirDataset("scifact-dev", "dev", dev_corpus, {q: train.queries[q] for q in dev_ids}, dev_qrels)
-    pairs = [Pair(train.queries[q], train.corpus[d]) for q in train_ids for d, rel in train.qrels[q].items() if rel > 0]
-    return pairs, dev, len(train_ids)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=os.environ.get("MRL_DATA", str(ROOT.parent / "shared" / "data")))
@@ -102,7 +86,8 @@ def main() -> None:
 
     scifact = Path(args.data) / "scifact"
     train_split, test = load_beir(scifact, "train"), load_beir(scifact, "test")
-    pairs, dev, n_train_queries = split_train(train_split, args.dev_queries, args.dev_distractors, args.seed)
+    train_part, dev = split_queries(train_split, args.dev_queries, args.dev_distractors, args.seed)
+    pairs, n_train_queries = positive_pairs(train_part), len(train_part.queries)
     cache = EmbeddingCache()
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"runs": {}}
     results.update(

@@ -7,6 +7,7 @@ that dataset, the qrels from ``BeIR/scifact-qrels``) for users with a network.
 from __future__ import annotations
 
 import hashlib
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,54 @@ class BeirDataset:
     def corpus_fingerprint(self) -> str:
         """A hash of the ids and texts, used to key the embedding cache."""
         return texts_fingerprint(self.corpus)
+
+
+def split_queries(data: BeirDataset, held_out: int, distractors: int, seed: int) -> tuple[BeirDataset, BeirDataset]:
+    """Split a dataset's queries in two: ``held_out`` queries become a dev set, the rest stay for training.
+
+    The dev corpus is the dev queries' judged documents plus ``distractors`` random others, so that a
+    dev evaluation each epoch costs seconds rather than a full-corpus encoding. Training keeps the full corpus.
+    """
+    rng = random.Random(seed)
+    qids = sorted(data.qrels)
+    rng.shuffle(qids)
+    dev_ids, train_ids = qids[:held_out], qids[held_out:]
+    dev = subset(data, dev_ids, distractors, rng, name=f"{data.name}-dev", split="dev")
+    train = BeirDataset(
+        data.name,
+        data.split,
+        data.corpus,
+        {q: data.queries[q] for q in train_ids},
+        {q: data.qrels[q] for q in train_ids},
+    )
+    return train, dev
+
+
+def subset(
+    data: BeirDataset,
+    query_ids: list[str],
+    distractors: int,
+    rng: random.Random,
+    name: str | None = None,
+    split: str | None = None,
+) -> BeirDataset:
+    """The given queries with their judged documents plus ``distractors`` random other documents."""
+    qrels = {q: data.qrels[q] for q in query_ids}
+    needed = sorted({d for docs in qrels.values() for d in docs})
+    others = sorted(set(data.corpus) - set(needed))
+    rng.shuffle(others)
+    corpus = {d: data.corpus[d] for d in needed + others[:distractors]}
+    counts = {"documents": len(corpus), "queries": len(qrels), "judgements": sum(len(d) for d in qrels.values())}
+    return BeirDataset(
+        name or data.name, split or data.split, corpus, {q: data.queries[q] for q in query_ids}, qrels, counts
+    )
+
+
+def positive_pairs(data: BeirDataset) -> list:
+    """(query, judged-relevant document) training pairs from a split's qrels."""
+    from mrl.data.pairs import Pair
+
+    return [Pair(data.queries[q], data.corpus[d]) for q in data.qrels for d, rel in data.qrels[q].items() if rel > 0]
 
 
 def texts_fingerprint(texts: dict[str, str]) -> str:
