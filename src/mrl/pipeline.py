@@ -1,0 +1,257 @@
+"""``mrl run``: train, evaluate, index and report from one config, resumable stage by stage.
+
+Each stage records a key (a hash of its settings and of the keys of the stages it reads) with its
+outputs in ``reports/<name>/stages/<stage>.json``. A stage whose key is unchanged is not redone, so an
+interrupted run resumes where it stopped and editing ``[index]`` does not retrain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from mrl import __version__
+from mrl.config import RunConfig
+from mrl.data import BeirDataset, Document, load_beir, load_triplets
+from mrl.data.beir import positive_pairs, split_queries, subset
+from mrl.encode import EmbeddingCache, encode_texts, prefix
+from mrl.evaluate import evaluate_retrieval, exact_search
+from mrl.metrics import retrieval_metrics
+from mrl.report import write_json
+
+MODELS = ("base", "control", "matryoshka")
+
+
+class Pipeline:
+    def __init__(self, config: RunConfig, reports_dir: Path = Path("reports"), console: Console | None = None):
+        self.config = config
+        self.out = reports_dir / config.name
+        self.console = console or Console(stderr=True)
+        self.cache = EmbeddingCache()
+        self.keys: dict[str, str] = {}
+        self.timings: dict[str, float] = {}
+
+    # ---- stage bookkeeping ------------------------------------------------------------------
+    def stage(self, name: str, settings: dict, after: list[str], fn) -> dict:
+        key = hashlib.sha256(
+            json.dumps(
+                {"settings": settings, "after": [self.keys[a] for a in after], "v": __version__},
+                sort_keys=True,
+                default=str,
+            ).encode()
+        ).hexdigest()[:16]
+        self.keys[name] = key
+        record = self.out / "stages" / f"{name}.json"
+        if record.is_file():
+            saved = json.loads(record.read_text())
+            if saved.get("key") == key:
+                self.console.print(f"[green]✓[/green] {name}: up to date (inputs unchanged)")
+                self.timings[name] = saved["seconds"]
+                return saved["outputs"]
+        self.console.print(f"[bold]▶ {name}[/bold]")
+        started = time.perf_counter()
+        outputs = fn()
+        seconds = round(time.perf_counter() - started, 1)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"key": key, "seconds": seconds, "outputs": outputs}, indent=2, default=str))
+        self.timings[name] = seconds
+        self.console.print(f"  {name} done in {seconds:.0f} s")
+        return outputs
+
+    # ---- the stages ----------------------------------------------------------------------------
+    def run(self) -> dict:
+        from mrl.model import load_model
+
+        c = self.config
+        self.base = load_model(c.model.base)
+        if c.model.max_seq_length:
+            self.base.max_seq_length = c.model.max_seq_length
+        train_data = load_beir(c.train.beir, c.train.split)
+        train_part, self.dev = split_queries(train_data, c.train.dev_queries, c.train.dev_distractors, c.train.seed)
+        data = self.stage(
+            "data", {"model": asdict(c.model), "train": asdict(c.train)}, [], lambda: self._data(train_data, train_part)
+        )
+        models = {"base": getattr(self.base, "mrl_source", c.model.base)}
+        variants = [("control", False)] if c.train.control else []
+        for variant, matryoshka in [*variants, ("matryoshka", True)]:
+            out = self.stage(
+                f"train-{variant}",
+                {"model": asdict(c.model), "train": asdict(c.train)},
+                ["data"],
+                lambda m=matryoshka, v=variant: self._train(data, v, m),
+            )
+            models[variant] = out["model"]
+        evaluation = self.stage(
+            "eval",
+            {"eval": asdict(c.eval), "models": models},
+            [k for k in self.keys if k.startswith("train")],
+            lambda: self._eval(models),
+        )
+        index = self.stage(
+            "index",
+            {"index": asdict(c.index), "eval": asdict(c.eval)},
+            ["eval"],
+            lambda: self._index(models["matryoshka"], train_data),
+        )
+        report = {
+            "name": c.name,
+            "config": asdict(c),
+            "models": models,
+            "data": data,
+            "eval": evaluation,
+            "index": index,
+            "stage_seconds": self.timings,
+        }
+        from mrl.run_report import write_report
+
+        write_report(report, self.out)
+        write_json(report, self.out / "report.json")
+        return report
+
+    def _data(self, train_data: BeirDataset, train_part: BeirDataset) -> dict:
+        from mrl.mining import mine_hard_negatives
+
+        c = self.config.train
+        pairs = positive_pairs(train_part)
+        if c.max_pairs:
+            pairs = pairs[: c.max_pairs]
+        triplets = [t for f in c.triplets for t in load_triplets(f)]
+        counts: dict = {"pairs": len(pairs), "extra_triplets": len(triplets)}
+        if c.mine_negatives:
+            corpus = train_data.corpus
+            if c.mine_corpus_distractors:
+                import random
+
+                corpus = subset(
+                    train_part, list(train_part.qrels), c.mine_corpus_distractors, random.Random(c.seed)
+                ).corpus
+            mined, mining = mine_hard_negatives(self.base, pairs, corpus, cache=self.cache)
+            triplets += mined
+            counts["mining"] = mining
+            pairs = []
+        path = self.out / "data" / "train.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as handle:
+            for t in triplets:
+                handle.write(json.dumps({"anchor": t.anchor, "positive": t.positive, "negative": t.negative}) + "\n")
+            for p in pairs:
+                handle.write(json.dumps({"anchor": p.anchor, "positive": p.positive}) + "\n")
+        return {"file": str(path), "triplets": len(triplets), "pairs": len(pairs), **counts}
+
+    def _train(self, data: dict, variant: str, matryoshka: bool) -> dict:
+        from mrl.data import Pair, Triplet
+        from mrl.model import load_model
+        from mrl.train import TrainConfig, train
+
+        c, m = self.config.train, self.config.model
+        rows = [json.loads(line) for line in Path(data["file"]).read_text().splitlines()]
+        triplets = [Triplet(r["anchor"], r["positive"], r["negative"]) for r in rows if "negative" in r]
+        pairs = [Pair(r["anchor"], r["positive"]) for r in rows if "negative" not in r]
+        config = TrainConfig(
+            model=m.base,
+            dims=c.dims,
+            loss=c.loss,
+            matryoshka=matryoshka,
+            dim_weights=c.dim_weights,
+            epochs=c.epochs,
+            batch_size=c.batch_size,
+            learning_rate=c.learning_rate,
+            max_seq_length=m.max_seq_length,
+            seed=c.seed,
+        )
+        out = self.out / "models" / variant
+        meta = train(config, out, triplets, pairs, self.dev, overwrite=True, model=load_model(m.base))
+        return {"model": str(out), "train_seconds": meta["train_seconds"], "epoch_seconds": meta["epoch_seconds"]}
+
+    def _eval_data(self) -> BeirDataset:
+        import random
+
+        c = self.config.eval
+        data = load_beir(c.beir, c.split)
+        if c.corpus_distractors:
+            data = subset(data, list(data.qrels), c.corpus_distractors, random.Random(0))
+        return data
+
+    def _eval(self, models: dict) -> dict:
+        from mrl.model import load_model
+
+        data = self._eval_data()
+        out: dict = {"dataset": data.name, "split": data.split, "documents": len(data.corpus), "models": {}}
+        for name, spec in models.items():
+            model = self.base if name == "base" else load_model(spec)
+            result = evaluate_retrieval(model, data, list(self.config.eval.dims), cache=self.cache, model_name=name)
+            out["models"][name] = result.dims
+        return out
+
+    def _index(self, model_path: str, train_data: BeirDataset) -> dict:
+        """Two-pass index over the eval corpus: tuned on training queries, measured on the eval queries."""
+        import tempfile
+
+        from mrl.index import Index
+        from mrl.index.tuning import exact_top_k, recall_at_k, tune
+        from mrl.model import load_model
+
+        c = self.config.index
+        data = self._eval_data()
+        model = load_model(model_path)
+        doc_ids = list(data.corpus)
+        vectors, _ = self.cache.get_or_encode(model, data.corpus_fingerprint(), [data.corpus[d] for d in doc_ids])
+        qids = list(data.queries)
+        queries = prefix(encode_texts(model, [data.queries[q] for q in qids], progress=False), vectors.shape[1])
+        tuning_queries = encode_texts(model, list(train_data.queries.values())[:300], progress=False)
+        with tempfile.TemporaryDirectory() as tmp:
+            index = Index.build(
+                Path(tmp) / "idx",
+                vectors,
+                [Document(d, "") for d in doc_ids],
+                model=model_path,
+                prefix_dim=c.prefix_dim,
+                ann=c.ann,
+                loaded_model=model,
+            )
+            tuned = tune(index, c.target_recall, k=10, queries=tuning_queries)
+            truth = exact_top_k(index, queries, 10)
+            full = prefix(vectors, vectors.shape[1])
+            exact_s = _time_single(lambda q: np.argpartition(-(full @ q[0]), 10)[:10], queries)
+            points = []
+            for kp in sorted({*c.shortlists, tuned["shortlist"]}):
+                if kp > len(doc_ids):
+                    continue
+                rows = index.search_vectors(queries, 10, shortlist=kp, ann_search=max(kp, tuned["ann_search"] or 0))[0]
+                seconds = _time_single(lambda q, kp=kp: index.search_vectors(q, 10, shortlist=kp), queries)
+                points.append({"shortlist": kp, "recall@10": recall_at_k(rows, truth), "qps_single": 1 / seconds})
+            rows, scores = index.search_vectors(queries, 11)
+            run = {
+                q: {doc_ids[r]: float(s) for r, s in zip(rr, ss, strict=True) if r >= 0 and doc_ids[r] != q}
+                for q, rr, ss in zip(qids, rows, scores, strict=True)
+            }
+            exact_run = exact_search(queries, full, doc_ids, 11, qids)
+            exact_run = {q: {d: s for d, s in docs.items() if d != q} for q, docs in exact_run.items()}
+            stats = index.stats()
+            index.close()
+        return {
+            "documents": len(doc_ids),
+            "prefix_dim": c.prefix_dim,
+            "ann": c.ann,
+            "tuned": {k: v for k, v in tuned.items() if k != "tried"},
+            "ndcg@10_two_pass": retrieval_metrics(data.qrels, run)["ndcg@10"],
+            "ndcg@10_exact_full": retrieval_metrics(data.qrels, exact_run)["ndcg@10"],
+            "exact_full_qps_single": 1 / exact_s,
+            "points": points,
+            "ram_bytes": stats["ram_bytes"],
+            "vector_bytes": stats["vector_bytes"],
+        }
+
+
+def _time_single(fn, queries: np.ndarray) -> float:
+    """Mean seconds per query, one query at a time."""
+    started = time.perf_counter()
+    for q in queries:
+        fn(q[None, :])
+    return (time.perf_counter() - started) / len(queries)

@@ -1,0 +1,138 @@
+"""The ``mrl run`` report: ``report.md`` with tables and three PNG plots beside it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mrl.report import plot_quality
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_report(report: dict, out: Path) -> Path:
+    ev = report["eval"]
+    quality = {
+        "dataset": ev["dataset"],
+        "split": ev["split"],
+        "models": [{"model": name, "dims": dims} for name, dims in ev["models"].items()],
+    }
+    plot_quality(quality, out / "ndcg_by_dim.png")
+    _plot_recall_qps(report["index"], out / "recall_vs_qps.png")
+    _plot_bytes(ev, out / "bytes_vs_quality.png")
+
+    dims = list(next(iter(ev["models"].values())))
+    lines = [
+        f"# mrl run: {report['name']}",
+        "",
+        f"{ev['dataset']} {ev['split']}, {ev['documents']} documents. Models: "
+        + ", ".join(f"{k} = `{v}`" for k, v in report["models"].items()),
+        "",
+        "## nDCG@10 by dims",
+        "",
+        "| model | " + " | ".join(dims) + " |",
+        "|---|" + "---:|" * len(dims),
+    ]
+    for name, per_dim in ev["models"].items():
+        lines.append(
+            f"| {name} | "
+            + " | ".join(
+                f"{m['ndcg@10']:.4f} ({m['retained_ndcg@10']:.0f}%)"
+                if m.get("retained_ndcg@10")
+                else f"{m['ndcg@10']:.4f}"
+                for m in per_dim.values()
+            )
+            + " |"
+        )
+    if "control" in ev["models"] and "matryoshka" in ev["models"]:
+        gains = [ev["models"]["matryoshka"][d]["ndcg@10"] - ev["models"]["control"][d]["ndcg@10"] for d in dims]
+        lines.append("| matryoshka - control | " + " | ".join(f"{g:+.4f}" for g in gains) + " |")
+    lines += [
+        "",
+        "(percent: of the same model's full-dim nDCG@10)",
+        "",
+        "![nDCG@10 by dims](ndcg_by_dim.png)",
+        "![bytes per vector against quality](bytes_vs_quality.png)",
+        "",
+    ]
+    ix = report["index"]
+    t = ix["tuned"]
+    lines += [
+        "## Two-pass index (matryoshka model)",
+        "",
+        f"Prefix {ix['prefix_dim']} dims, {ix['ann']} over {ix['documents']} documents; tuned on training "
+        f"queries for recall@10 {t['target_recall']}: shortlist k'={t['shortlist']}, "
+        f"ann_search={t['ann_search']} (measured {t['measured_recall']:.4f}).",
+        "",
+        f"nDCG@10 two-pass {ix['ndcg@10_two_pass']:.4f} vs exact full-dim {ix['ndcg@10_exact_full']:.4f} "
+        f"({100 * ix['ndcg@10_two_pass'] / ix['ndcg@10_exact_full']:.2f}%). "
+        f"ANN in RAM: {ix['ram_bytes'] / 1024:.0f} KiB; full vectors memory-mapped: "
+        f"{ix['vector_bytes'] / 1024:.0f} KiB.",
+        "",
+        "| shortlist k' | recall@10 vs exact | single-query QPS | x exact full-dim |",
+        "|---:|---:|---:|---:|",
+    ]
+    for p in ix["points"]:
+        lines.append(
+            f"| {p['shortlist']} | {p['recall@10']:.4f} | {p['qps_single']:.0f} | "
+            f"{p['qps_single'] / ix['exact_full_qps_single']:.1f} |"
+        )
+    lines += [
+        f"| exact full-dim (numpy) | 1.0000 | {ix['exact_full_qps_single']:.0f} | 1.0 |",
+        "",
+        "![recall against QPS](recall_vs_qps.png)",
+        "",
+        "## Stage times (s)",
+        "",
+        "| stage | seconds |",
+        "|---|---:|",
+    ]
+    lines += [f"| {k} | {v:.0f} |" for k, v in report["stage_seconds"].items()]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _plot_recall_qps(ix: dict, path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    pts = sorted(ix["points"], key=lambda p: p["shortlist"])
+    ax.plot(
+        [p["recall@10"] for p in pts],
+        [p["qps_single"] for p in pts],
+        marker="o",
+        label=f"two-pass (prefix {ix['prefix_dim']})",
+    )
+    for p in pts:
+        ax.annotate(f"k'={p['shortlist']}", (p["recall@10"], p["qps_single"]), fontsize=7)
+    ax.scatter([1.0], [ix["exact_full_qps_single"]], color="red", label="exact full-dim", zorder=3)
+    ax.set_yscale("log")
+    ax.set_xlabel("recall@10 vs exact full-dim")
+    ax.set_ylabel("single-query QPS (log)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_bytes(ev: dict, path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, per_dim in ev["models"].items():
+        pts = sorted((m["bytes_per_vector"], m["ndcg@10"]) for m in per_dim.values())
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("bytes per vector (float32 prefix)")
+    ax.set_ylabel("nDCG@10")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
