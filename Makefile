@@ -7,7 +7,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo test lint bench-reference
+.PHONY: setup demo test lint bench-reference browser
 
 # torch first, pinned: the CPU wheel of 2.13.0 is on disk; an unpinned torch would pull a multi-GB CUDA build.
 $(BIN)/mrl: pyproject.toml
@@ -22,7 +22,13 @@ setup: $(BIN)/mrl
 demo: setup
 	$(BIN)/mrl run configs/scifact-quick.toml
 
-test: setup
+# The web-page test drives Debian's Chromium headless (playwright uses it; it downloads no browser).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else echo "install Debian's chromium for the browser test (sudo apt-get install chromium)"; fi; }
+
+test: setup browser
 	MRL_DATA=$(DATA) $(BIN)/python -m pytest -q -ra
 
 lint: setup

@@ -111,3 +111,48 @@ def test_mining_skips_known_positives_and_near_duplicates(scifact_small):
     for t in triplets:
         assert t.negative not in positives_of[t.anchor]  # no known positive of the same query
     assert counts["skipped_known_positive"] >= len(pairs)  # the positive itself ranks near the top
+
+
+def test_resume_after_kill(nli, tmp_path):
+    """SIGKILL a training run after its first checkpoint; --resume finishes it from there."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = tmp_path / "t.jsonl"
+    data.write_text("".join(json.dumps(t.__dict__) + "\n" for t in nli))
+    out = tmp_path / "m"
+    args = [
+        sys.executable,
+        "-m",
+        "mrl.cli",
+        "train",
+        "--triplets",
+        str(data),
+        "--out",
+        str(out),
+        "--dims",
+        "384,64",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "4",
+        "--max-seq-length",
+        "32",
+    ]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list((out / "checkpoints").glob("checkpoint-*/trainer_state.json")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "mrl.json").exists()
+    again = subprocess.run(args, capture_output=True, text=True)
+    assert again.returncode == 2 and "--overwrite" in again.stderr  # a plain rerun refuses to clobber it
+    resumed = subprocess.run([*args, "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    meta = json.loads((out / "mrl.json").read_text())
+    steps = [row["step"] for row in meta["log_history"] if "loss" in row]
+    assert steps and steps[0] > 3  # logging restarted after the checkpointed steps, not from step 1

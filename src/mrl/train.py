@@ -149,11 +149,22 @@ def _callbacks(loss, epoch_seconds: list[float]):
     return [PerDimLoss(), EpochTimer()]
 
 
+def last_complete_checkpoint(out: Path) -> Path | None:
+    """The newest checkpoint whose trainer_state.json (written last by the trainer) exists.
+
+    A run killed while writing a checkpoint leaves a partial folder; resuming from it would fail.
+    """
+    done = [p for p in (out / CHECKPOINTS).glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    return max(done, key=lambda p: int(p.name.rsplit("-", 1)[1]), default=None)
+
+
 def prepare_output(out: Path, overwrite: bool, resume: bool) -> None:
     """Refuse to clobber a folder unless asked; --resume needs the checkpoints of an earlier run."""
     if resume:
-        if not (out / CHECKPOINTS).is_dir() or not any((out / CHECKPOINTS).glob("checkpoint-*")):
-            raise MrlError(f"{out}: --resume needs checkpoints from an interrupted run in {out / CHECKPOINTS}")
+        if last_complete_checkpoint(out) is None:
+            raise MrlError(
+                f"{out}: --resume needs a complete checkpoint from an interrupted run in {out / CHECKPOINTS}"
+            )
         return
     if out.exists() and any(out.iterdir()):
         if not overwrite:
@@ -224,7 +235,8 @@ def train(
     trainer.callback_handler.callbacks.remove(callbacks[0])
     trainer.callback_handler.callbacks.insert(0, callbacks[0])
     started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=True if resume else None)
+    checkpoint = last_complete_checkpoint(out) if resume else None
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     train_seconds = time.perf_counter() - started
 
     final_dev = evaluator(model) if evaluator else None
