@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ def pytest_configure(config):
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # tests never read or fill the user's embedding cache
+    os.environ.setdefault("MRL_CACHE_DIR", tempfile.mkdtemp(prefix="mrl-test-cache-"))
 
 
 @pytest.fixture(scope="session")
