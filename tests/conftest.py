@@ -76,3 +76,16 @@ def model():
 @pytest.fixture()
 def cache_dir(tmp_path: Path) -> Path:
     return tmp_path / "cache"
+
+
+def encoded_subset(model, data_dir: Path, folder: Path, n_queries: int, n_extra: int):
+    """A SciFact subset, its documents (metadata: position) and their base-model embeddings."""
+    from mrl.data import Document, load_beir
+    from mrl.encode import EmbeddingCache
+
+    data = load_beir(write_beir_subset(data_dir / "scifact", folder, n_queries, n_extra), "test")
+    vectors, _ = EmbeddingCache(folder / "cache").get_or_encode(
+        model, data.corpus_fingerprint(), list(data.corpus.values()), progress=False
+    )
+    docs = [Document(i, t, {"n": n}) for n, (i, t) in enumerate(data.corpus.items())]
+    return data, docs, vectors

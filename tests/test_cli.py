@@ -114,14 +114,10 @@ def _write_pairs_and_corpus(scifact_small: Path, tmp_path: Path) -> tuple[Path, 
 def test_train_from_pairs_with_mined_negatives(scifact_small, tmp_path):
     pairs, corpus = _write_pairs_and_corpus(scifact_small, tmp_path)
     out = tmp_path / "model"
+    columns = ["--pairs", str(pairs), "--anchor-column", "query", "--positive-column", "doc"]
     proc = mrl(
         "train",
-        "--pairs",
-        str(pairs),
-        "--anchor-column",
-        "query",
-        "--positive-column",
-        "doc",
+        *columns,
         "--mine-negatives-from",
         str(corpus),
         "--dims",
@@ -141,10 +137,7 @@ def test_train_from_pairs_with_mined_negatives(scifact_small, tmp_path):
     meta = json.loads((out / "mrl.json").read_text())
     assert meta["examples"]["triplets"] == len(pairs.read_text().splitlines())
     assert meta["mining"]["pairs"] == meta["examples"]["triplets"]
-    proc = mrl(
-        "train",
-        "--pairs",
-        str(pairs),
+    proc = mrl("train", *columns, "--out", str(out), "--max-steps", "1"),
         "--anchor-column",
         "query",
         "--positive-column",
@@ -209,6 +202,8 @@ def test_index_build_search_add_delete_cli(tmp_path, data_dir):
     assert json.loads(proc.stdout)["results"][0][0]["id"] == "n1"
     again = mrl("index", "add", str(idx), str(more))
     assert again.returncode == 2 and "already in the index" in again.stderr
+    more.write_text('{"id": "n1", "text": "Aspirin and the risk of stroke"}\n')
+    assert mrl("index", "add", "--upsert", str(idx), str(more)).returncode == 0
     assert mrl("index", "delete", str(idx), "--ids", "n1").returncode == 0
     proc = mrl("index", "delete", str(idx), "--ids", "n1")
     assert proc.returncode == 2 and "unknown ids: n1" in proc.stderr

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mrl.data import Document, load_beir, load_documents
-from mrl.encode import EmbeddingCache, prefix
+from mrl.data import Document, load_documents
+from mrl.encode import prefix
 from mrl.errors import DataError, MrlError
 from mrl.index import Index
 from mrl.index.manifest import read_current
@@ -25,15 +25,11 @@ from mrl.index.tuning import exact_top_k, recall_at_k, tune
 
 @pytest.fixture(scope="module")
 def corpus(model, data_dir, tmp_path_factory):
-    """About 220 real SciFact abstracts and their base-model embeddings (encoded once, cached)."""
-    from conftest import write_beir_subset
+    """About 220 real SciFact abstracts and their base-model embeddings (encoded once)."""
+    from conftest import encoded_subset
 
-    folder = write_beir_subset(data_dir / "scifact", tmp_path_factory.mktemp("sf"), 20, 200)
-    data = load_beir(folder, "test")
-    cache = EmbeddingCache(tmp_path_factory.mktemp("cache"))
-    vectors, _ = cache.get_or_encode(model, data.corpus_fingerprint(), list(data.corpus.values()), progress=False)
-    docs = [Document(i, t, {"n": n}) for n, (i, t) in enumerate(data.corpus.items())]
-    return folder, data, docs, vectors
+    folder = tmp_path_factory.mktemp("sf")
+    return (folder, *encoded_subset(model, data_dir, folder, 20, 200))
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -17,8 +17,6 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from mrl.data import Document, load_beir
-from mrl.encode import EmbeddingCache
 from mrl.index import Index
 from mrl.serve import Limits, create_app
 from mrl.serve.auth import hash_key, load_key_hashes, new_key
@@ -26,14 +24,9 @@ from mrl.serve.auth import hash_key, load_key_hashes, new_key
 
 @pytest.fixture(scope="module")
 def built(model, data_dir, tmp_path_factory):
-    from conftest import write_beir_subset
+    from conftest import encoded_subset
 
-    folder = write_beir_subset(data_dir / "scifact", tmp_path_factory.mktemp("sf"), 10, 60)
-    data = load_beir(folder, "test")
-    cache = EmbeddingCache(tmp_path_factory.mktemp("cache"))
-    vectors, _ = cache.get_or_encode(model, data.corpus_fingerprint(), list(data.corpus.values()), progress=False)
-    docs = [Document(i, t) for i, t in data.corpus.items()]
-    return data, docs, vectors
+    return encoded_subset(model, data_dir, tmp_path_factory.mktemp("sf"), 10, 60)
 
 
 @pytest.fixture()

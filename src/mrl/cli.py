@@ -320,36 +320,22 @@ def _print_stats(stats: dict) -> None:
     console().print(table)
 
 
-def _index_write(folder: Path, file: Path, replace: bool, id_field: str | None, text_field: str) -> None:
+@index_app.command("add")
+def index_add(
+    folder: Annotated[Path, typer.Argument(help="Index folder.")],
+    file: Annotated[Path, typer.Argument(help="Documents to add (JSONL/CSV/Parquet with id and text).")],
+    upsert: Annotated[bool, typer.Option(help="Replace documents whose id exists instead of refusing.")] = False,
+    id_field: Annotated[str | None, typer.Option(help="Id column.")] = None,
+    text_field: Annotated[str, typer.Option(help="Text column.")] = "text",
+) -> None:
+    """Add (or with --upsert, add or replace) documents atomically: all become visible at once, or none."""
     from mrl.data import load_documents
     from mrl.index import Index
 
     documents = load_documents(file, id_field, text_field)
     index = Index.open(folder)
-    count = index.upsert(documents) if replace else index.add(documents)
-    err.print(f"{'upserted' if replace else 'added'} {count} documents; index holds {index.manifest.live}")
-
-
-@index_app.command("add")
-def index_add(
-    folder: Annotated[Path, typer.Argument(help="Index folder.")],
-    file: Annotated[Path, typer.Argument(help="Documents to add (ids must be new).")],
-    id_field: Annotated[str | None, typer.Option(help="Id column.")] = None,
-    text_field: Annotated[str, typer.Option(help="Text column.")] = "text",
-) -> None:
-    """Add documents atomically: all of them become visible at once, or none (on any error or crash)."""
-    _index_write(folder, file, False, id_field, text_field)
-
-
-@index_app.command("upsert")
-def index_upsert(
-    folder: Annotated[Path, typer.Argument(help="Index folder.")],
-    file: Annotated[Path, typer.Argument(help="Documents to add or replace by id.")],
-    id_field: Annotated[str | None, typer.Option(help="Id column.")] = None,
-    text_field: Annotated[str, typer.Option(help="Text column.")] = "text",
-) -> None:
-    """Add or replace documents by id, atomically."""
-    _index_write(folder, file, True, id_field, text_field)
+    count = index.upsert(documents) if upsert else index.add(documents)
+    err.print(f"{'upserted' if upsert else 'added'} {count} documents; index holds {index.manifest.live}")
 
 
 @index_app.command("delete")

@@ -113,13 +113,7 @@ def _plot_recall_qps(ix: dict, path: Path) -> None:
         ax.annotate(f"k'={p['shortlist']}", (p["recall@10"], p["qps_single"]), fontsize=7)
     ax.scatter([1.0], [ix["exact_full_qps_single"]], color="red", label="exact full-dim", zorder=3)
     ax.set_yscale("log")
-    ax.set_xlabel("recall@10 vs exact full-dim")
-    ax.set_ylabel("single-query QPS (log)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish(plt, fig, ax, path, "recall@10 vs exact full-dim", "single-query QPS (log)")
 
 
 def _plot_bytes(ev: dict, path: Path) -> None:
@@ -129,8 +123,12 @@ def _plot_bytes(ev: dict, path: Path) -> None:
         pts = sorted((m["bytes_per_vector"], m["ndcg@10"]) for m in per_dim.values())
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("bytes per vector (float32 prefix)")
-    ax.set_ylabel("nDCG@10")
+    _finish(plt, fig, ax, path, "bytes per vector (float32 prefix)", "nDCG@10")
+
+
+def _finish(plt, fig, ax, path: Path, xlabel: str, ylabel: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

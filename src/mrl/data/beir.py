@@ -100,27 +100,24 @@ def doc_text(row: dict, path: Path, line: int) -> str:
 
 def load_corpus(path: str | Path) -> dict[str, str]:
     """``{doc_id: "title text"}`` from a BEIR corpus.jsonl; duplicate ids are an error."""
-    path = Path(path)
-    corpus: dict[str, str] = {}
-    for line, row in read_jsonl(path):
-        doc_id = _id(row, "_id", path, line)
-        if doc_id in corpus:
-            raise DataError(f"duplicate id '{doc_id}'", path, line, "_id")
-        corpus[doc_id] = doc_text(row, path, line)
+    corpus = _load_by_id(Path(path), doc_text)
     if not corpus:
         raise DataError("corpus is empty", path)
     return corpus
 
 
 def load_queries(path: str | Path) -> dict[str, str]:
-    path = Path(path)
-    queries: dict[str, str] = {}
+    return _load_by_id(Path(path), lambda row, p, line: text_field(row, "text", p, line))
+
+
+def _load_by_id(path: Path, text_of) -> dict[str, str]:
+    out: dict[str, str] = {}
     for line, row in read_jsonl(path):
-        qid = _id(row, "_id", path, line)
-        if qid in queries:
-            raise DataError(f"duplicate id '{qid}'", path, line, "_id")
-        queries[qid] = text_field(row, "text", path, line)
-    return queries
+        key = _id(row, "_id", path, line)
+        if key in out:
+            raise DataError(f"duplicate id '{key}'", path, line, "_id")
+        out[key] = text_of(row, path, line)
+    return out
 
 
 def load_qrels(path: str | Path) -> dict[str, dict[str, int]]:
