@@ -137,16 +137,7 @@ def test_train_from_pairs_with_mined_negatives(scifact_small, tmp_path):
     meta = json.loads((out / "mrl.json").read_text())
     assert meta["examples"]["triplets"] == len(pairs.read_text().splitlines())
     assert meta["mining"]["pairs"] == meta["examples"]["triplets"]
-    proc = mrl("train", *columns, "--out", str(out), "--max-steps", "1"),
-        "--anchor-column",
-        "query",
-        "--positive-column",
-        "doc",
-        "--out",
-        str(out),
-        "--max-steps",
-        "1",
-    )
+    proc = mrl("train", *columns, "--out", str(out), "--max-steps", "1")
     assert proc.returncode == 2 and "--overwrite" in proc.stderr
 
 
