@@ -250,6 +250,7 @@ def train(
         "examples": {"triplets": len(triplets), "pairs": len(pairs)},
         "config": asdict(config),
         "device": "cuda" if cuda else "cpu",
+        "precision": "bf16" if bf16 else "fp16" if cuda else "fp32",
         "train_seconds": round(train_seconds, 1),
         "epoch_seconds": epoch_seconds,
         "log_history": trainer.state.log_history,
