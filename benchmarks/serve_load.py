@@ -147,13 +147,18 @@ def main() -> None:
             "p99_ms": float(np.percentile(lat, 99)),
         }
     result["total_qps"] = total / log["elapsed"]
-    result["encoder_batches_note"] = [
-        line for line in metrics.splitlines() if line.startswith("mrl_stage_seconds_count")
-    ]
+    sums = {
+        line.split()[0]: float(line.split()[1])
+        for line in metrics.splitlines()
+        if line.startswith("mrl_encoder_batch_size_")
+    }
+    count = sums.get("mrl_encoder_batch_size_count", 0)
+    result["encoder_mean_batch_size"] = sums.get("mrl_encoder_batch_size_sum", 0) / count if count else None
     write_json(result, ROOT / "benchmarks" / "results" / "serve_load.json")
     table = Table(
         title=f"{args.clients} clients, {result['seconds']} s, {result['errors']} errors, "
-        f"{result['acked_upserts']} acked upserts ({result['acked_upserts_unreadable']} unreadable)"
+        f"{result['acked_upserts']} acked upserts ({result['acked_upserts_unreadable']} unreadable), "
+        f"mean encoder batch {result['encoder_mean_batch_size'] or 0:.1f} queries"
     )
     for col in ("endpoint", "requests", "QPS", "p50 ms", "p99 ms"):
         table.add_column(col, justify="right")
