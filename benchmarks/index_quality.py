@@ -27,7 +27,7 @@ from mrl.encode import EmbeddingCache, encode_texts, prefix
 from mrl.evaluate import exact_search
 from mrl.index import Index
 from mrl.index.tuning import tune
-from mrl.metrics import retrieval_metrics
+from mrl.metrics import retrieval_metrics, run_from_rows
 from mrl.model import load_model
 from mrl.report import console, short_name, write_json
 
@@ -54,8 +54,7 @@ def main() -> None:
     full = prefix(vectors, vectors.shape[1])
 
     def ndcg(run: dict) -> float:
-        run = {q: {d: s for d, s in docs.items() if d != q} for q, docs in run.items()}
-        return retrieval_metrics(data.qrels, run)["ndcg@10"]
+        return retrieval_metrics(data.qrels, run, ignore_identical_ids=True)["ndcg@10"]
 
     exact = ndcg(exact_search(queries, full, doc_ids, 11, qids))
     rows_out = []
@@ -64,12 +63,7 @@ def main() -> None:
         for pdim in [int(x) for x in args.prefix_dims.split(",")]:
             index = Index.build(Path(tmp) / f"p{pdim}", vectors, docs, prefix_dim=pdim, ann="hnsw")
             tuned = tune(index, args.target_recall, k=10, queries=tuning_queries)
-            rows, scores = index.search_vectors(queries, 11)
-            run = {
-                q: {doc_ids[r]: float(s) for r, s in zip(rr, ss, strict=True) if r >= 0}
-                for q, rr, ss in zip(qids, rows, scores, strict=True)
-            }
-            two_pass = ndcg(run)
+            two_pass = ndcg(run_from_rows(*index.search_vectors(queries, 11), doc_ids, qids))
             rows_out.append(
                 {
                     "prefix_dim": pdim,

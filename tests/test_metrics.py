@@ -40,3 +40,15 @@ def test_graded_relevance_ndcg():
     # gains 2 at rank 2, 1 at rank 1: DCG = 1 + 2/log2(3); ideal = 2 + 1/log2(3)
     m = retrieval_metrics({"q": {"d1": 1, "d2": 2}}, {"q": {"d1": 0.9, "d2": 0.1}})
     assert m["ndcg@10"] == pytest.approx((1 + 2 / math.log2(3)) / (2 + 1 / math.log2(3)))
+
+
+def test_identical_ids_dropped_only_when_asked_and_rows_to_run():
+    import numpy as np
+
+    from mrl.metrics import run_from_rows
+
+    run = run_from_rows(np.array([[2, 0, -1]]), np.array([[0.9, 0.5, 0.0]]), ["d1", "x", "q"], ["q"])
+    assert run == {"q": {"q": 0.9, "d1": 0.5}}
+    qrels = {"q": {"d1": 1}}
+    assert retrieval_metrics(qrels, run)["mrr@10"] == pytest.approx(0.5)
+    assert retrieval_metrics(qrels, run, ignore_identical_ids=True)["mrr@10"] == 1.0

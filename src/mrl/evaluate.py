@@ -13,7 +13,7 @@ from scipy.stats import spearmanr
 
 from mrl.data import BeirDataset, StsData
 from mrl.encode import EmbeddingCache, encode_texts, prefix
-from mrl.metrics import Run, retrieval_metrics
+from mrl.metrics import Run, retrieval_metrics, run_from_rows
 from mrl.model import embedding_dim
 
 FULL = "full"
@@ -62,8 +62,7 @@ def exact_search(queries: np.ndarray, docs: np.ndarray, doc_ids: list[str], k: i
     for start in range(0, queries.shape[0], 256):
         scores = queries[start : start + 256] @ docs.T
         idx = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        for row, qid in enumerate(query_ids[start : start + 256]):
-            run[qid] = {doc_ids[j]: float(scores[row, j]) for j in idx[row]}
+        run.update(run_from_rows(idx, np.take_along_axis(scores, idx, axis=1), doc_ids, query_ids[start : start + 256]))
     return run
 
 
@@ -112,9 +111,7 @@ def evaluate_retrieval(
     result = ModelEvaluation(model_name or getattr(model, "mrl_source", str(model)), width, cached=cached)
     for label, size in labelled:
         run = exact_search(prefix(query_emb, size), prefix(doc_emb, size), doc_ids, 101, query_ids)
-        if ignore_identical_ids:
-            run = {qid: {d: s for d, s in docs.items() if d != qid} for qid, docs in run.items()}
-        metrics = retrieval_metrics(dataset.qrels, run)
+        metrics = retrieval_metrics(dataset.qrels, run, ignore_identical_ids)
         metrics["bytes_per_vector"] = size * 4
         metrics["dim"] = size
         result.dims[label] = metrics

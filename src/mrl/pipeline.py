@@ -22,7 +22,7 @@ from mrl.data import BeirDataset, Document, load_beir, load_triplets
 from mrl.data.beir import positive_pairs, split_queries, subset
 from mrl.encode import EmbeddingCache, encode_texts, prefix
 from mrl.evaluate import evaluate_retrieval, exact_search
-from mrl.metrics import retrieval_metrics
+from mrl.metrics import retrieval_metrics, run_from_rows
 from mrl.report import write_json
 
 MODELS = ("base", "control", "matryoshka")
@@ -226,13 +226,8 @@ class Pipeline:
                 rows = index.search_vectors(queries, 10, shortlist=kp, ann_search=max(kp, tuned["ann_search"] or 0))[0]
                 seconds = _time_single(lambda q, kp=kp: index.search_vectors(q, 10, shortlist=kp), queries)
                 points.append({"shortlist": kp, "recall@10": recall_at_k(rows, truth), "qps_single": 1 / seconds})
-            rows, scores = index.search_vectors(queries, 11)
-            run = {
-                q: {doc_ids[r]: float(s) for r, s in zip(rr, ss, strict=True) if r >= 0 and doc_ids[r] != q}
-                for q, rr, ss in zip(qids, rows, scores, strict=True)
-            }
+            run = run_from_rows(*index.search_vectors(queries, 11), doc_ids, qids)
             exact_run = exact_search(queries, full, doc_ids, 11, qids)
-            exact_run = {q: {d: s for d, s in docs.items() if d != q} for q, docs in exact_run.items()}
             stats = index.stats()
             index.close()
         return {
@@ -240,8 +235,8 @@ class Pipeline:
             "prefix_dim": c.prefix_dim,
             "ann": c.ann,
             "tuned": {k: v for k, v in tuned.items() if k != "tried"},
-            "ndcg@10_two_pass": retrieval_metrics(data.qrels, run)["ndcg@10"],
-            "ndcg@10_exact_full": retrieval_metrics(data.qrels, exact_run)["ndcg@10"],
+            "ndcg@10_two_pass": retrieval_metrics(data.qrels, run, ignore_identical_ids=True)["ndcg@10"],
+            "ndcg@10_exact_full": retrieval_metrics(data.qrels, exact_run, ignore_identical_ids=True)["ndcg@10"],
             "exact_full_qps_single": 1 / exact_s,
             "points": points,
             "ram_bytes": stats["ram_bytes"],

@@ -384,7 +384,7 @@ class Index:
                 *m.segments,
                 {"file": _write_segment(self.folder, m.generation, unit, m.store), "rows": len(unit)},
             ]
-            ann = faiss.read_index(str(self.folder / self.manifest.ann_file))
+            ann = faiss.clone_index(self.gen.ann)  # the live one is in memory already; searches keep using it
             add_in_chunks(ann, prefix(unit, m.prefix_dim))
             m.ann_file = _write_ann(self.folder, m.generation, ann)
             m.rows += len(unit)
