@@ -126,6 +126,8 @@ def main() -> None:
         ev = evaluate_retrieval(model, test, DIMS, cache=cache, model_name=name)
         results["runs"][name] = {
             "settings": {**VARIANTS[name]},
+            # the file merges runs from several invocations; each run keeps the one that made it
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
             "test": ev.dims,
             "train_seconds": meta["train_seconds"],
             "epoch_seconds": meta["epoch_seconds"],
