@@ -25,7 +25,7 @@ from mrl.encode import prefix
 from mrl.errors import MrlError
 from mrl.index.ann import DEFAULT_PARAMS, add_in_chunks, build_ann, search_params
 from mrl.index.docstore import DocStore
-from mrl.index.manifest import Manifest, collect_garbage, commit, read_current
+from mrl.index.manifest import MAX_RACES, Manifest, collect_garbage, commit, read_current
 from mrl.index.storage import atomic_write, atomic_write_path, writer_lock
 
 DEFAULT_SHORTLIST_FACTOR = 10
@@ -79,6 +79,23 @@ class Generation:
             selector = faiss.IDSelectorBitmap(m.rows, faiss.swig_ptr(live_bits))
         return cls(m, segments, starts, ann, deleted, selector, live_bits)
 
+    @classmethod
+    def load_current(cls, folder: Path) -> Generation:
+        """Load the live generation, retrying when another process's commits remove its files meanwhile.
+
+        Garbage collection keeps the two newest generations, so a reader that read ``CURRENT`` and then
+        lost the race against two commits finds its files gone, but also finds a newer ``CURRENT``:
+        loading that one instead is exactly what it would have seen a moment later.
+        """
+        for _ in range(MAX_RACES):
+            m = read_current(folder)
+            try:
+                return cls.load(folder, m)
+            except (OSError, RuntimeError):  # faiss reports a missing file as RuntimeError
+                if read_current(folder).generation == m.generation:
+                    raise
+        raise MrlError(f"{folder}: the index changed {MAX_RACES} times while opening it; try again")
+
     def vectors(self, rows: np.ndarray) -> np.ndarray:
         """Full unit vectors of the given rows as float32, gathered from the memory-mapped segments."""
         if len(self.segments) == 1:
@@ -119,13 +136,13 @@ class Index:
         hits = index.search("does vitamin D prevent fractures", k=10)
     """
 
-    def __init__(self, folder: Path, manifest: Manifest, model=None):
+    def __init__(self, folder: Path, gen: Generation, model=None):
         self.folder = Path(folder)
         self._model = model
         self.docs = DocStore(self.folder / "docs.sqlite")
         self.last_timings = SearchTimings()
         self._write_lock = threading.Lock()  # one writer per process; the file lock covers other processes
-        self.gen = Generation.load(self.folder, manifest)
+        self.gen = gen
 
     @property
     def manifest(self) -> Manifest:
@@ -146,7 +163,7 @@ class Index:
     @classmethod
     def open(cls, folder: str | Path, model=None) -> Index:
         """Open the live generation of an index folder (cheap: vectors are memory-mapped)."""
-        return cls(Path(folder), read_current(Path(folder)), model)
+        return cls(Path(folder), Generation.load_current(Path(folder)), model)
 
     @classmethod
     def build(
@@ -212,14 +229,13 @@ class Index:
             docs.close()
             commit(folder, manifest)
             collect_garbage(folder)
-        return cls(folder, manifest, loaded_model)
+        return cls(folder, Generation.load(folder, manifest), loaded_model)
 
     def refresh(self) -> bool:
         """Pick up a newer committed generation written by another process; True if it changed."""
-        latest = read_current(self.folder)
-        if latest.generation == self.manifest.generation:
+        if read_current(self.folder).generation == self.manifest.generation:
             return False
-        self.gen = Generation.load(self.folder, latest)
+        self.gen = Generation.load_current(self.folder)
         return True
 
     # ---- searching ------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from mrl.index.storage import atomic_write, atomic_write_json
 
 FORMAT_VERSION = 1
 CURRENT = "CURRENT"
+MAX_RACES = 50  # retries when a concurrent writer commits twice between reading CURRENT and its files
 
 
 @dataclass
@@ -56,11 +57,19 @@ def read_current(folder: Path) -> Manifest:
     pointer = folder / CURRENT
     if not pointer.is_file():
         raise MrlError(f"{folder}: not an mrl index (no {CURRENT} file)")
-    name = pointer.read_text().strip()
-    try:
-        data = json.loads((folder / name).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise MrlError(f"{folder / name}: unreadable manifest ({exc})") from None
+    for _ in range(MAX_RACES):
+        name = pointer.read_text().strip()
+        try:
+            data = json.loads((folder / name).read_text())
+            break
+        except FileNotFoundError:
+            if pointer.read_text().strip() != name:
+                continue  # two commits collected this manifest after we read CURRENT: read the newer one
+            raise MrlError(f"{folder / name}: manifest named by {CURRENT} is missing") from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise MrlError(f"{folder / name}: unreadable manifest ({exc})") from None
+    else:
+        raise MrlError(f"{folder}: the index changed {MAX_RACES} times while reading it; try again")
     version = data.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise MrlError(
