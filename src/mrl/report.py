@@ -18,12 +18,18 @@ from mrl import __version__
 
 def machine_info() -> dict:
     """Where a number was measured: benchmark JSON always records it."""
-    return {
+    info = {
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
     }
+    torch = sys.modules.get("torch")  # only if the run used it: importing torch just for this costs seconds
+    if torch is not None:
+        info["torch"] = torch.__version__
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    return info
 
 
 def write_json(data: dict, path: str | Path) -> Path:
