@@ -7,14 +7,14 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo test lint bench-reference browser
+.PHONY: setup demo test lint bench-reference browser postgres
 
 # torch first, pinned: the CPU wheel of 2.13.0 is on disk; an unpinned torch would pull a multi-GB CUDA build.
 $(BIN)/mrl: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,postgres,qdrant]'
 	touch $(BIN)/mrl
 
 setup: $(BIN)/mrl
@@ -28,7 +28,12 @@ browser:
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 		else echo "install Debian's chromium for the browser test (sudo apt-get install chromium)"; fi; }
 
-test: setup browser
+# Debian's PostgreSQL + pgvector built from Debian's source package; tests start their own server on loopback.
+# Under CI a missing server is an error; elsewhere the PostgreSQL tests are skipped with the reason.
+postgres:
+	@scripts/install-pgvector.sh || [ -z "$$CI" ]
+
+test: setup browser postgres
 	MRL_DATA=$(DATA) $(BIN)/python -m pytest -q -ra
 
 lint: setup

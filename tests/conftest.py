@@ -89,3 +89,27 @@ def encoded_subset(model, data_dir: Path, folder: Path, n_queries: int, n_extra:
     )
     docs = [Document(i, t, {"n": n}) for n, (i, t) in enumerate(data.corpus.items())]
     return data, docs, vectors
+
+
+@pytest.fixture(scope="module")
+def corpus(model, data_dir, tmp_path_factory):
+    """About 220 real SciFact abstracts (20 test queries' judged ones plus distractors) and their embeddings."""
+    folder = tmp_path_factory.mktemp("sf")
+    return (folder, *encoded_subset(model, data_dir, folder, 20, 200))
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn():
+    """DSN of a real PostgreSQL + pgvector server started for this test session (see tests/pgserver.py).
+
+    Without one, tests fail under CI (which must provide it: make postgres) and are skipped elsewhere.
+    """
+    from pgserver import postgres_server
+
+    try:
+        with postgres_server() as dsn:
+            yield dsn
+    except RuntimeError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL for the tests: {exc}")
+        pytest.skip(f"PostgreSQL for the tests: {exc}")

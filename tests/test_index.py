@@ -20,16 +20,7 @@ from mrl.encode import prefix
 from mrl.errors import DataError, MrlError
 from mrl.index import Index
 from mrl.index.manifest import read_current
-from mrl.index.tuning import exact_top_k, recall_at_k, tune
-
-
-@pytest.fixture(scope="module")
-def corpus(model, data_dir, tmp_path_factory):
-    """About 220 real SciFact abstracts and their base-model embeddings (encoded once)."""
-    from conftest import encoded_subset
-
-    folder = tmp_path_factory.mktemp("sf")
-    return (folder, *encoded_subset(model, data_dir, folder, 20, 200))
+from mrl.index.tuning import recall_at_k, tune
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -53,7 +44,7 @@ def test_two_pass_matches_exact_search_with_full_shortlist(corpus, tmp_path, mod
         loaded_model=model,
     )
     queries = prefix(vectors[:30], vectors.shape[1])
-    truth = exact_top_k(index, queries, 10)
+    truth = index.exact_keys(queries, 10)
     # a shortlist of the whole corpus and an exhaustive first pass: exact by construction
     rows, scores = index.search_vectors(queries, 10, shortlist=len(docs), ann_search=512)
     assert recall_at_k(rows, truth) >= (0.999 if store == "float32" else 0.98)
@@ -154,14 +145,14 @@ def test_tune_reaches_target_and_is_stored(corpus, tmp_path, model):
     # the stored settings are what a plain search uses, and they hold on a fresh sample
     queries = prefix(vectors[np.random.default_rng(5).choice(len(docs), 50, replace=False)], 384)
     rows, _ = index.search_vectors(queries, 10)
-    assert recall_at_k(rows, exact_top_k(index, queries, 10)) >= 0.9
+    assert recall_at_k(rows, index.exact_keys(queries, 10)) >= 0.9
 
 
 def test_funnel_keeps_quality(corpus, tmp_path, model):
     _, _, docs, vectors = corpus
     index = Index.build(tmp_path / "i", vectors, docs, model="default", loaded_model=model)
     queries = prefix(vectors[:40], 384)
-    truth = exact_top_k(index, queries, 10)
+    truth = index.exact_keys(queries, 10)
     rows, _ = index.search_vectors(queries, 10, shortlist=200, ann_search=256, funnel=[128])
     assert recall_at_k(rows, truth) >= 0.95
 

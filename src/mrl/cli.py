@@ -230,6 +230,11 @@ def train_cmd(
         err.print(f"dev nDCG@10 per dim: {dev_dims}")
 
 
+LOCATION_HELP = (
+    "Index: a folder, postgresql://user[:password]@host[:port]/database/table, qdrant://host:6333/collection "
+    "or qdrant:///absolute/path/collection (Qdrant local mode)."
+)
+
 index_app = typer.Typer(no_args_is_help=True, help="Build and maintain a two-pass Matryoshka index.")
 app.add_typer(index_app, name="index")
 
@@ -250,7 +255,7 @@ def _encode_documents(model_spec: str | None, documents, batch_size: int, cache_
 @index_app.command("build")
 def index_build(
     corpus: Annotated[Path, typer.Option(help="Documents: BEIR corpus.jsonl or JSONL/CSV/Parquet with id and text.")],
-    out: Annotated[Path, typer.Option(help="Index folder to create.")],
+    out: Annotated[Path | None, typer.Option(help="Index folder to create (embedded backend).")] = None,
     model: Annotated[str, typer.Option(help="Model folder or hub id (recorded in the index for queries).")] = (
         "default"
     ),
@@ -269,33 +274,67 @@ def index_build(
     batch_size: Annotated[int, typer.Option(help="Encoding batch size.")] = 64,
     cache_dir: Annotated[Path | None, typer.Option(help="Embedding cache folder.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing index.")] = False,
+    backend: Annotated[str, typer.Option(help="Where the index lives: embedded (a folder), postgres or qdrant.")] = (
+        "embedded"
+    ),
+    dsn: Annotated[
+        str | None, typer.Option(help="postgres: postgresql://user[:password]@host[:port]/database (or $MRL_PG_DSN).")
+    ] = None,
+    table: Annotated[str | None, typer.Option(help="postgres: table to create.")] = None,
+    url: Annotated[str | None, typer.Option(help="qdrant: server URL, e.g. http://localhost:6333.")] = None,
+    qdrant_path: Annotated[Path | None, typer.Option(help="qdrant: local-mode storage folder (no server).")] = None,
+    collection: Annotated[str | None, typer.Option(help="qdrant: collection to create.")] = None,
+    shards: Annotated[int, typer.Option(help="qdrant: shard number (a cluster spreads shards over nodes).")] = 1,
+    replicas: Annotated[int, typer.Option(help="qdrant: replication factor.")] = 1,
 ) -> None:
     """Encode a corpus once and build a two-pass index: ANN over the prefix, full vectors for the rerank.
 
-    Example: mrl index build --model models/scifact-mrl --corpus corpus.jsonl --out idx/scifact --prefix-dim 64
+    Examples:
+      mrl index build --model models/scifact-mrl --corpus corpus.jsonl --out idx/scifact --prefix-dim 64
+      mrl index build --corpus corpus.jsonl --backend postgres --dsn postgresql://mrl@localhost/search --table docs
+      mrl index build --corpus corpus.jsonl --backend qdrant --url http://localhost:6333 --collection docs
     """
     from mrl.data import load_documents
-    from mrl.index import Index
     from mrl.index.tuning import tune
 
+    if backend not in ("embedded", "postgres", "qdrant"):
+        raise MrlError(f"--backend must be embedded, postgres or qdrant, not '{backend}'")
+    if backend == "embedded" and out is None:
+        raise MrlError("--out (the index folder) is required for the embedded backend")
+    dsn = dsn or os.environ.get("MRL_PG_DSN")
+    if backend == "postgres" and not (dsn and table):
+        raise MrlError("--backend postgres needs --dsn (or $MRL_PG_DSN) and --table")
+    if backend == "qdrant" and not ((url or qdrant_path) and collection):
+        raise MrlError("--backend qdrant needs --url (a server) or --qdrant-path (local mode), and --collection")
     documents = load_documents(corpus, id_field, text_field)
-    if out.exists() and any(out.iterdir()) and not overwrite:
+    if backend == "embedded" and out.exists() and any(out.iterdir()) and not overwrite:
         raise MrlError(f"{out}: folder exists and is not empty (use --overwrite)")
     loaded, vectors = _encode_documents(model, documents, batch_size, cache_dir)
-    params = {"M": hnsw_m, "efConstruction": ef_construction} if ann == "hnsw" else {"nlist": nlist}
-    index = Index.build(
-        out,
-        vectors,
-        documents,
-        model=getattr(loaded, "mrl_source", model),
-        prefix_dim=prefix_dim,
-        ann=ann,
-        quant=quant,
-        store=store,
-        ann_params=params,
-        overwrite=overwrite,
-        loaded_model=loaded,
-    )
+    recorded = getattr(loaded, "mrl_source", model)
+    if backend == "postgres":
+        from mrl.index.postgres import PostgresIndex
+
+        index = PostgresIndex.build(
+            dsn, table, vectors, documents, model=recorded, prefix_dim=prefix_dim, store=store,
+            ann_params={"m": hnsw_m, "ef_construction": ef_construction}, overwrite=overwrite, loaded_model=loaded,
+        )  # fmt: skip
+    elif backend == "qdrant":
+        from mrl.index.qdrant import QdrantIndex
+
+        index = QdrantIndex.build(
+            QdrantIndex.location_for(url, qdrant_path, collection), vectors, documents, model=recorded,
+            prefix_dim=prefix_dim, store=store, hnsw_m=hnsw_m, ef_construction=ef_construction, shards=shards,
+            replicas=replicas, overwrite=overwrite, loaded_model=loaded,
+        )  # fmt: skip
+    else:
+        from mrl.index import Index
+
+        params = {"M": hnsw_m, "efConstruction": ef_construction} if ann == "hnsw" else {"nlist": nlist}
+        index = Index.build(
+            out, vectors, documents, model=recorded, prefix_dim=prefix_dim, ann=ann, quant=quant, store=store,
+            ann_params=params, overwrite=overwrite, loaded_model=loaded,
+        )  # fmt: skip
+    err.print(f"built {index.location}: {index.count} documents")
     if target_recall is not None:
         tuned = tune(index, target_recall)
         err.print(
@@ -322,7 +361,7 @@ def _print_stats(stats: dict) -> None:
 
 @index_app.command("add")
 def index_add(
-    folder: Annotated[Path, typer.Argument(help="Index folder.")],
+    location: Annotated[str, typer.Argument(help=LOCATION_HELP)],
     file: Annotated[Path, typer.Argument(help="Documents to add (JSONL/CSV/Parquet with id and text).")],
     upsert: Annotated[bool, typer.Option(help="Replace documents whose id exists instead of refusing.")] = False,
     id_field: Annotated[str | None, typer.Option(help="Id column.")] = None,
@@ -330,41 +369,41 @@ def index_add(
 ) -> None:
     """Add (or with --upsert, add or replace) documents atomically: all become visible at once, or none."""
     from mrl.data import load_documents
-    from mrl.index import Index
+    from mrl.index import open_index
 
     documents = load_documents(file, id_field, text_field)
-    index = Index.open(folder)
+    index = open_index(location)
     count = index.upsert(documents) if upsert else index.add(documents)
-    err.print(f"{'upserted' if upsert else 'added'} {count} documents; index holds {index.manifest.live}")
+    err.print(f"{'upserted' if upsert else 'added'} {count} documents; index holds {index.count}")
 
 
 @index_app.command("delete")
 def index_delete(
-    folder: Annotated[Path, typer.Argument(help="Index folder.")],
+    location: Annotated[str, typer.Argument(help=LOCATION_HELP)],
     ids: Annotated[str, typer.Option(help="Comma-separated document ids.")],
 ) -> None:
     """Delete documents by id (all ids must exist; nothing changes otherwise)."""
-    from mrl.index import Index
+    from mrl.index import open_index
 
     id_list = [i.strip() for i in ids.split(",") if i.strip()]
     if not id_list:
         raise MrlError("--ids: no ids given")
-    index = Index.open(folder)
+    index = open_index(location)
     index.delete(id_list)
-    err.print(f"deleted {len(id_list)}; index holds {index.manifest.live}")
+    err.print(f"deleted {len(id_list)}; index holds {index.count}")
 
 
 @index_app.command("stats")
-def index_stats(folder: Annotated[Path, typer.Argument(help="Index folder.")]) -> None:
+def index_stats(location: Annotated[str, typer.Argument(help=LOCATION_HELP)]) -> None:
     """Size, dims, settings, tuned values, RAM and disk use."""
-    from mrl.index import Index
+    from mrl.index import open_index
 
-    _print_stats(Index.open(folder).stats())
+    _print_stats(open_index(location).stats())
 
 
 @index_app.command("tune")
 def index_tune(
-    folder: Annotated[Path, typer.Argument(help="Index folder.")],
+    location: Annotated[str, typer.Argument(help=LOCATION_HELP)],
     target_recall: Annotated[float, typer.Option(help="Recall@k against exact full-dim search to reach.")] = 0.99,
     k: Annotated[int, typer.Option("-k", help="k of recall@k.")] = 10,
     sample: Annotated[int, typer.Option(help="Documents used as sample queries (without --queries).")] = 200,
@@ -375,10 +414,10 @@ def index_tune(
 ) -> None:
     """Pick the cheapest shortlist k' and efSearch/nprobe that reach the recall target; store them."""
     from mrl.data.records import read_rows, text_field
-    from mrl.index import Index
+    from mrl.index import open_index
     from mrl.index.tuning import tune
 
-    index = Index.open(folder)
+    index = open_index(location)
     vectors = None
     if queries is not None:
         texts = [text_field(row, "text", queries, line) for line, row in read_rows(queries)]
@@ -394,7 +433,7 @@ def index_tune(
 
 @app.command("search")
 def search_cmd(
-    folder: Annotated[Path, typer.Argument(help="Index folder.")],
+    location: Annotated[str, typer.Argument(help=LOCATION_HELP)],
     query: Annotated[list[str], typer.Argument(help="One or more query texts.")],
     k: Annotated[int, typer.Option("-k", help="Results per query.")] = 10,
     shortlist: Annotated[int | None, typer.Option(help="First-pass candidates k' (default: tuned, else 10 x k).")] = (
@@ -417,16 +456,16 @@ def search_cmd(
 
     from rich.table import Table
 
-    from mrl.index import Index
+    from mrl.index import open_index
     from mrl.index.tuning import tune
     from mrl.report import console
 
-    index = Index.open(folder)
+    index = open_index(location)
     if target_recall is not None:
-        current = index.manifest.tuned or {}
+        current = index.tuned or {}
         if current.get("target_recall") != target_recall or current.get("k") != k:
             tune(index, target_recall, k=k)
-    stages = _funnel(funnel, index.manifest.prefix_dim, index.manifest.full_dim) if funnel else None
+    stages = _funnel(funnel, index.prefix_dim, index.full_dim) if funnel else None
     results = index.search(query, k=k, shortlist=shortlist, ann_search=ann_search, funnel=stages)
     t = index.last_timings
     if as_json:
@@ -469,7 +508,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 @app.command("serve")
 def serve_cmd(
-    folder: Annotated[Path, typer.Argument(help="Index folder.")],
+    location: Annotated[str, typer.Argument(help=LOCATION_HELP)],
     host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --api-key-file.")] = (
         "127.0.0.1"
     ),
@@ -489,19 +528,19 @@ def serve_cmd(
     """
     import uvicorn
 
-    from mrl.index import Index
+    from mrl.index import open_index
     from mrl.serve import Limits, create_app
     from mrl.serve.auth import load_key_hashes
 
     hashes = load_key_hashes(api_key_file) if api_key_file else None
     if hashes is None and host not in LOOPBACK:
         raise MrlError(f"refusing to serve on {host} without --api-key-file (without keys mrl binds to loopback only)")
-    index = Index.open(folder)
+    index = open_index(location)
     _ = index.model  # load before accepting requests, not on the first one
     limits = Limits(max_k=max_k, max_text_chars=max_text_chars, max_batch=max_batch, max_body_bytes=max_body_bytes)
     if hashes is None:
         err.print("no API keys: serving on loopback only")
-    err.print(f"serving {folder} ({index.manifest.live} documents) on http://{host}:{port}/")
+    err.print(f"serving {index.location} ({index.count} documents) on http://{host}:{port}/")
     uvicorn.run(create_app(index, hashes, limits), host=host, port=port, log_level="warning")
 
 

@@ -194,7 +194,7 @@ class Pipeline:
         import tempfile
 
         from mrl.index import Index
-        from mrl.index.tuning import exact_top_k, recall_at_k, tune
+        from mrl.index.tuning import recall_at_k, tune
         from mrl.model import load_model
 
         c = self.config.index
@@ -216,7 +216,7 @@ class Pipeline:
                 loaded_model=model,
             )
             tuned = tune(index, c.target_recall, k=10, queries=tuning_queries)
-            truth = exact_top_k(index, queries, 10)
+            truth = index.exact_keys(queries, 10)
             full = prefix(vectors, vectors.shape[1])
             exact_s = _time_single(lambda q: np.argpartition(-(full @ q[0]), 10)[:10], queries)
             points = []

@@ -1,5 +1,9 @@
-"""Two-pass Matryoshka search: ANN shortlist on the prefix, exact rerank on full vectors."""
+"""Two-pass Matryoshka search: ANN shortlist on the prefix, exact rerank on full vectors.
 
-from mrl.index.embedded import Hit, Index
+``Index`` is the embedded index (a folder); ``open_index`` opens any backend by location.
+"""
 
-__all__ = ["Hit", "Index"]
+from mrl.index.backend import Hit, SearchBackend, open_index
+from mrl.index.embedded import Index
+
+__all__ = ["Hit", "Index", "SearchBackend", "open_index"]

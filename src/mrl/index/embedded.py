@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
@@ -23,29 +23,20 @@ import numpy as np
 from mrl.data import Document
 from mrl.encode import prefix
 from mrl.errors import MrlError
-from mrl.index.ann import DEFAULT_PARAMS, add_in_chunks, build_ann, search_params
+from mrl.index.ann import DEFAULT_PARAMS, add_in_chunks, ann_search_grid, build_ann, search_params
+from mrl.index.backend import (
+    Hit,
+    SearchBackend,
+    SearchTimings,
+    check_unique,
+    existing_ids_error,
+    open_index,
+    unit_vectors,
+    unknown_ids_error,
+)
 from mrl.index.docstore import DocStore
 from mrl.index.manifest import MAX_RACES, Manifest, collect_garbage, commit, read_current
 from mrl.index.storage import atomic_write, atomic_write_path, writer_lock
-
-DEFAULT_SHORTLIST_FACTOR = 10
-
-
-@dataclass
-class Hit:
-    id: str
-    score: float
-    text: str | None = None
-    metadata: dict = field(default_factory=dict)
-
-
-@dataclass
-class SearchTimings:
-    """Seconds spent per stage of the last search call (for the server's per-stage metrics)."""
-
-    encode: float = 0.0
-    shortlist: float = 0.0
-    rerank: float = 0.0
 
 
 @dataclass
@@ -111,22 +102,7 @@ class Generation:
         return out
 
 
-def unit_vectors(vectors: np.ndarray, full_dim: int, what: str = "vector") -> np.ndarray:
-    """Validate width and finiteness, then scale rows to unit length (cosine = inner product)."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    if vectors.ndim == 1:
-        vectors = vectors[None, :]
-    if vectors.ndim != 2 or vectors.shape[1] != full_dim:
-        raise MrlError(f"{what} has width {vectors.shape[-1]}, this index holds {full_dim}-dim vectors")
-    if not np.isfinite(vectors).all():
-        raise MrlError(f"{what} contains NaN or infinite values")
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    if (norms == 0).any():
-        raise MrlError(f"{what} is all zeros")
-    return vectors / norms
-
-
-class Index:
+class Index(SearchBackend):
     """An embedded Matryoshka index; open with :meth:`open`, create with :meth:`build`.
 
     Example::
@@ -137,10 +113,11 @@ class Index:
     """
 
     def __init__(self, folder: Path, gen: Generation, model=None):
+        super().__init__()
         self.folder = Path(folder)
+        self.location = str(self.folder)
         self._model = model
         self.docs = DocStore(self.folder / "docs.sqlite")
-        self.last_timings = SearchTimings()
         self._write_lock = threading.Lock()  # one writer per process; the file lock covers other processes
         self.gen = gen
 
@@ -161,9 +138,14 @@ class Index:
 
     # ---- opening and building -------------------------------------------------------------
     @classmethod
-    def open(cls, folder: str | Path, model=None) -> Index:
-        """Open the live generation of an index folder (cheap: vectors are memory-mapped)."""
-        return cls(Path(folder), Generation.load_current(Path(folder)), model)
+    def open(cls, location: str | Path, model=None) -> SearchBackend:
+        """Open the live generation of an index folder (cheap: vectors are memory-mapped).
+
+        A database location (``postgresql://...``, ``qdrant://...``) opens that backend instead, with the same methods.
+        """
+        if isinstance(location, str) and "://" in location:
+            return open_index(location, model)
+        return cls(Path(location), Generation.load_current(Path(location)), model)
 
     @classmethod
     def build(
@@ -194,7 +176,7 @@ class Index:
             raise MrlError(f"{len(documents)} documents but {len(vectors)} vectors")
         if not documents:
             raise MrlError("nothing to index: the corpus is empty")
-        _check_unique([d.id for d in documents])
+        check_unique([d.id for d in documents])
         full_dim = vectors.shape[1]
         if not 0 < prefix_dim <= full_dim:
             raise MrlError(f"--prefix-dim {prefix_dim} must be between 1 and the vector width {full_dim}")
@@ -238,53 +220,60 @@ class Index:
         self.gen = Generation.load_current(self.folder)
         return True
 
-    # ---- searching ------------------------------------------------------------------------
+    # ---- the backend interface -------------------------------------------------------------
     @property
-    def model(self):
-        if self._model is None:
-            from mrl.model import load_model
+    def model_name(self) -> str | None:
+        return self.manifest.model
 
-            self._model = load_model(self.manifest.model)
-        return self._model
+    @property
+    def full_dim(self) -> int:
+        return self.manifest.full_dim
 
-    def encode(self, texts: list[str]) -> np.ndarray:
-        from mrl.encode import encode_texts
+    @property
+    def prefix_dim(self) -> int:
+        return self.manifest.prefix_dim
 
-        return encode_texts(self.model, texts, progress=False)
+    @property
+    def count(self) -> int:
+        return self.manifest.live
 
-    def search(
-        self,
-        queries,
-        k: int = 10,
-        shortlist: int | None = None,
-        ann_search: int | None = None,
-        funnel: list[int] | None = None,
-    ):
-        """Top-``k`` hits for one query (text or vector: returns a list of hits) or a batch (list of lists).
+    @property
+    def tuned(self) -> dict | None:
+        return self.manifest.tuned
 
-        ``shortlist`` (k') and ``ann_search`` (efSearch / nprobe) default to the tuned values in the
-        manifest, else 10 x k. ``funnel`` adds intermediate rerank dims between the prefix and full
-        (e.g. ``[128]`` for 64 -> 128 -> full).
-        """
-        single = isinstance(queries, str) or (isinstance(queries, np.ndarray) and queries.ndim == 1)
-        batch = [queries] if single else list(queries) if not isinstance(queries, np.ndarray) else queries
-        if len(batch) == 0:
-            raise MrlError("no queries given")
-        timings = SearchTimings()
-        t0 = time.perf_counter()
-        if isinstance(batch, np.ndarray) or not isinstance(batch[0], str):
-            vectors = unit_vectors(np.asarray(batch, dtype=np.float32), self.manifest.full_dim, "query vector")
-        else:
-            if any(not isinstance(q, str) or not q.strip() for q in batch):
-                raise MrlError("queries must be non-empty text")
-            _ = self.model  # load outside the timed section: the first call pays for it once
-            t0 = time.perf_counter()
-            vectors = unit_vectors(self.encode(list(batch)), self.manifest.full_dim, "query embedding")
-        timings.encode = time.perf_counter() - t0
-        rows, scores = self.search_vectors(vectors, k, shortlist, ann_search, funnel, timings)
-        self.last_timings = timings
-        results = self.hits(rows, scores)
-        return results[0] if single else results
+    @property
+    def generation(self) -> int:
+        return self.manifest.generation
+
+    def search_keys(self, unit_queries, k, shortlist=None, ann_search=None, funnel=None, timings=None):
+        """Keys are row numbers here; :meth:`hits_for` looks them up in the document store."""
+        return self.search_vectors(unit_queries, k, shortlist, ann_search, funnel, timings)
+
+    def hits_for(self, keys, scores) -> list[list[Hit]]:
+        return self.hits(np.asarray(keys), np.asarray(scores))
+
+    def exact_keys(self, unit_queries: np.ndarray, k: int, chunk: int = 65_536) -> np.ndarray:
+        """Exact full-dim top-k rows over live rows (streams the memory-mapped vectors in chunks)."""
+        g = self.gen
+        best_scores = np.full((len(unit_queries), k), -np.inf, dtype=np.float32)
+        best_rows = np.full((len(unit_queries), k), -1, dtype=np.int64)
+        for start in range(0, g.manifest.rows, chunk):
+            rows = np.arange(start, min(start + chunk, g.manifest.rows))
+            scores = unit_queries @ g.vectors(rows).T
+            scores[:, g.deleted[rows]] = -np.inf
+            all_scores = np.concatenate([best_scores, scores], axis=1)
+            all_rows = np.concatenate([best_rows, np.broadcast_to(rows, scores.shape)], axis=1)
+            top = np.argpartition(-all_scores, k - 1, axis=1)[:, :k]
+            best_scores = np.take_along_axis(all_scores, top, axis=1)
+            best_rows = np.take_along_axis(all_rows, top, axis=1)
+        return best_rows
+
+    def sample_vectors(self, n: int, seed: int) -> np.ndarray:
+        live = np.flatnonzero(~self.deleted)
+        return self.vectors(np.random.default_rng(seed).choice(live, size=min(n, len(live)), replace=False))
+
+    def ann_search_grid(self) -> list[int | None]:
+        return ann_search_grid(self.ann)
 
     def search_vectors(
         self,
@@ -298,14 +287,9 @@ class Index:
         """Two-pass search on unit query vectors; returns (rows, scores), each (n_queries, k), -1 padded."""
         g = self.gen
         m = g.manifest
-        if not isinstance(k, int) or k <= 0:
-            raise MrlError(f"k must be a positive integer, got {k}")
-        if k > m.live:
-            raise MrlError(f"k={k} is larger than the number of documents in the index ({m.live})")
-        tuned = m.tuned or {}
-        kprime = shortlist or tuned.get("shortlist") or DEFAULT_SHORTLIST_FACTOR * k
-        kprime = min(max(int(kprime), k), m.live)
-        ann_search = ann_search or tuned.get("ann_search")
+        self.check_k(k)
+        kprime = self.shortlist_size(k, shortlist)
+        ann_search = ann_search or (m.tuned or {}).get("ann_search")
         timings = timings or SearchTimings()
 
         t0 = time.perf_counter()
@@ -371,7 +355,7 @@ class Index:
             rows = self._live_rows(ids)
             missing = [i for i in ids if i not in rows]
             if missing:
-                raise MrlError(f"unknown ids: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
+                raise unknown_ids_error(missing)
             m = self._next_manifest()
             self._commit_tombstones(m, [r for rs in rows.values() for r in rs])
             m.live -= len(ids)
@@ -381,19 +365,12 @@ class Index:
         return len(ids)
 
     def _write(self, documents: list[Document], vectors: np.ndarray | None, replace: bool) -> int:
-        if not documents:
-            raise MrlError("no documents given")
-        _check_unique([d.id for d in documents])
-        if vectors is None:
-            vectors = self.encode([d.text for d in documents])
-        if len(vectors) != len(documents):
-            raise MrlError(f"{len(documents)} documents but {len(vectors)} vectors")
-        unit = unit_vectors(vectors, self.manifest.full_dim, "document vectors")
+        unit = self.vectors_for(documents, vectors)
         with self._write_lock, writer_lock(self.folder):
             self.refresh()
             existing = self._live_rows([d.id for d in documents])
             if existing and not replace:
-                raise MrlError(f"ids already in the index: {', '.join(list(existing)[:10])} (use upsert)")
+                raise existing_ids_error(list(existing))
             m = self._next_manifest()
             first_row = m.rows
             m.segments = [
@@ -471,13 +448,6 @@ class Index:
 
     def close(self) -> None:
         self.docs.close()
-
-
-def _check_unique(ids: list[str]) -> None:
-    seen: set[str] = set()
-    dupes = [i for i in ids if i in seen or seen.add(i)]
-    if dupes:
-        raise MrlError(f"duplicate ids: {', '.join(dupes[:10])}")
 
 
 def _write_segment(folder: Path, gen: int, unit: np.ndarray, store: str) -> str:

@@ -14,34 +14,17 @@ import time
 import numpy as np
 
 from mrl.errors import MrlError
-from mrl.index.ann import ann_search_grid
-from mrl.index.embedded import Index
+from mrl.index.backend import SearchBackend
 
 
-def exact_top_k(index: Index, queries: np.ndarray, k: int, chunk: int = 65_536) -> np.ndarray:
-    """Exact full-dim top-k rows over live rows (streams the memory-mapped vectors in chunks)."""
-    best_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
-    best_rows = np.full((len(queries), k), -1, dtype=np.int64)
-    for start in range(0, index.manifest.rows, chunk):
-        rows = np.arange(start, min(start + chunk, index.manifest.rows))
-        block = index.vectors(rows)
-        scores = queries @ block.T
-        scores[:, index.deleted[rows]] = -np.inf
-        all_scores = np.concatenate([best_scores, scores], axis=1)
-        all_rows = np.concatenate([best_rows, np.broadcast_to(rows, scores.shape)], axis=1)
-        top = np.argpartition(-all_scores, k - 1, axis=1)[:, :k]
-        best_scores = np.take_along_axis(all_scores, top, axis=1)
-        best_rows = np.take_along_axis(all_rows, top, axis=1)
-    return best_rows
-
-
-def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
-    k = truth.shape[1]
-    return float(np.mean([len(set(f[f >= 0]) & set(t)) / k for f, t in zip(found, truth, strict=True)]))
+def recall_at_k(found, truth) -> float:
+    """Mean fraction of each query's exact top-k that the search found (keys: rows or ids; -1 pads rows)."""
+    k = len(truth[0])
+    return float(np.mean([len(set(list(f)) & set(list(t))) / k for f, t in zip(found, truth, strict=True)]))
 
 
 def tune(
-    index: Index,
+    index: SearchBackend,
     target_recall: float = 0.99,
     k: int = 10,
     sample: int = 200,
@@ -55,27 +38,26 @@ def tune(
     """
     if not 0 < target_recall <= 1:
         raise MrlError(f"--target-recall must be in (0, 1], got {target_recall}")
-    live = np.flatnonzero(~index.deleted)
-    if len(live) <= k:
-        raise MrlError(f"the index holds {len(live)} documents: too few to tune for k={k}")
-    rng = np.random.default_rng(seed)
+    live = index.count
+    if live <= k:
+        raise MrlError(f"the index holds {live} documents: too few to tune for k={k}")
     if queries is None:
         source = "documents"
-        queries = index.vectors(rng.choice(live, size=min(sample, len(live)), replace=False))
+        queries = index.sample_vectors(sample, seed)
     else:
         source = "queries"
         queries = np.asarray(queries, dtype=np.float32)
-        if queries.ndim != 2 or queries.shape[1] != index.manifest.full_dim:
-            raise MrlError(f"tuning queries must be {index.manifest.full_dim}-dim vectors")
+        if queries.ndim != 2 or queries.shape[1] != index.full_dim:
+            raise MrlError(f"tuning queries must be {index.full_dim}-dim vectors")
         queries = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
-    truth = exact_top_k(index, queries, k)
+    truth = index.exact_keys(queries, k)
     shortlists = shortlists or [k * f for f in (1, 2, 3, 5, 10, 20, 30, 50, 100, 200, 500)]
-    shortlists = sorted({min(s, len(live)) for s in shortlists if s >= k})
+    shortlists = sorted({min(s, live) for s in shortlists if s >= k})
     tried = []
-    for ann_search in ann_search_grid(index.ann):
+    for ann_search in index.ann_search_grid():
         for kprime in shortlists:
             t0 = time.perf_counter()
-            found, _ = index.search_vectors(queries, k, shortlist=kprime, ann_search=ann_search)
+            found, _ = index.search_keys(queries, k, shortlist=kprime, ann_search=ann_search)
             seconds = time.perf_counter() - t0
             recall = recall_at_k(found, truth)
             tried.append({"ann_search": ann_search, "shortlist": kprime, "recall": recall, "seconds": seconds})

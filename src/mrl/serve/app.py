@@ -24,8 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mrl.data import Document
 from mrl.errors import MrlError
-from mrl.index import Index
-from mrl.index.embedded import SearchTimings, unit_vectors
+from mrl.index.backend import SearchBackend, SearchTimings, unit_vectors
 from mrl.serve.auth import key_ok
 from mrl.serve.batcher import EncodeBatcher
 
@@ -71,7 +70,7 @@ class UpsertRequest(BaseModel):
     documents: list[DocumentIn]
 
 
-def create_app(index: Index, api_key_hashes: list[str] | None = None, limits: Limits | None = None) -> FastAPI:
+def create_app(index: SearchBackend, api_key_hashes: list[str] | None = None, limits: Limits | None = None) -> FastAPI:
     limits = limits or Limits()
     registry = CollectorRegistry()
     requests_total = Counter("mrl_requests_total", "HTTP requests", ["endpoint", "status"], registry=registry)
@@ -165,7 +164,7 @@ def create_app(index: Index, api_key_hashes: list[str] | None = None, limits: Li
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "documents": index.manifest.live, "generation": index.manifest.generation}
+        return {"status": "ok", "documents": index.count, "generation": index.generation}
 
     @app.get("/stats")
     async def stats() -> dict:
@@ -181,14 +180,14 @@ def create_app(index: Index, api_key_hashes: list[str] | None = None, limits: Li
         req: SearchRequest = await parse(request, SearchRequest)
         if (req.query is None) == (req.vector is None):
             raise ApiError(422, "give exactly one of 'query' (text) or 'vector'")
-        if not 0 < req.k <= min(limits.max_k, index.manifest.live):
-            raise ApiError(422, f"k must be between 1 and {min(limits.max_k, index.manifest.live)}")
+        if not 0 < req.k <= min(limits.max_k, index.count):
+            raise ApiError(422, f"k must be between 1 and {min(limits.max_k, index.count)}")
         if req.shortlist is not None and not req.k <= req.shortlist <= limits.max_shortlist:
             raise ApiError(422, f"shortlist must be between k and {limits.max_shortlist}")
         if req.ann_search is not None and not 0 < req.ann_search <= 4096:
             raise ApiError(422, "ann_search must be between 1 and 4096")
         if req.target_recall is not None:
-            tuned = index.manifest.tuned or {}
+            tuned = index.tuned or {}
             if not 0 < req.target_recall <= 1:
                 raise ApiError(422, "target_recall must be in (0, 1]")
             if tuned.get("target_recall", 0) < req.target_recall:
@@ -196,10 +195,8 @@ def create_app(index: Index, api_key_hashes: list[str] | None = None, limits: Li
                     409, f"index is tuned for recall {tuned.get('target_recall')}; run 'mrl index tune' first"
                 )
         funnel = req.funnel or []
-        if any(not index.manifest.prefix_dim < d < index.manifest.full_dim for d in funnel):
-            raise ApiError(
-                422, f"funnel dims must lie between {index.manifest.prefix_dim} and {index.manifest.full_dim}"
-            )
+        if any(not index.prefix_dim < d < index.full_dim for d in funnel):
+            raise ApiError(422, f"funnel dims must lie between {index.prefix_dim} and {index.full_dim}")
         timings = SearchTimings()
         single = isinstance(req.query, str) or (req.vector is not None and not isinstance(req.vector[0], list))
         if req.query is not None:
@@ -219,19 +216,20 @@ def create_app(index: Index, api_key_hashes: list[str] | None = None, limits: Li
             if not len(vectors) or len(vectors) > limits.max_batch:
                 raise ApiError(422, f"between 1 and {limits.max_batch} vectors per request")
         try:
-            unit = unit_vectors(vectors, index.manifest.full_dim, "vector")
-            rows, scores = await asyncio.to_thread(
-                index.search_vectors, unit, req.k, req.shortlist, req.ann_search, funnel, timings
+            unit = unit_vectors(vectors, index.full_dim, "vector")
+            keys, scores = await asyncio.to_thread(
+                index.search_keys, unit, req.k, req.shortlist, req.ann_search, funnel, timings
             )
+            found = await asyncio.to_thread(index.hits_for, keys, scores)
         except MrlError as exc:
             raise ApiError(422, str(exc)) from None
         for name in ("encode", "shortlist", "rerank"):
             stage.labels(name).observe(getattr(timings, name))
-        hits = [[h.__dict__ for h in hs] for hs in index.hits(rows, scores)]
+        hits = [[h.__dict__ for h in hs] for hs in found]
         return {
             "results": hits[0] if single else hits,
             "timings_ms": {n: round(getattr(timings, n) * 1e3, 3) for n in ("encode", "shortlist", "rerank")},
-            "prefix_dim": index.manifest.prefix_dim,
+            "prefix_dim": index.prefix_dim,
         }
 
     @app.post("/documents")
@@ -253,7 +251,7 @@ def create_app(index: Index, api_key_hashes: list[str] | None = None, limits: Li
             except MrlError as exc:
                 raise ApiError(422, str(exc)) from None
         stage.labels("write").observe(time.perf_counter() - t0)
-        return {"upserted": count, "documents": index.manifest.live, "generation": index.manifest.generation}
+        return {"upserted": count, "documents": index.count, "generation": index.generation}
 
     @app.get("/documents/{doc_id}")
     async def get_document(doc_id: str) -> dict:
@@ -269,6 +267,6 @@ def create_app(index: Index, api_key_hashes: list[str] | None = None, limits: Li
                 await asyncio.to_thread(index.delete, [doc_id])
             except MrlError as exc:
                 raise ApiError(404, str(exc)) from None
-        return {"deleted": doc_id, "documents": index.manifest.live}
+        return {"deleted": doc_id, "documents": index.count}
 
     return app

@@ -1,0 +1,261 @@
+"""The search-backend interface: what the CLI, the server and the tuner use, whatever holds the vectors.
+
+Three implementations share it: the embedded index (:class:`mrl.index.embedded.Index`, a folder on
+disk), PostgreSQL + pgvector (:class:`mrl.index.postgres.PostgresIndex`) and Qdrant
+(:class:`mrl.index.qdrant.QdrantIndex`). Each runs the same two-pass search (a shortlist of k'
+candidates from an ANN index over the re-normalized prefix, an exact rerank on the full vector)
+where its data lives, so a user who outgrows one machine changes the location string and nothing else.
+
+Locations::
+
+    idx/scifact                                      embedded index folder
+    postgresql://user:password@host:5432/db/table    a table in PostgreSQL with pgvector (postgres:// too)
+    qdrant://host:6333/collection                    a Qdrant server (qdrant+https:// for TLS)
+    qdrant:///abs/path/collection                    Qdrant's local mode, on disk, in this process
+
+Example::
+
+    from mrl.index import open_index
+    index = open_index("postgresql://mrl@localhost:5432/search/scifact")
+    hits = index.search("does vitamin D prevent fractures", k=10)
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mrl.data import Document
+from mrl.errors import MrlError
+
+DEFAULT_SHORTLIST_FACTOR = 10
+
+
+@dataclass
+class Hit:
+    id: str
+    score: float
+    text: str | None = None
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
+class SearchTimings:
+    """Seconds spent per stage of the last search call (for the server's per-stage metrics)."""
+
+    encode: float = 0.0
+    shortlist: float = 0.0
+    rerank: float = 0.0
+
+
+def unit_vectors(vectors: np.ndarray, full_dim: int, what: str = "vector") -> np.ndarray:
+    """Validate width and finiteness, then scale rows to unit length (cosine = inner product)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim == 1:
+        vectors = vectors[None, :]
+    if vectors.ndim != 2 or vectors.shape[1] != full_dim:
+        raise MrlError(f"{what} has width {vectors.shape[-1]}, this index holds {full_dim}-dim vectors")
+    if not np.isfinite(vectors).all():
+        raise MrlError(f"{what} contains NaN or infinite values")
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise MrlError(f"{what} is all zeros")
+    return vectors / norms
+
+
+def check_unique(ids: list[str]) -> None:
+    seen: set[str] = set()
+    dupes = [i for i in ids if i in seen or seen.add(i)]
+    if dupes:
+        raise MrlError(f"duplicate ids: {', '.join(dupes[:10])}")
+
+
+def existing_ids_error(existing: list[str]) -> MrlError:
+    return MrlError(f"ids already in the index: {', '.join(existing[:10])} (use upsert)")
+
+
+def unknown_ids_error(missing: list[str]) -> MrlError:
+    return MrlError(f"unknown ids: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
+
+
+class SearchBackend(ABC):
+    """A two-pass Matryoshka index, wherever it is stored.
+
+    Implementations provide the storage-specific methods; text handling, validation and batching
+    of :meth:`search` are shared here so every backend answers the same call the same way.
+    """
+
+    location: str
+    model_name: str | None
+    full_dim: int
+    prefix_dim: int
+    _model = None
+
+    def __init__(self) -> None:
+        self.last_timings = SearchTimings()
+
+    # ---- what each backend provides ------------------------------------------------------------
+    @property
+    @abstractmethod
+    def count(self) -> int:
+        """Live documents."""
+
+    @property
+    @abstractmethod
+    def tuned(self) -> dict | None:
+        """Auto-tuned search settings (``shortlist``, ``ann_search``, ``target_recall``...), if any."""
+
+    @property
+    def generation(self) -> int | None:
+        """A number that grows with every committed write, where the backend has one."""
+        return None
+
+    @abstractmethod
+    def search_keys(
+        self,
+        unit_queries: np.ndarray,
+        k: int,
+        shortlist: int | None = None,
+        ann_search: int | None = None,
+        funnel: list[int] | None = None,
+        timings: SearchTimings | None = None,
+    ) -> tuple[list[list], list[list[float]]]:
+        """Two-pass search on unit vectors: per query, the keys of the top ``k`` and their scores."""
+
+    @abstractmethod
+    def hits_for(self, keys: list[list], scores: list[list[float]]) -> list[list[Hit]]:
+        """Turn keys from :meth:`search_keys` into hits with ids, text and metadata."""
+
+    @abstractmethod
+    def exact_keys(self, unit_queries: np.ndarray, k: int) -> list[list]:
+        """Exact full-dim top-``k`` keys (the reference that recall is measured against)."""
+
+    @abstractmethod
+    def sample_vectors(self, n: int, seed: int) -> np.ndarray:
+        """Full unit vectors of ``n`` random live documents (tuning queries when none are given)."""
+
+    @abstractmethod
+    def ann_search_grid(self) -> list[int | None]:
+        """The ANN search-effort values (efSearch / nprobe) worth trying when tuning."""
+
+    @abstractmethod
+    def set_tuned(self, tuned: dict) -> None:
+        """Store tuned settings with the index so every later search uses them."""
+
+    @abstractmethod
+    def get(self, ids: list[str]) -> dict[str, Document]:
+        """The live documents among ``ids`` (absent ids are simply not in the result)."""
+
+    @abstractmethod
+    def add(self, documents: list[Document], vectors: np.ndarray | None = None) -> int:
+        """Add new documents (ids must be new; nothing is written otherwise); encodes when no vectors are given."""
+
+    @abstractmethod
+    def upsert(self, documents: list[Document], vectors: np.ndarray | None = None) -> int:
+        """Add or replace documents by id, in one transaction."""
+
+    @abstractmethod
+    def delete(self, ids: list[str]) -> int:
+        """Delete documents by id; unknown ids are an error and nothing is deleted."""
+
+    @abstractmethod
+    def stats(self) -> dict:
+        """Sizes and settings, for ``mrl index stats`` and the server's ``/stats``."""
+
+    def refresh(self) -> bool:
+        """Pick up writes made by other processes; database backends always read the latest state."""
+        return False
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing to release
+        """Release connections and files."""
+
+    # ---- shared behaviour ------------------------------------------------------------------------
+    @property
+    def model(self):
+        if self._model is None:
+            from mrl.model import load_model
+
+            self._model = load_model(self.model_name)
+        return self._model
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        from mrl.encode import encode_texts
+
+        return encode_texts(self.model, texts, progress=False)
+
+    def vectors_for(self, documents: list[Document], vectors: np.ndarray | None) -> np.ndarray:
+        """Unit full vectors for documents to write: the given ones, checked, or encoded from the texts."""
+        if not documents:
+            raise MrlError("no documents given")
+        check_unique([d.id for d in documents])
+        if vectors is None:
+            vectors = self.encode([d.text for d in documents])
+        if len(vectors) != len(documents):
+            raise MrlError(f"{len(documents)} documents but {len(vectors)} vectors")
+        return unit_vectors(vectors, self.full_dim, "document vectors")
+
+    def check_k(self, k: int) -> None:
+        if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
+            raise MrlError(f"k must be a positive integer, got {k}")
+        live = self.count
+        if k > live:
+            raise MrlError(f"k={k} is larger than the number of documents in the index ({live})")
+
+    def shortlist_size(self, k: int, shortlist: int | None) -> int:
+        """k': the given value, else the tuned one, else 10 x k; never below k nor above the corpus."""
+        kprime = shortlist or (self.tuned or {}).get("shortlist") or DEFAULT_SHORTLIST_FACTOR * k
+        return min(max(int(kprime), k), self.count)
+
+    def search(
+        self,
+        queries,
+        k: int = 10,
+        shortlist: int | None = None,
+        ann_search: int | None = None,
+        funnel: list[int] | None = None,
+    ):
+        """Top-``k`` hits for one query (text or vector: returns a list of hits) or a batch (list of lists).
+
+        ``shortlist`` (k') and ``ann_search`` (efSearch / nprobe) default to the tuned values stored
+        with the index, else 10 x k. ``funnel`` adds intermediate rerank dims between the prefix and
+        full (e.g. ``[128]`` for 64 -> 128 -> full).
+        """
+        single = isinstance(queries, str) or (isinstance(queries, np.ndarray) and queries.ndim == 1)
+        batch = [queries] if single else list(queries) if not isinstance(queries, np.ndarray) else queries
+        if len(batch) == 0:
+            raise MrlError("no queries given")
+        timings = SearchTimings()
+        t0 = time.perf_counter()
+        if isinstance(batch, np.ndarray) or not isinstance(batch[0], str):
+            vectors = unit_vectors(np.asarray(batch, dtype=np.float32), self.full_dim, "query vector")
+        else:
+            if any(not isinstance(q, str) or not q.strip() for q in batch):
+                raise MrlError("queries must be non-empty text")
+            _ = self.model  # load outside the timed section: the first call pays for it once
+            t0 = time.perf_counter()
+            vectors = unit_vectors(self.encode(list(batch)), self.full_dim, "query embedding")
+        timings.encode = time.perf_counter() - t0
+        keys, scores = self.search_keys(vectors, k, shortlist, ann_search, funnel, timings)
+        self.last_timings = timings
+        results = self.hits_for(keys, scores)
+        return results[0] if single else results
+
+
+def open_index(location: str | Path, model=None) -> SearchBackend:
+    """Open an index by location: a folder, ``postgresql://.../db/table`` or ``qdrant://host:port/collection``."""
+    text = str(location)
+    if text.startswith(("postgresql://", "postgres://")):
+        from mrl.index.postgres import PostgresIndex
+
+        return PostgresIndex.open(text, model=model)
+    if text.startswith(("qdrant://", "qdrant+https://")):
+        from mrl.index.qdrant import QdrantIndex
+
+        return QdrantIndex.open(text, model=model)
+    from mrl.index.embedded import Index
+
+    return Index.open(Path(text), model=model)

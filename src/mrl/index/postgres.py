@@ -1,0 +1,453 @@
+"""The two-pass index inside PostgreSQL with pgvector: one table, one HNSW expression index, one SQL statement.
+
+The table keeps each document's full unit vector once (``vector`` or ``halfvec``). The first pass
+needs no second copy: an HNSW index on the expression ``l2_normalize(subvector(embedding, 1, p))``
+(pgvector >= 0.7) is the prefix index. A search is a single statement: the inner query orders by
+the prefix distance, which the planner answers from that index, and takes k' rows; the outer query
+reranks those by the full-vector distance. ``EXPLAIN`` shows the index scan (tested).
+
+Settings (model, dims, tuned k') live in a small ``mrl_indexes`` table beside the data, so any
+client that can reach the database can open the index by its location::
+
+    postgresql://user:password@host:5432/database/table
+
+Scaling out beyond one server is the database's job: Citus distributes such a table by ``id``
+(``SELECT create_distributed_table('docs', 'id')``) and runs the same statement on every shard;
+managed PostgreSQL services with pgvector >= 0.7 (RDS, Cloud SQL, Azure, Supabase, Neon) take
+the same DSN.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+
+from mrl.data import Document
+from mrl.encode import prefix
+from mrl.errors import MrlError
+from mrl.index.backend import (
+    DEFAULT_SHORTLIST_FACTOR,
+    Hit,
+    SearchBackend,
+    SearchTimings,
+    check_unique,
+    existing_ids_error,
+    unit_vectors,
+    unknown_ids_error,
+)
+
+META_TABLE = "mrl_indexes"
+FORMAT_VERSION = 1
+MIN_PGVECTOR = (0, 7, 0)  # subvector, l2_normalize and halfvec arrived in 0.7.0
+MAX_EF_SEARCH = 1000  # pgvector's upper bound for hnsw.ef_search
+DEFAULT_HNSW = {"m": 16, "ef_construction": 64}
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+INSTALL_HINT = (
+    "install pgvector >= 0.7 on the server (Debian/Ubuntu: apt install postgresql-<major>-pgvector; "
+    "or build it: make -C pgvector && make -C pgvector install, see scripts/install-pgvector.sh), then run "
+    "CREATE EXTENSION vector in the database"
+)
+
+
+def redact(dsn: str) -> str:
+    """The DSN without its password, for messages (credentials are never printed or logged)."""
+    if "://" in dsn:
+        parts = urlsplit(dsn)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, host = netloc.rsplit("@", 1)
+            netloc = f"{userinfo.split(':', 1)[0]}@{host}"
+        query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)
+        return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    return re.sub(r"(?i)(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn)
+
+
+def split_location(location: str) -> tuple[str, str]:
+    """``postgresql://u:p@h:5432/db/table`` -> (``postgresql://u:p@h:5432/db``, ``table``)."""
+    parts = urlsplit(location)
+    segments = [s for s in parts.path.split("/") if s]
+    if len(segments) != 2:
+        raise MrlError(f"{redact(location)}: expected postgresql://[user[:password]@]host[:port]/database/table")
+    dsn = urlunsplit(("postgresql", parts.netloc, "/" + segments[0], parts.query, ""))
+    return dsn, segments[1]
+
+
+def check_table_name(table: str) -> str:
+    if not IDENTIFIER.match(table) or table == META_TABLE:
+        raise MrlError(
+            f"table name '{table}': use letters, digits and '_' (not starting with a digit), not {META_TABLE}"
+        )
+    return table
+
+
+def connect(dsn: str):
+    """Autocommit connection with pgvector's types registered; a clear error when the server or pgvector is missing."""
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    try:
+        conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+    except psycopg.Error as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MrlError(f"cannot connect to PostgreSQL at {redact(dsn)}: {reason}") from None
+    row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+    if row is None:
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        except psycopg.Error as exc:
+            conn.close()
+            reason = str(exc).strip().splitlines()[0]
+            raise MrlError(f"pgvector is not available in {redact(dsn)} ({reason}): {INSTALL_HINT}") from None
+        row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+    version = tuple(int(x) for x in re.findall(r"\d+", row[0])[:3])
+    if version < MIN_PGVECTOR:
+        conn.close()
+        raise MrlError(f"{redact(dsn)} has pgvector {row[0]}; mrl needs >= 0.7 (ALTER EXTENSION vector UPDATE)")
+    register_vector(conn)
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (name text PRIMARY KEY, settings jsonb NOT NULL)")
+    return conn
+
+
+class PostgresIndex(SearchBackend):
+    """A two-pass Matryoshka index in a PostgreSQL table; open with :meth:`open`, create with :meth:`build`.
+
+    Example::
+
+        from mrl.index.postgres import PostgresIndex
+        index = PostgresIndex.build("postgresql://mrl@localhost/search", "docs", vectors, documents,
+                                    model="all-MiniLM-L6-v2", prefix_dim=64)
+        index.search("does vitamin D prevent fractures", k=10)
+    """
+
+    def __init__(self, conn, dsn: str, table: str, settings: dict, model=None):
+        super().__init__()
+        self.conn = conn
+        self.dsn = dsn
+        self.table = table
+        self.settings = settings
+        self.location = f"{redact(dsn)}/{table}"
+        self._model = model
+        self.lock = threading.Lock()  # one connection, shared by a server's threads: one statement at a time
+        self.model_name = settings["model"]
+        self.full_dim = settings["full_dim"]
+        self.prefix_dim = settings["prefix_dim"]
+        self.vtype = "halfvec" if settings["store"] == "float16" else "vector"
+
+    # ---- opening and building -------------------------------------------------------------
+    @classmethod
+    def open(cls, location: str, model=None) -> PostgresIndex:
+        dsn, table = split_location(location)
+        return cls.open_table(dsn, table, model)
+
+    @classmethod
+    def open_table(cls, dsn: str, table: str, model=None) -> PostgresIndex:
+        conn = connect(dsn)
+        settings = _settings(conn, check_table_name(table))
+        if settings is None:
+            conn.close()
+            raise MrlError(
+                f"{redact(dsn)}: no mrl index named '{table}' (build it with mrl index build --backend postgres)"
+            )
+        if settings.get("format_version", 0) > FORMAT_VERSION:
+            conn.close()
+            raise MrlError(f"{redact(dsn)}/{table} was written by a newer mrl; upgrade mrl")
+        width = conn.execute(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass "
+            "AND attname = 'embedding'",
+            (table,),
+        ).fetchone()
+        expected = f"{'halfvec' if settings['store'] == 'float16' else 'vector'}({settings['full_dim']})"
+        if width is None or width[0] != expected:
+            conn.close()
+            raise MrlError(
+                f"{redact(dsn)}/{table}: column embedding is {width and width[0]}, the index expects {expected}"
+            )
+        return cls(conn, dsn, table, settings, model)
+
+    @classmethod
+    def build(
+        cls,
+        dsn: str,
+        table: str,
+        vectors: np.ndarray,
+        documents: list[Document],
+        model: str | None = None,
+        prefix_dim: int = 64,
+        store: str = "float32",
+        ann_params: dict | None = None,
+        overwrite: bool = False,
+        loaded_model=None,
+    ) -> PostgresIndex:
+        """Create the table, load the rows with COPY and build the prefix HNSW index, all in one transaction.
+
+        A failure anywhere (bad input, a lost connection) rolls everything back: no half-written table.
+        """
+        check_table_name(table)
+        if store not in ("float32", "float16"):
+            raise MrlError(f"--store must be float32 or float16, not '{store}'")
+        vectors = np.asarray(vectors)
+        if len(documents) != len(vectors):
+            raise MrlError(f"{len(documents)} documents but {len(vectors)} vectors")
+        if not documents:
+            raise MrlError("nothing to index: the corpus is empty")
+        check_unique([d.id for d in documents])
+        full_dim = vectors.shape[1]
+        if not 0 < prefix_dim <= full_dim:
+            raise MrlError(f"--prefix-dim {prefix_dim} must be between 1 and the vector width {full_dim}")
+        unit = unit_vectors(vectors, full_dim, "corpus vectors")
+        params = {**DEFAULT_HNSW, **(ann_params or {})}
+        settings = {
+            "model": model,
+            "full_dim": full_dim,
+            "prefix_dim": prefix_dim,
+            "store": store,
+            "ann": "hnsw",
+            "ann_params": params,
+            "tuned": None,
+            "format_version": FORMAT_VERSION,
+        }
+        conn = connect(dsn)
+        self = cls(conn, dsn, table, settings, loaded_model)
+        exists = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is not None
+        if exists and not overwrite:
+            conn.close()
+            raise MrlError(f"{self.location}: table exists (use --overwrite)")
+        if exists and _settings(conn, table) is None:
+            conn.close()
+            raise MrlError(f"{self.location}: refusing to overwrite a table that is not an mrl index")
+        from psycopg.types.json import Jsonb
+
+        v = f"{self.vtype}({full_dim})"
+        with conn.transaction():
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+            conn.execute(
+                f"CREATE TABLE {table} (id text PRIMARY KEY, text text NOT NULL, "
+                f"metadata jsonb NOT NULL DEFAULT '{{}}', embedding {v} NOT NULL)"
+            )
+            self._stage(unit, documents)
+            conn.execute(f"INSERT INTO {table} SELECT id, text, metadata, embedding::{v} FROM mrl_stage")
+            conn.execute("SET LOCAL maintenance_work_mem = '1GB'")  # build the graph in memory, not in passes
+            conn.execute(
+                f"CREATE INDEX {table}_prefix ON {table} USING hnsw ({self._prefix_expr()} {self.vtype}_ip_ops) "
+                f"WITH (m = {int(params['m'])}, ef_construction = {int(params['ef_construction'])})"
+            )
+            conn.execute(
+                f"INSERT INTO {META_TABLE} (name, settings) VALUES (%s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET settings = EXCLUDED.settings",
+                (table, Jsonb(settings)),
+            )
+        conn.execute(f"ANALYZE {table}")
+        return self
+
+    # ---- SQL pieces ----------------------------------------------------------------------------
+    def _prefix_expr(self, dim: int | None = None) -> str:
+        """The re-normalized prefix, written exactly as in the index so the planner matches it."""
+        d = dim or self.prefix_dim
+        return f"(l2_normalize(subvector(embedding, 1, {d}))::{self.vtype}({d}))"
+
+    def _stage(self, unit: np.ndarray, documents: list[Document]) -> None:
+        """COPY rows (binary) into a temporary table that the caller's transaction merges and then drops."""
+        from psycopg.types.json import Jsonb
+
+        self.conn.execute(
+            f"CREATE TEMP TABLE mrl_stage (id text, text text, metadata jsonb, embedding vector({self.full_dim})) "
+            "ON COMMIT DROP"
+        )
+        copy_sql = "COPY mrl_stage (id, text, metadata, embedding) FROM STDIN WITH (FORMAT BINARY)"
+        with self.conn.cursor() as cur, cur.copy(copy_sql) as copy:
+            copy.set_types(["text", "text", "jsonb", "vector"])
+            for d, vec in zip(documents, unit, strict=True):
+                copy.write_row((d.id, d.text, Jsonb(d.metadata or {}), vec))
+
+    def _two_pass_sql(self, k: int, kprime: int, funnel: list[int]) -> tuple[str, list[str]]:
+        """The statement and the names of the query parameters it takes, in order."""
+        names = ["q_prefix", "kprime"]
+        sql = (
+            f"SELECT id, embedding FROM {self.table} "
+            f"ORDER BY {self._prefix_expr()} <#> %(q_prefix)s::{self.vtype}({self.prefix_dim}) LIMIT %(kprime)s"
+        )
+        keep = kprime
+        for dim in funnel:  # intermediate rerank stages, each keeping a quarter (at least 4k)
+            if not self.prefix_dim < dim < self.full_dim or keep <= 4 * k:
+                continue
+            keep = max(4 * k, keep // 4)
+            sql = (
+                f"SELECT id, embedding FROM ({sql}) s{dim} "
+                f"ORDER BY {self._prefix_expr(dim)} <#> %(q_{dim})s::{self.vtype}({dim}) LIMIT {keep}"
+            )
+            names.append(f"q_{dim}")
+        sql = (
+            f"SELECT id, -(embedding <#> %(q)s::{self.vtype}({self.full_dim})) AS score FROM ({sql}) shortlist "
+            f"ORDER BY embedding <#> %(q)s::{self.vtype}({self.full_dim}) LIMIT %(k)s"
+        )
+        return sql, names
+
+    def _search_settings(self, kprime: int, ann_search: int | None) -> None:
+        """Per-transaction HNSW settings: efSearch covers k' (iterative scan past pgvector's cap of 1000)."""
+        ef = min(max(ann_search or (self.tuned or {}).get("ann_search") or 40, kprime), MAX_EF_SEARCH)
+        self.conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef),))
+        if kprime > ef:
+            self.conn.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
+            self.conn.execute("SELECT set_config('hnsw.max_scan_tuples', %s, true)", (str(max(20_000, 4 * kprime)),))
+
+    # ---- the backend interface -------------------------------------------------------------
+    @property
+    def count(self) -> int:
+        with self.lock:
+            return self.conn.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0]
+
+    @property
+    def tuned(self) -> dict | None:
+        return self.settings.get("tuned")
+
+    def explain(self, k: int = 10, shortlist: int = 100) -> str:
+        """The plan of a two-pass search (tests check that the prefix index is used)."""
+        sql, _ = self._two_pass_sql(k, shortlist, [])
+        q = np.zeros(self.full_dim, dtype=np.float32)
+        q[0] = 1
+        params = {"q": q, "q_prefix": q[: self.prefix_dim], "kprime": shortlist, "k": k}
+        with self.lock, self.conn.transaction():
+            self._search_settings(shortlist, None)
+            rows = self.conn.execute("EXPLAIN " + sql, params).fetchall()
+        return "\n".join(r[0] for r in rows)
+
+    def search_keys(self, unit_queries, k, shortlist=None, ann_search=None, funnel=None, timings=None):
+        """Keys are document ids; one statement per query, all in one transaction (one snapshot)."""
+        if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
+            raise MrlError(f"k must be a positive integer, got {k}")
+        funnel = funnel or []
+        kprime = max(int(shortlist or (self.tuned or {}).get("shortlist") or DEFAULT_SHORTLIST_FACTOR * k), k)
+        sql, names = self._two_pass_sql(k, kprime, funnel)
+        timings = timings or SearchTimings()
+        keys: list[list[str]] = []
+        scores: list[list[float]] = []
+        t0 = time.perf_counter()
+        with self.lock, self.conn.transaction():
+            self._search_settings(kprime, ann_search)
+            for q in unit_queries:
+                params = {"q": q, "q_prefix": prefix(q[None, :], self.prefix_dim)[0], "kprime": kprime, "k": k}
+                params.update(
+                    {n: prefix(q[None, :], int(n[2:]))[0] for n in names if n.startswith("q_") and n != "q_prefix"}
+                )
+                rows = self.conn.execute(sql, params).fetchall()
+                keys.append([r[0] for r in rows])
+                scores.append([float(r[1]) for r in rows])
+        timings.shortlist = time.perf_counter() - t0  # both passes run inside the database
+        if any(len(r) < k for r in keys) and k > self.count:
+            raise MrlError(f"k={k} is larger than the number of documents in the index ({self.count})")
+        return keys, scores
+
+    def hits_for(self, keys, scores) -> list[list[Hit]]:
+        docs = self.get(sorted({i for ks in keys for i in ks}))
+        return [
+            [Hit(i, s, docs[i].text, docs[i].metadata) for i, s in zip(ks, ss, strict=True) if i in docs]
+            for ks, ss in zip(keys, scores, strict=True)
+        ]
+
+    def exact_keys(self, unit_queries: np.ndarray, k: int) -> list[list[str]]:
+        """Exact full-dim search: ordering by the full distance has no index, so PostgreSQL scans every row."""
+        sql = f"SELECT id FROM {self.table} ORDER BY embedding <#> %s::{self.vtype}({self.full_dim}) LIMIT %s"
+        with self.lock:
+            return [[r[0] for r in self.conn.execute(sql, (q, k)).fetchall()] for q in unit_queries]
+
+    def sample_vectors(self, n: int, seed: int) -> np.ndarray:
+        sql = f"SELECT embedding::vector FROM {self.table} ORDER BY md5(id || %s) LIMIT %s"
+        with self.lock:
+            rows = self.conn.execute(sql, (str(seed), n)).fetchall()
+        return np.asarray([r[0].to_numpy() if hasattr(r[0], "to_numpy") else r[0] for r in rows], dtype=np.float32)
+
+    def ann_search_grid(self) -> list[int | None]:
+        return [None, 100, 200, 400, MAX_EF_SEARCH]
+
+    def set_tuned(self, tuned: dict) -> None:
+        from psycopg.types.json import Jsonb
+
+        settings = {**self.settings, "tuned": tuned}
+        with self.lock:
+            self.conn.execute(f"UPDATE {META_TABLE} SET settings = %s WHERE name = %s", (Jsonb(settings), self.table))
+        self.settings = settings
+
+    def refresh(self) -> bool:
+        """Re-read settings (another client may have tuned the index); data is always current."""
+        with self.lock:
+            settings = _settings(self.conn, self.table)
+        changed = settings != self.settings
+        self.settings = settings or self.settings
+        return changed
+
+    def get(self, ids: list[str]) -> dict[str, Document]:
+        with self.lock:
+            rows = self.conn.execute(
+                f"SELECT id, text, metadata FROM {self.table} WHERE id = ANY(%s)", (list(ids),)
+            ).fetchall()
+        return {r[0]: Document(r[0], r[1], r[2]) for r in rows}
+
+    def add(self, documents: list[Document], vectors: np.ndarray | None = None) -> int:
+        return self._write(documents, vectors, replace=False)
+
+    def upsert(self, documents: list[Document], vectors: np.ndarray | None = None) -> int:
+        return self._write(documents, vectors, replace=True)
+
+    def _write(self, documents: list[Document], vectors: np.ndarray | None, replace: bool) -> int:
+        unit = self.vectors_for(documents, vectors)
+        v = f"{self.vtype}({self.full_dim})"
+        with self.lock, self.conn.transaction():
+            self._stage(unit, documents)
+            if not replace:
+                taken = self.conn.execute(f"SELECT id FROM {self.table} JOIN mrl_stage USING (id) LIMIT 11").fetchall()
+                if taken:
+                    raise existing_ids_error([r[0] for r in taken])
+            conflict = (
+                " ON CONFLICT (id) DO UPDATE SET text = EXCLUDED.text, metadata = EXCLUDED.metadata, "
+                "embedding = EXCLUDED.embedding"
+                if replace
+                else ""
+            )
+            self.conn.execute(
+                f"INSERT INTO {self.table} SELECT id, text, metadata, embedding::{v} FROM mrl_stage{conflict}"
+            )
+        return len(documents)
+
+    def delete(self, ids: list[str]) -> int:
+        check_unique(ids)
+        with self.lock, self.conn.transaction():
+            gone = self.conn.execute(f"DELETE FROM {self.table} WHERE id = ANY(%s) RETURNING id", (list(ids),))
+            found = {r[0] for r in gone.fetchall()}
+            if len(found) < len(ids):
+                raise unknown_ids_error([i for i in ids if i not in found])  # rolls the transaction back
+        return len(ids)
+
+    def stats(self) -> dict:
+        with self.lock:
+            live, table_bytes, index_bytes = self.conn.execute(
+                "SELECT count(*), pg_total_relation_size(%s::regclass), pg_relation_size(%s::regclass) "
+                f"FROM {self.table}",
+                (self.table, f"{self.table}_prefix"),
+            ).fetchone()
+        s = self.settings
+        return {
+            "path": self.location,
+            "backend": "postgres",
+            "model": s["model"],
+            "documents": live,
+            "full_dim": s["full_dim"],
+            "prefix_dim": s["prefix_dim"],
+            "ann": "hnsw (pgvector)",
+            "store": s["store"],
+            "ann_params": s["ann_params"],
+            "tuned": s["tuned"],
+            "ann_bytes": index_bytes,
+            "disk_bytes": table_bytes,
+        }
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _settings(conn, table: str) -> dict | None:
+    row = conn.execute(f"SELECT settings FROM {META_TABLE} WHERE name = %s", (table,)).fetchone()
+    return row[0] if row else None
