@@ -51,13 +51,25 @@ def postgres_server():
             raise RuntimeError(f"{' '.join(args[:2])} failed: {done.stderr.strip() or done.stdout.strip()}")
 
     try:
-        run(str(bin_ / "initdb"), "-D", str(data), "-U", USER, "--pwfile", str(root / "pw"),
-            "--auth=scram-sha-256", "-E", "UTF8", "--no-sync")
+        run(
+            str(bin_ / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            USER,
+            "--pwfile",
+            str(root / "pw"),
+            "--auth=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
         options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50"
         run(str(bin_ / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "start")
         yield f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{port}/postgres"
     finally:
         if (data / "postmaster.pid").exists():
-            subprocess.run([*prefix, str(bin_ / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                           capture_output=True)
+            subprocess.run(
+                [*prefix, str(bin_ / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True
+            )
         shutil.rmtree(root, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -163,3 +164,29 @@ def test_missing_pgvector_says_how_to_install(postgres_dsn):
     with pytest.raises(MrlError, match="pgvector is not available") as info:
         open_index(f"postgresql://plain_user:pw-plain@{host}/plain/docs")
     assert "CREATE EXTENSION vector" in str(info.value) and "pw-plain" not in str(info.value)
+
+
+def test_cli_build_search_stats_on_postgres(postgres_dsn, scifact_small, tmp_path):
+    """The commands a user runs: build into a table, then search and inspect it by its location."""
+    import json
+
+    env_run = [sys.executable, "-m", "mrl.cli"]
+    corpus_file = scifact_small / "corpus.jsonl"
+    build = subprocess.run(
+        [*env_run, "index", "build", "--corpus", str(corpus_file), "--backend", "postgres", "--dsn", postgres_dsn,
+         "--table", "cli_docs", "--prefix-dim", "64", "--overwrite", "--cache-dir", str(tmp_path / "c")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr
+    assert "s3cret-test-pw" not in build.stdout + build.stderr
+    location = f"{postgres_dsn}/cli_docs"
+    search = subprocess.run(
+        [*env_run, "search", location, "vitamin D deficiency", "-k", "3", "--json"], capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert search.returncode == 0, search.stderr
+    results = json.loads(search.stdout)["results"][0]
+    assert len(results) == 3 and results[0]["score"] >= results[1]["score"] >= results[2]["score"]
+    n_docs = sum(1 for _ in corpus_file.open())
+    stats = subprocess.run([*env_run, "index", "stats", location], capture_output=True, text=True, timeout=300)
+    assert stats.returncode == 0 and re.search(rf"documents\s*│\s*{n_docs}\s", stats.stdout), stats.stdout
