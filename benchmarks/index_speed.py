@@ -239,7 +239,7 @@ def main() -> None:
             for a in grid:
                 for kp in shortlists:
                     if ann == "hnsw" and kp > a:
-                        continue  # faiss searches with max(efSearch, k'): the pair is a duplicate point
+                        continue  # mrl searches with efSearch >= k': the pair is a duplicate point
                     result["points"].append(
                         point(
                             name,

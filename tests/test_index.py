@@ -223,3 +223,16 @@ def test_kill_during_writes_leaves_last_committed_state(corpus, tmp_path, model)
     assert Index.open(folder).manifest.live == live + 1
     leftovers = [p.name for p in folder.iterdir() if ".tmp-" in p.name]
     assert not leftovers
+
+
+def test_untuned_hnsw_search_returns_the_whole_shortlist(tmp_path):
+    """Without a tuned efSearch the first pass must still deliver k' candidates (faiss's default ef is 16)."""
+    from mrl.index.ann import search_params
+
+    vectors = np.random.default_rng(0).standard_normal((5000, 128)).astype(np.float32)
+    index = Index.build(tmp_path / "i", vectors, [Document(f"d{i}", "x") for i in range(5000)], prefix_dim=64)
+    q = prefix(vectors[:20], 64)
+    _, cand = index.ann.search(q, 1000, params=search_params(index.ann, None, None, 1000))
+    assert (cand >= 0).all()
+    exact = np.argsort(-(q @ prefix(vectors, 64).T), axis=1)[:, :1000]
+    assert np.mean([len(set(c) & set(e)) / 1000 for c, e in zip(cand, exact, strict=True)]) >= 0.9

@@ -190,3 +190,23 @@ def test_cli_build_search_stats_on_postgres(postgres_dsn, scifact_small, tmp_pat
     n_docs = sum(1 for _ in corpus_file.open())
     stats = subprocess.run([*env_run, "index", "stats", location], capture_output=True, text=True, timeout=300)
     assert stats.returncode == 0 and re.search(rf"documents\s*│\s*{n_docs}\s", stats.stdout), stats.stdout
+
+
+def test_http_api_over_postgres(pg_index, corpus):
+    """`mrl serve` takes any backend: search, upsert, get and delete through the HTTP API on PostgreSQL."""
+    from fastapi.testclient import TestClient
+
+    from mrl.serve import create_app
+
+    _, _, docs, vectors = corpus
+    with TestClient(create_app(pg_index)) as client:
+        found = client.post("/search", json={"query": "vitamin D and bone fractures", "k": 3}).json()
+        assert len(found["results"]) == 3
+        by_vector = client.post("/search", json={"vector": vectors[7].tolist(), "k": 1}).json()
+        assert by_vector["results"][0]["id"] == docs[7].id
+        put = client.post("/documents", json={"documents": [{"id": "http-1", "text": "Statins and muscle pain."}]})
+        assert put.status_code == 200 and put.json()["documents"] == len(docs) + 1
+        assert client.get("/documents/http-1").json()["text"] == "Statins and muscle pain."
+        assert client.delete("/documents/http-1").status_code == 200
+        assert client.get("/documents/http-1").status_code == 404
+        assert client.get("/stats").json()["backend"] == "postgres"

@@ -1,4 +1,5 @@
-"""The two-pass index in Qdrant, through qdrant-client's local mode (the code path that takes a server URL)."""
+"""The two-pass index in Qdrant: Qdrant Edge (the engine in process, real HNSW) and qdrant-client's local mode
+(the code path that also drives a server)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from mrl.index.qdrant import QdrantIndex
 from mrl.index.tuning import recall_at_k, tune
 
 
-@pytest.fixture()
-def location(tmp_path):
+@pytest.fixture(params=["edge", "local"])
+def location(tmp_path, request):
+    if request.param == "edge":
+        return f"qdrant-edge://{tmp_path / 'edge'}"
     return f"qdrant://{tmp_path / 'qdrant'}/docs"
 
 
@@ -61,7 +64,7 @@ def test_writes_tuning_and_reopening(q_index, location, corpus, model):
         q_index.upsert([Document("w", "x")], np.ones((1, 768), dtype=np.float32))
     tuned = tune(q_index, 0.99, k=10, sample=40)
     assert tuned["measured_recall"] >= 0.99
-    q_index.close()  # local mode allows one client per folder
+    q_index.close()  # local mode and Edge allow one client per folder
     reopened = open_index(location, model=model)
     assert reopened.tuned["shortlist"] == tuned["shortlist"] and reopened.count == before
     reopened.close()
@@ -74,6 +77,10 @@ def test_bad_locations(tmp_path, corpus):
         open_index("qdrant://127.0.0.1:1/docs")
     with pytest.raises(MrlError, match="no such collection"):
         open_index(f"qdrant://{tmp_path / 'empty'}/docs")
+    with pytest.raises(MrlError, match="no such collection"):
+        open_index(f"qdrant-edge://{tmp_path / 'empty-edge'}")
+    with pytest.raises(MrlError, match="one local shard"):
+        QdrantIndex.build(f"qdrant-edge://{tmp_path / 'e'}", *corpus[3:1:-1], shards=2)
     with pytest.raises(MrlError, match="expected qdrant://"):
         open_index("qdrant://host:6333")
 

@@ -231,8 +231,8 @@ def train_cmd(
 
 
 LOCATION_HELP = (
-    "Index: a folder, postgresql://user[:password]@host[:port]/database/table, qdrant://host:6333/collection "
-    "or qdrant:///absolute/path/collection (Qdrant local mode)."
+    "Index: a folder, postgresql://user[:password]@host[:port]/database/table, qdrant://host:6333/collection, "
+    "qdrant:///absolute/path/collection (qdrant-client local mode) or qdrant-edge:///absolute/path (Qdrant Edge)."
 )
 
 index_app = typer.Typer(no_args_is_help=True, help="Build and maintain a two-pass Matryoshka index.")
@@ -274,15 +274,17 @@ def index_build(
     batch_size: Annotated[int, typer.Option(help="Encoding batch size.")] = 64,
     cache_dir: Annotated[Path | None, typer.Option(help="Embedding cache folder.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing index.")] = False,
-    backend: Annotated[str, typer.Option(help="Where the index lives: embedded (a folder), postgres or qdrant.")] = (
-        "embedded"
-    ),
+    backend: Annotated[
+        str, typer.Option(help="Where the index lives: embedded (a folder), postgres, qdrant or qdrant-edge.")
+    ] = "embedded",
     dsn: Annotated[
         str | None, typer.Option(help="postgres: postgresql://user[:password]@host[:port]/database (or $MRL_PG_DSN).")
     ] = None,
     table: Annotated[str | None, typer.Option(help="postgres: table to create.")] = None,
     url: Annotated[str | None, typer.Option(help="qdrant: server URL, e.g. http://localhost:6333.")] = None,
-    qdrant_path: Annotated[Path | None, typer.Option(help="qdrant: local-mode storage folder (no server).")] = None,
+    qdrant_path: Annotated[
+        Path | None, typer.Option(help="qdrant: local-mode storage folder (no server); qdrant-edge: the shard folder.")
+    ] = None,
     collection: Annotated[str | None, typer.Option(help="qdrant: collection to create.")] = None,
     shards: Annotated[int, typer.Option(help="qdrant: shard number (a cluster spreads shards over nodes).")] = 1,
     replicas: Annotated[int, typer.Option(help="qdrant: replication factor.")] = 1,
@@ -293,12 +295,13 @@ def index_build(
       mrl index build --model models/scifact-mrl --corpus corpus.jsonl --out idx/scifact --prefix-dim 64
       mrl index build --corpus corpus.jsonl --backend postgres --dsn postgresql://mrl@localhost/search --table docs
       mrl index build --corpus corpus.jsonl --backend qdrant --url http://localhost:6333 --collection docs
+      mrl index build --corpus corpus.jsonl --backend qdrant-edge --qdrant-path idx/edge
     """
     from mrl.data import load_documents
     from mrl.index.tuning import tune
 
-    if backend not in ("embedded", "postgres", "qdrant"):
-        raise MrlError(f"--backend must be embedded, postgres or qdrant, not '{backend}'")
+    if backend not in ("embedded", "postgres", "qdrant", "qdrant-edge"):
+        raise MrlError(f"--backend must be embedded, postgres, qdrant or qdrant-edge, not '{backend}'")
     if backend == "embedded" and out is None:
         raise MrlError("--out (the index folder) is required for the embedded backend")
     dsn = dsn or os.environ.get("MRL_PG_DSN")
@@ -306,6 +309,8 @@ def index_build(
         raise MrlError("--backend postgres needs --dsn (or $MRL_PG_DSN) and --table")
     if backend == "qdrant" and not ((url or qdrant_path) and collection):
         raise MrlError("--backend qdrant needs --url (a server) or --qdrant-path (local mode), and --collection")
+    if backend == "qdrant-edge" and not qdrant_path:
+        raise MrlError("--backend qdrant-edge needs --qdrant-path (the shard folder)")
     documents = load_documents(corpus, id_field, text_field)
     if backend == "embedded" and out.exists() and any(out.iterdir()) and not overwrite:
         raise MrlError(f"{out}: folder exists and is not empty (use --overwrite)")
@@ -318,11 +323,12 @@ def index_build(
             dsn, table, vectors, documents, model=recorded, prefix_dim=prefix_dim, store=store,
             ann_params={"m": hnsw_m, "ef_construction": ef_construction}, overwrite=overwrite, loaded_model=loaded,
         )  # fmt: skip
-    elif backend == "qdrant":
+    elif backend in ("qdrant", "qdrant-edge"):
         from mrl.index.qdrant import QdrantIndex
 
         index = QdrantIndex.build(
-            QdrantIndex.location_for(url, qdrant_path, collection), vectors, documents, model=recorded,
+            QdrantIndex.location_for(url, qdrant_path, collection, edge=backend == "qdrant-edge"), vectors, documents,
+            model=recorded,
             prefix_dim=prefix_dim, store=store, hnsw_m=hnsw_m, ef_construction=ef_construction, shards=shards,
             replicas=replicas, overwrite=overwrite, loaded_model=loaded,
         )  # fmt: skip

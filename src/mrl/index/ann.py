@@ -59,13 +59,16 @@ def add_in_chunks(index: faiss.Index, vectors: np.ndarray, chunk: int = 65_536) 
         index.add(np.ascontiguousarray(vectors[start : start + chunk], dtype=np.float32))
 
 
-def search_params(index: faiss.Index, ann_search: int | None, selector: faiss.IDSelector | None):
-    """faiss per-call search parameters: efSearch (HNSW) or nprobe (IVF), plus a deleted-row filter."""
+def search_params(index: faiss.Index, ann_search: int | None, selector: faiss.IDSelector | None, k: int):
+    """faiss per-call search parameters: efSearch (HNSW) or nprobe (IVF), plus a deleted-row filter.
+
+    efSearch is raised to at least ``k`` (the shortlist size): faiss does not do that itself, and with
+    its default of 16 a search for 1,000 candidates returns a few hundred poor ones.
+    """
     kind = ann_kind(index)
     if kind == "hnsw":
         params = faiss.SearchParametersHNSW()
-        if ann_search:
-            params.efSearch = int(ann_search)
+        params.efSearch = max(int(ann_search or 0), k, 16)
     elif kind == "ivf":
         params = faiss.SearchParametersIVF()
         if ann_search:

@@ -11,7 +11,8 @@ Locations::
     idx/scifact                                      embedded index folder
     postgresql://user:password@host:5432/db/table    a table in PostgreSQL with pgvector (postgres:// too)
     qdrant://host:6333/collection                    a Qdrant server (qdrant+https:// for TLS)
-    qdrant:///abs/path/collection                    Qdrant's local mode, on disk, in this process
+    qdrant:///abs/path/collection                    qdrant-client's local mode (exact scoring, no HNSW)
+    qdrant-edge:///abs/path                          Qdrant Edge: Qdrant's engine in this process
 
 Example::
 
@@ -246,13 +247,13 @@ class SearchBackend(ABC):
 
 
 def open_index(location: str | Path, model=None) -> SearchBackend:
-    """Open an index by location: a folder, ``postgresql://.../db/table`` or ``qdrant://host:port/collection``."""
+    """Open an index by location: a folder, ``postgresql://.../db/table``, ``qdrant://...`` or ``qdrant-edge://...``."""
     text = str(location)
     if text.startswith(("postgresql://", "postgres://")):
         from mrl.index.postgres import PostgresIndex
 
         return PostgresIndex.open(text, model=model)
-    if text.startswith(("qdrant://", "qdrant+https://")):
+    if text.startswith(("qdrant://", "qdrant+https://", "qdrant-edge://")):
         from mrl.index.qdrant import QdrantIndex
 
         return QdrantIndex.open(text, model=model)

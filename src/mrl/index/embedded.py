@@ -294,7 +294,7 @@ class Index(SearchBackend):
 
         t0 = time.perf_counter()
         q_prefix = prefix(unit_queries, m.prefix_dim)
-        params = search_params(g.ann, ann_search, g.selector)
+        params = search_params(g.ann, ann_search, g.selector, kprime)
         _, cand = g.ann.search(q_prefix, kprime, params=params)
         timings.shortlist = time.perf_counter() - t0
 
