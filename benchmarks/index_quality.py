@@ -63,7 +63,7 @@ def main() -> None:
         for pdim in [int(x) for x in args.prefix_dims.split(",")]:
             index = Index.build(Path(tmp) / f"p{pdim}", vectors, docs, prefix_dim=pdim, ann="hnsw")
             tuned = tune(index, args.target_recall, k=10, queries=tuning_queries)
-            two_pass = ndcg(run_from_rows(*index.search_vectors(queries, 11), doc_ids, qids))
+            two_pass = ndcg(run_from_rows(*index.search_keys(queries, 11), doc_ids, qids))
             rows_out.append(
                 {
                     "prefix_dim": pdim,

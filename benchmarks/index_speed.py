@@ -245,7 +245,7 @@ def main() -> None:
                             name,
                             {"ann_search": a, "shortlist": kp},
                             truth,
-                            lambda q, a=a, kp=kp, idx=idx: idx.search_vectors(q, K, shortlist=kp, ann_search=a)[0],
+                            lambda q, a=a, kp=kp, idx=idx: idx.search_keys(q, K, shortlist=kp, ann_search=a)[0],
                             queries,
                             args.single,
                         )
@@ -262,7 +262,7 @@ def main() -> None:
                             f"{name}-funnel128",
                             {"ann_search": a, "shortlist": kp},
                             truth,
-                            lambda q, a=a, kp=kp, idx=idx: idx.search_vectors(q, K, kp, a, funnel=[128])[0],
+                            lambda q, a=a, kp=kp, idx=idx: idx.search_keys(q, K, kp, a, funnel=[128])[0],
                             queries,
                             args.single,
                         )

@@ -46,7 +46,7 @@ def test_two_pass_matches_exact_search_with_full_shortlist(corpus, tmp_path, mod
     queries = prefix(vectors[:30], vectors.shape[1])
     truth = index.exact_keys(queries, 10)
     # a shortlist of the whole corpus and an exhaustive first pass: exact by construction
-    rows, scores = index.search_vectors(queries, 10, shortlist=len(docs), ann_search=512)
+    rows, scores = index.search_keys(queries, 10, shortlist=len(docs), ann_search=512)
     assert recall_at_k(rows, truth) >= (0.999 if store == "float32" else 0.98)
     assert np.all(np.diff(scores, axis=1) <= 1e-6)  # sorted best first
     assert rows[0, 0] == 0 and scores[0, 0] == pytest.approx(1.0, abs=1e-2)  # a document finds itself
@@ -144,7 +144,7 @@ def test_tune_reaches_target_and_is_stored(corpus, tmp_path, model):
     assert stored["shortlist"] == tuned["shortlist"] and stored["ann_search"] == tuned["ann_search"]
     # the stored settings are what a plain search uses, and they hold on a fresh sample
     queries = prefix(vectors[np.random.default_rng(5).choice(len(docs), 50, replace=False)], 384)
-    rows, _ = index.search_vectors(queries, 10)
+    rows, _ = index.search_keys(queries, 10)
     assert recall_at_k(rows, index.exact_keys(queries, 10)) >= 0.9
 
 
@@ -153,7 +153,7 @@ def test_funnel_keeps_quality(corpus, tmp_path, model):
     index = Index.build(tmp_path / "i", vectors, docs, model="default", loaded_model=model)
     queries = prefix(vectors[:40], 384)
     truth = index.exact_keys(queries, 10)
-    rows, _ = index.search_vectors(queries, 10, shortlist=200, ann_search=256, funnel=[128])
+    rows, _ = index.search_keys(queries, 10, shortlist=200, ann_search=256, funnel=[128])
     assert recall_at_k(rows, truth) >= 0.95
 
 

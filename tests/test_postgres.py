@@ -35,7 +35,7 @@ def test_same_results_as_embedded_index(pg_index, postgres_dsn, corpus, model, t
     embedded = Index.build(tmp_path / "e", vectors, docs, model="default", loaded_model=model)
     queries = prefix(vectors[:25], vectors.shape[1])
     pg_ids, pg_scores = pg_index.search_keys(queries, 10, shortlist=len(docs))
-    rows, scores = embedded.search_vectors(queries, 10, shortlist=len(docs), ann_search=512)
+    rows, scores = embedded.search_keys(queries, 10, shortlist=len(docs), ann_search=512)
     emb_ids = [[docs[r].id for r in rr] for rr in rows]
     assert pg_ids == emb_ids
     np.testing.assert_allclose(pg_scores, scores, atol=1e-5)

@@ -34,7 +34,7 @@ def test_same_results_as_embedded_index(q_index, corpus, model, tmp_path):
     embedded = Index.build(tmp_path / "e", vectors, docs, model="default", loaded_model=model)
     queries = prefix(vectors[:25], vectors.shape[1])
     ids, scores = q_index.search_keys(queries, 10, shortlist=len(docs))
-    rows, emb_scores = embedded.search_vectors(queries, 10, shortlist=len(docs), ann_search=512)
+    rows, emb_scores = embedded.search_keys(queries, 10, shortlist=len(docs), ann_search=512)
     assert ids == [[docs[r].id for r in rr] for rr in rows]
     np.testing.assert_allclose(scores, emb_scores, atol=1e-5)
     found, _ = q_index.search_keys(queries, 10)

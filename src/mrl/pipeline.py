@@ -223,10 +223,10 @@ class Pipeline:
             for kp in sorted({*c.shortlists, tuned["shortlist"]}):
                 if kp > len(doc_ids):
                     continue
-                rows = index.search_vectors(queries, 10, shortlist=kp, ann_search=max(kp, tuned["ann_search"] or 0))[0]
-                seconds = _time_single(lambda q, kp=kp: index.search_vectors(q, 10, shortlist=kp), queries)
+                rows = index.search_keys(queries, 10, shortlist=kp, ann_search=max(kp, tuned["ann_search"] or 0))[0]
+                seconds = _time_single(lambda q, kp=kp: index.search_keys(q, 10, shortlist=kp), queries)
                 points.append({"shortlist": kp, "recall@10": recall_at_k(rows, truth), "qps_single": 1 / seconds})
-            run = run_from_rows(*index.search_vectors(queries, 11), doc_ids, qids)
+            run = run_from_rows(*index.search_keys(queries, 11), doc_ids, qids)
             exact_run = exact_search(queries, full, doc_ids, 11, qids)
             stats = index.stats()
             index.close()

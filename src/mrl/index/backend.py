@@ -75,6 +75,22 @@ def check_unique(ids: list[str]) -> None:
         raise MrlError(f"duplicate ids: {', '.join(dupes[:10])}")
 
 
+def prepare_build(vectors: np.ndarray, documents: list[Document], prefix_dim: int, store: str) -> np.ndarray:
+    """Check what every backend's build checks before touching storage; return the unit vectors."""
+    if store not in ("float32", "float16"):
+        raise MrlError(f"--store must be float32 or float16, not '{store}'")
+    vectors = np.asarray(vectors)
+    if len(documents) != len(vectors):
+        raise MrlError(f"{len(documents)} documents but {len(vectors)} vectors")
+    if not documents:
+        raise MrlError("nothing to index: the corpus is empty")
+    check_unique([d.id for d in documents])
+    full_dim = vectors.shape[1]
+    if not 0 < prefix_dim <= full_dim:
+        raise MrlError(f"--prefix-dim {prefix_dim} must be between 1 and the vector width {full_dim}")
+    return unit_vectors(vectors, full_dim, "corpus vectors")
+
+
 def existing_ids_error(existing: list[str]) -> MrlError:
     return MrlError(f"ids already in the index: {', '.join(existing[:10])} (use upsert)")
 
@@ -127,9 +143,13 @@ class SearchBackend(ABC):
     ) -> tuple[list[list], list[list[float]]]:
         """Two-pass search on unit vectors: per query, the keys of the top ``k`` and their scores."""
 
-    @abstractmethod
     def hits_for(self, keys: list[list], scores: list[list[float]]) -> list[list[Hit]]:
-        """Turn keys from :meth:`search_keys` into hits with ids, text and metadata."""
+        """Turn keys from :meth:`search_keys` into hits with text and metadata (here keys are document ids)."""
+        docs = self.get(sorted({i for ks in keys for i in ks}))
+        return [
+            [Hit(i, s, docs[i].text, docs[i].metadata) for i, s in zip(ks, ss, strict=True) if i in docs]
+            for ks, ss in zip(keys, scores, strict=True)
+        ]
 
     @abstractmethod
     def exact_keys(self, unit_queries: np.ndarray, k: int) -> list[list]:
@@ -199,17 +219,29 @@ class SearchBackend(ABC):
             raise MrlError(f"{len(documents)} documents but {len(vectors)} vectors")
         return unit_vectors(vectors, self.full_dim, "document vectors")
 
-    def check_k(self, k: int) -> None:
+    @staticmethod
+    def check_positive_k(k: int) -> None:
         if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
             raise MrlError(f"k must be a positive integer, got {k}")
+
+    def check_k(self, k: int) -> None:
+        self.check_positive_k(k)
         live = self.count
         if k > live:
             raise MrlError(f"k={k} is larger than the number of documents in the index ({live})")
 
+    def check_found(self, keys: list[list], k: int) -> None:
+        """After a database search: fewer than k hits means k exceeded the corpus (counted only then)."""
+        if any(len(r) < k for r in keys) and k > self.count:
+            raise MrlError(f"k={k} is larger than the number of documents in the index ({self.count})")
+
+    def requested_shortlist(self, k: int, shortlist: int | None) -> int:
+        """k': the given value, else the tuned one, else 10 x k; never below k."""
+        return max(int(shortlist or (self.tuned or {}).get("shortlist") or DEFAULT_SHORTLIST_FACTOR * k), k)
+
     def shortlist_size(self, k: int, shortlist: int | None) -> int:
-        """k': the given value, else the tuned one, else 10 x k; never below k nor above the corpus."""
-        kprime = shortlist or (self.tuned or {}).get("shortlist") or DEFAULT_SHORTLIST_FACTOR * k
-        return min(max(int(kprime), k), self.count)
+        """:meth:`requested_shortlist`, and never above the corpus."""
+        return min(self.requested_shortlist(k, shortlist), self.count)
 
     def search(
         self,

@@ -28,10 +28,9 @@ from mrl.index.backend import (
     Hit,
     SearchBackend,
     SearchTimings,
-    check_unique,
     existing_ids_error,
     open_index,
-    unit_vectors,
+    prepare_build,
     unknown_ids_error,
 )
 from mrl.index.docstore import DocStore
@@ -169,18 +168,8 @@ class Index(SearchBackend):
                 raise MrlError(f"{folder}: folder exists and is not empty (use --overwrite)")
             if not (folder / "CURRENT").exists():
                 raise MrlError(f"{folder}: refusing to overwrite a folder that is not an mrl index")
-        if store not in ("float32", "float16"):
-            raise MrlError(f"--store must be float32 or float16, not '{store}'")
-        vectors = np.asarray(vectors)
-        if len(documents) != len(vectors):
-            raise MrlError(f"{len(documents)} documents but {len(vectors)} vectors")
-        if not documents:
-            raise MrlError("nothing to index: the corpus is empty")
-        check_unique([d.id for d in documents])
-        full_dim = vectors.shape[1]
-        if not 0 < prefix_dim <= full_dim:
-            raise MrlError(f"--prefix-dim {prefix_dim} must be between 1 and the vector width {full_dim}")
-        unit = unit_vectors(vectors, full_dim, "corpus vectors")
+        unit = prepare_build(vectors, documents, prefix_dim, store)
+        full_dim = unit.shape[1]
         params = {**DEFAULT_PARAMS.get(ann, {}), **(ann_params or {})}
         index = build_ann(ann, quant, prefix(unit, prefix_dim), params)
         folder.mkdir(parents=True, exist_ok=True)
@@ -245,11 +234,8 @@ class Index(SearchBackend):
     def generation(self) -> int:
         return self.manifest.generation
 
-    def search_keys(self, unit_queries, k, shortlist=None, ann_search=None, funnel=None, timings=None):
-        """Keys are row numbers here; :meth:`hits_for` looks them up in the document store."""
-        return self.search_vectors(unit_queries, k, shortlist, ann_search, funnel, timings)
-
     def hits_for(self, keys, scores) -> list[list[Hit]]:
+        """Keys are row numbers here; :meth:`hits` looks them up in the document store."""
         return self.hits(np.asarray(keys), np.asarray(scores))
 
     def exact_keys(self, unit_queries: np.ndarray, k: int, chunk: int = 65_536) -> np.ndarray:
@@ -275,7 +261,7 @@ class Index(SearchBackend):
     def ann_search_grid(self) -> list[int | None]:
         return ann_search_grid(self.ann)
 
-    def search_vectors(
+    def search_keys(
         self,
         unit_queries: np.ndarray,
         k: int,
@@ -284,7 +270,7 @@ class Index(SearchBackend):
         funnel: list[int] | None = None,
         timings: SearchTimings | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Two-pass search on unit query vectors; returns (rows, scores), each (n_queries, k), -1 padded."""
+        """Two-pass search on unit query vectors; keys are rows: (rows, scores), each (n_queries, k), -1 padded."""
         g = self.gen
         m = g.manifest
         self.check_k(k)
@@ -326,7 +312,7 @@ class Index(SearchBackend):
         return out_rows, out_scores
 
     def hits(self, rows: np.ndarray, scores: np.ndarray) -> list[list[Hit]]:
-        """Turn (rows, scores) from :meth:`search_vectors` into hits with ids, text and metadata."""
+        """Turn (rows, scores) from :meth:`search_keys` into hits with ids, text and metadata."""
         found = self.docs.fetch(sorted({int(r) for r in rows.ravel() if r >= 0}))
         return [
             [Hit(found[r][0], float(s), found[r][1], found[r][2]) for r, s in zip(rr, ss, strict=True) if r >= 0]

@@ -30,13 +30,11 @@ from mrl.data import Document
 from mrl.encode import prefix
 from mrl.errors import MrlError
 from mrl.index.backend import (
-    DEFAULT_SHORTLIST_FACTOR,
-    Hit,
     SearchBackend,
     SearchTimings,
     check_unique,
     existing_ids_error,
-    unit_vectors,
+    prepare_build,
     unknown_ids_error,
 )
 
@@ -187,18 +185,8 @@ class PostgresIndex(SearchBackend):
         A failure anywhere (bad input, a lost connection) rolls everything back: no half-written table.
         """
         check_table_name(table)
-        if store not in ("float32", "float16"):
-            raise MrlError(f"--store must be float32 or float16, not '{store}'")
-        vectors = np.asarray(vectors)
-        if len(documents) != len(vectors):
-            raise MrlError(f"{len(documents)} documents but {len(vectors)} vectors")
-        if not documents:
-            raise MrlError("nothing to index: the corpus is empty")
-        check_unique([d.id for d in documents])
-        full_dim = vectors.shape[1]
-        if not 0 < prefix_dim <= full_dim:
-            raise MrlError(f"--prefix-dim {prefix_dim} must be between 1 and the vector width {full_dim}")
-        unit = unit_vectors(vectors, full_dim, "corpus vectors")
+        unit = prepare_build(vectors, documents, prefix_dim, store)
+        full_dim = unit.shape[1]
         params = {**DEFAULT_HNSW, **(ann_params or {})}
         settings = {
             "model": model,
@@ -317,10 +305,9 @@ class PostgresIndex(SearchBackend):
 
     def search_keys(self, unit_queries, k, shortlist=None, ann_search=None, funnel=None, timings=None):
         """Keys are document ids; one statement per query, all in one transaction (one snapshot)."""
-        if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
-            raise MrlError(f"k must be a positive integer, got {k}")
+        self.check_positive_k(k)
         funnel = funnel or []
-        kprime = max(int(shortlist or (self.tuned or {}).get("shortlist") or DEFAULT_SHORTLIST_FACTOR * k), k)
+        kprime = self.requested_shortlist(k, shortlist)
         sql, names = self._two_pass_sql(k, kprime, funnel)
         timings = timings or SearchTimings()
         keys: list[list[str]] = []
@@ -337,16 +324,8 @@ class PostgresIndex(SearchBackend):
                 keys.append([r[0] for r in rows])
                 scores.append([float(r[1]) for r in rows])
         timings.shortlist = time.perf_counter() - t0  # both passes run inside the database
-        if any(len(r) < k for r in keys) and k > self.count:
-            raise MrlError(f"k={k} is larger than the number of documents in the index ({self.count})")
+        self.check_found(keys, k)
         return keys, scores
-
-    def hits_for(self, keys, scores) -> list[list[Hit]]:
-        docs = self.get(sorted({i for ks in keys for i in ks}))
-        return [
-            [Hit(i, s, docs[i].text, docs[i].metadata) for i, s in zip(ks, ss, strict=True) if i in docs]
-            for ks, ss in zip(keys, scores, strict=True)
-        ]
 
     def exact_keys(self, unit_queries: np.ndarray, k: int) -> list[list[str]]:
         """Exact full-dim search: ordering by the full distance has no index, so PostgreSQL scans every row."""

@@ -40,13 +40,11 @@ from mrl.data import Document
 from mrl.encode import prefix
 from mrl.errors import MrlError
 from mrl.index.backend import (
-    DEFAULT_SHORTLIST_FACTOR,
-    Hit,
     SearchBackend,
     SearchTimings,
     check_unique,
     existing_ids_error,
-    unit_vectors,
+    prepare_build,
     unknown_ids_error,
 )
 from mrl.index.storage import atomic_write_json
@@ -407,18 +405,8 @@ class QdrantIndex(SearchBackend):
         loaded_model=None,
     ) -> QdrantIndex:
         """Create the collection (or Edge shard) and upload the points."""
-        if store not in ("float32", "float16"):
-            raise MrlError(f"--store must be float32 or float16, not '{store}'")
-        vectors = np.asarray(vectors)
-        if len(documents) != len(vectors):
-            raise MrlError(f"{len(documents)} documents but {len(vectors)} vectors")
-        if not documents:
-            raise MrlError("nothing to index: the corpus is empty")
-        check_unique([d.id for d in documents])
-        full_dim = vectors.shape[1]
-        if not 0 < prefix_dim <= full_dim:
-            raise MrlError(f"--prefix-dim {prefix_dim} must be between 1 and the vector width {full_dim}")
-        unit = unit_vectors(vectors, full_dim, "corpus vectors")
+        unit = prepare_build(vectors, documents, prefix_dim, store)
+        full_dim = unit.shape[1]
         engine = engine_for(location)
         existing = engine.settings()
         if existing is not None and not overwrite:
@@ -469,11 +457,10 @@ class QdrantIndex(SearchBackend):
 
     def search_keys(self, unit_queries, k, shortlist=None, ann_search=None, funnel=None, timings=None):
         """Keys are document ids; both passes run inside Qdrant, one query per vector."""
-        if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
-            raise MrlError(f"k must be a positive integer, got {k}")
+        self.check_positive_k(k)
         if funnel:
             raise MrlError("the Qdrant backend reranks in one stage (prefix -> full); drop --funnel")
-        kprime = max(int(shortlist or (self.tuned or {}).get("shortlist") or DEFAULT_SHORTLIST_FACTOR * k), k)
+        kprime = self.requested_shortlist(k, shortlist)
         ef = ann_search or (self.tuned or {}).get("ann_search")
         timings = timings or SearchTimings()
         t0 = time.perf_counter()
@@ -483,16 +470,8 @@ class QdrantIndex(SearchBackend):
             )
         timings.shortlist = time.perf_counter() - t0
         keys = [[i for i, _ in row] for row in found]
-        if any(len(r) < k for r in keys) and k > self.count:
-            raise MrlError(f"k={k} is larger than the number of documents in the index ({self.count})")
+        self.check_found(keys, k)
         return keys, [[s for _, s in row] for row in found]
-
-    def hits_for(self, keys, scores) -> list[list[Hit]]:
-        docs = self.get(sorted({i for ks in keys for i in ks}))
-        return [
-            [Hit(i, s, docs[i].text, docs[i].metadata) for i, s in zip(ks, ss, strict=True) if i in docs]
-            for ks, ss in zip(keys, scores, strict=True)
-        ]
 
     def exact_keys(self, unit_queries: np.ndarray, k: int) -> list[list[str]]:
         with self.lock:
