@@ -156,3 +156,45 @@ def test_resume_after_kill(nli, tmp_path):
     meta = json.loads((out / "mrl.json").read_text())
     steps = [row["step"] for row in meta["log_history"] if "loss" in row]
     assert steps and steps[0] > 3  # logging restarted after the checkpointed steps, not from step 1
+
+
+def test_768_dim_model_trains_evaluates_and_indexes(nli, tmp_path, scifact_small):
+    """Any Sentence-Transformers folder works, a 768-dim one too (here MiniLM plus a dense 384 -> 768 layer)."""
+    from sentence_transformers.models import Dense, Normalize
+
+    from mrl.data import Document
+    from mrl.encode import EmbeddingCache
+    from mrl.evaluate import evaluate_retrieval
+    from mrl.index import Index
+
+    torch.manual_seed(0)
+    base = load_model("default")
+    wide = SentenceTransformer(
+        modules=[
+            base[0],
+            base[1],
+            Dense(in_features=384, out_features=768, activation_function=torch.nn.Tanh()),
+            Normalize(),
+        ]
+    )
+    wide.save(str(tmp_path / "wide"))
+    dev = load_beir(scifact_small, "test")
+    config = TrainConfig(
+        model=str(tmp_path / "wide"), dims=[768, 256, 64], batch_size=8, max_steps=3, max_seq_length=64
+    )
+    meta = train(config, tmp_path / "wide-mrl", triplets=nli, dev=dev)
+    assert meta["matryoshka_dims"] == [768, 256, 64]
+    model = load_model(str(tmp_path / "wide-mrl"))
+    assert model.get_sentence_embedding_dimension() == 768
+    result = evaluate_retrieval(model, dev, [64, 256, "full"], cache=EmbeddingCache(tmp_path / "c"), progress=False)
+    assert set(result.dims) == {"64", "256", "full"} and result.full_dim == 768
+    assert all(0 < m["ndcg@10"] <= 1 for m in result.dims.values())
+    vectors, _ = EmbeddingCache(tmp_path / "c").get_or_encode(
+        model, dev.corpus_fingerprint(), list(dev.corpus.values())
+    )
+    docs = [Document(i, t) for i, t in dev.corpus.items()]
+    index = Index.build(
+        tmp_path / "idx", vectors, docs, model=str(tmp_path / "wide-mrl"), prefix_dim=64, loaded_model=model
+    )
+    hits = index.search("vitamin D", k=5)
+    assert len(hits) == 5 and index.stats()["full_dim"] == 768
