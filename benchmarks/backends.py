@@ -5,7 +5,7 @@ pgvector (HNSW expression index on the prefix, rerank in the same SQL statement;
 loopback unless --dsn is given); Qdrant Edge (Qdrant's engine in process: HNSW on the prefix vector,
 prefetch then rescore on the full vector); and qdrant-client's local mode, which scores every point
 exactly in Python (no HNSW): it measures the code path that also drives a Qdrant server, not Qdrant's
-engine, and runs on the first 100 queries only. Data: the vectors of benchmarks/index_speed.py (real
+engine, and runs on the first 50 queries only. Data: the vectors of benchmarks/index_speed.py (real
 embeddings plus a kernel density sample around them, same model, same seed); queries are real SciFact
 claims, not in the index.
 
@@ -13,8 +13,10 @@ Per backend and shortlist k': recall@10 against exact full-dim search, single-qu
 per query, all layers included: SQL or client round trip), batch QPS (one call for all queries).
 
     python benchmarks/backends.py --n 100000 --model models/bench/mrl-w
+    python benchmarks/backends.py --n 100000 --model models/bench/mrl-w --prefix-dim 128 \
+        --backends embedded,postgres,qdrant-edge
 
-Writes benchmarks/results/backends-<n>.json and prints a table.
+Writes benchmarks/results/backends-<n>-p<prefix dim>.json and prints a table.
 """
 
 from __future__ import annotations
@@ -141,13 +143,13 @@ def main() -> None:
                 raise SystemExit(f"unknown backend {name}")
             result["builds"][name] = {"seconds": time.perf_counter() - t0, "stats": index.stats()}
             # local mode scores every point in Python: fewer queries keep its run to minutes
-            n_q = len(queries) if name != "qdrant-local" else min(len(queries), 100)
-            single = args.single if name != "qdrant-local" else min(args.single, 30)
+            n_q = len(queries) if name != "qdrant-local" else min(len(queries), 50)
+            single = args.single if name != "qdrant-local" else min(args.single, 10)
             result["points"] += [
                 {**p, "queries": n_q} for p in measure(name, index, queries[:n_q], truth[:n_q], shortlists, single)
             ]
             index.close()
-    path = write_json(result, ROOT / "benchmarks" / "results" / f"backends-{args.n}.json")
+    path = write_json(result, ROOT / "benchmarks" / "results" / f"backends-{args.n}-p{args.prefix_dim}.json")
     table = Table(title=f"two-pass search per backend, {args.n} vectors, prefix {args.prefix_dim}, recall@10 vs exact")
     for col in ("backend", "k'", "recall@10", "single-query QPS", "batch QPS", "x embedded (single)"):
         table.add_column(col)

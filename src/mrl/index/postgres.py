@@ -277,10 +277,12 @@ class PostgresIndex(SearchBackend):
     def _search_settings(self, kprime: int, ann_search: int | None) -> None:
         """Per-transaction HNSW settings: efSearch covers k' (iterative scan past pgvector's cap of 1000)."""
         ef = min(max(ann_search or (self.tuned or {}).get("ann_search") or 40, kprime), MAX_EF_SEARCH)
-        self.conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef),))
-        if kprime > ef:
-            self.conn.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
-            self.conn.execute("SELECT set_config('hnsw.max_scan_tuples', %s, true)", (str(max(20_000, 4 * kprime)),))
+        iterative = "relaxed_order" if kprime > ef else "off"
+        self.conn.execute(  # one round trip for all three
+            "SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', %s, true), "
+            "set_config('hnsw.max_scan_tuples', %s, true)",
+            (str(ef), iterative, str(max(20_000, 4 * kprime))),
+        )
 
     # ---- the backend interface -------------------------------------------------------------
     @property
