@@ -101,3 +101,32 @@ def test_collection_of_another_width_is_refused(tmp_path):
     client.close()
     with pytest.raises(MrlError, match="collection holds vectors"):
         open_index(f"qdrant://{tmp_path / 'q'}/docs")
+
+
+def test_cli_on_qdrant_edge(scifact_small, tmp_path):
+    """The commands a user runs against Qdrant Edge: build, add, search, delete, stats, by location."""
+    import json
+    import subprocess
+    import sys
+
+    mrl = [sys.executable, "-m", "mrl.cli"]
+    folder = tmp_path / "edge"
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*mrl, *args], capture_output=True, text=True, timeout=600)
+
+    built = run("index", "build", "--corpus", str(scifact_small / "corpus.jsonl"), "--backend", "qdrant-edge",
+                "--qdrant-path", str(folder), "--cache-dir", str(tmp_path / "c"))  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    location = f"qdrant-edge://{folder}"
+    extra = tmp_path / "more.jsonl"
+    extra.write_text(json.dumps({"id": "extra-1", "text": "Zinc lozenges shorten the common cold."}) + "\n")
+    assert run("index", "add", location, str(extra)).returncode == 0
+    found = run("search", location, "zinc and the common cold", "-k", "2", "--json")
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout)["results"][0][0]["id"] == "extra-1"
+    assert run("index", "delete", location, "--ids", "extra-1").returncode == 0
+    again = json.loads(run("search", location, "zinc and the common cold", "-k", "2", "--json").stdout)
+    assert "extra-1" not in [h["id"] for h in again["results"][0]]
+    gone = run("index", "delete", location, "--ids", "extra-1")
+    assert gone.returncode == 2 and "unknown ids: extra-1" in gone.stderr

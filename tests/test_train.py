@@ -185,7 +185,7 @@ def test_768_dim_model_trains_evaluates_and_indexes(nli, tmp_path, scifact_small
     meta = train(config, tmp_path / "wide-mrl", triplets=nli, dev=dev)
     assert meta["matryoshka_dims"] == [768, 256, 64]
     model = load_model(str(tmp_path / "wide-mrl"))
-    assert model.get_sentence_embedding_dimension() == 768
+    assert model.get_embedding_dimension() == 768
     result = evaluate_retrieval(model, dev, [64, 256, "full"], cache=EmbeddingCache(tmp_path / "c"), progress=False)
     assert set(result.dims) == {"64", "256", "full"} and result.full_dim == 768
     assert all(0 < m["ndcg@10"] <= 1 for m in result.dims.values())

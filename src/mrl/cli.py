@@ -348,6 +348,7 @@ def index_build(
             f"-> recall@10 {tuned['measured_recall']:.4f} on {tuned['sample_queries']} sample queries"
         )
     _print_stats(index.stats())
+    index.close()
 
 
 def _print_stats(stats: dict) -> None:
@@ -381,6 +382,7 @@ def index_add(
     index = open_index(location)
     count = index.upsert(documents) if upsert else index.add(documents)
     err.print(f"{'upserted' if upsert else 'added'} {count} documents; index holds {index.count}")
+    index.close()  # flushes what a database backend buffers
 
 
 @index_app.command("delete")
@@ -397,6 +399,7 @@ def index_delete(
     index = open_index(location)
     index.delete(id_list)
     err.print(f"deleted {len(id_list)}; index holds {index.count}")
+    index.close()
 
 
 @index_app.command("stats")
