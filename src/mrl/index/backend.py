@@ -91,6 +91,22 @@ def prepare_build(vectors: np.ndarray, documents: list[Document], prefix_dim: in
     return unit_vectors(vectors, full_dim, "corpus vectors")
 
 
+def stored_settings(
+    model: str | None, full_dim: int, prefix_dim: int, store: str, ann_params: dict, version: int
+) -> dict:
+    """What a database backend keeps beside its data, so that any client can open the index by its location."""
+    return {
+        "model": model,
+        "full_dim": full_dim,
+        "prefix_dim": prefix_dim,
+        "store": store,
+        "ann": "hnsw",
+        "ann_params": ann_params,
+        "tuned": None,
+        "format_version": version,
+    }
+
+
 def existing_ids_error(existing: list[str]) -> MrlError:
     return MrlError(f"ids already in the index: {', '.join(existing[:10])} (use upsert)")
 

@@ -35,6 +35,7 @@ from mrl.index.backend import (
     check_unique,
     existing_ids_error,
     prepare_build,
+    stored_settings,
     unknown_ids_error,
 )
 
@@ -188,16 +189,7 @@ class PostgresIndex(SearchBackend):
         unit = prepare_build(vectors, documents, prefix_dim, store)
         full_dim = unit.shape[1]
         params = {**DEFAULT_HNSW, **(ann_params or {})}
-        settings = {
-            "model": model,
-            "full_dim": full_dim,
-            "prefix_dim": prefix_dim,
-            "store": store,
-            "ann": "hnsw",
-            "ann_params": params,
-            "tuned": None,
-            "format_version": FORMAT_VERSION,
-        }
+        settings = stored_settings(model, full_dim, prefix_dim, store, params, FORMAT_VERSION)
         conn = connect(dsn)
         self = cls(conn, dsn, table, settings, loaded_model)
         exists = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is not None

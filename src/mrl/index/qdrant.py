@@ -45,6 +45,7 @@ from mrl.index.backend import (
     check_unique,
     existing_ids_error,
     prepare_build,
+    stored_settings,
     unknown_ids_error,
 )
 from mrl.index.storage import atomic_write_json
@@ -415,16 +416,9 @@ class QdrantIndex(SearchBackend):
         if existing is not None and not existing:
             engine.close()
             raise MrlError(f"{location}: refusing to overwrite a collection that is not an mrl index")
-        settings = {
-            "model": model,
-            "full_dim": full_dim,
-            "prefix_dim": prefix_dim,
-            "store": store,
-            "ann": "hnsw",
-            "ann_params": {"m": hnsw_m, "ef_construct": ef_construction},
-            "tuned": None,
-            "format_version": FORMAT_VERSION,
-        }
+        settings = stored_settings(
+            model, full_dim, prefix_dim, store, {"m": hnsw_m, "ef_construct": ef_construction}, FORMAT_VERSION
+        )
         engine.create(settings, hnsw_m, ef_construction, shards, replicas)
         self = cls(engine, location, settings, loaded_model)
         self._upload(unit, documents)
