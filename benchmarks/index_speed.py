@@ -12,7 +12,10 @@ Every contender runs in this one process on the same vectors and queries; speed 
     python benchmarks/index_speed.py --n 1000000 --model models/bench/mrl-w
     python benchmarks/index_speed.py --n 100000 --quick          # fewer operating points
 
-Writes benchmarks/results/index_speed-<n>.json and .png and prints a table.
+    python benchmarks/index_speed.py --n 1000000 --model models/bench/mrl-w --prefix-dims 256 --no-hnswlib \
+        --quick --tag p256                                     # the 256-dim first pass against the same peers
+
+Writes benchmarks/results/index_speed-<n>[-<tag>].json and .png and prints a table.
 """
 
 from __future__ import annotations
@@ -119,6 +122,7 @@ def main() -> None:
     ap.add_argument("--single", type=int, default=300, help="queries timed one at a time per point")
     ap.add_argument("--no-hnswlib", action="store_true")
     ap.add_argument("--quick", action="store_true", help="fewer operating points")
+    ap.add_argument("--tag", default="", help="suffix of the result files, e.g. p256 for a --prefix-dims 256 run")
     ap.add_argument("--workdir", default=None, help="where mrl writes its index (default: a temp folder)")
     args = ap.parse_args()
 
@@ -273,7 +277,7 @@ def main() -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
     result["summary"] = summarize(result)
-    out = ROOT / "benchmarks" / "results" / f"index_speed-{args.n}.json"
+    out = ROOT / "benchmarks" / "results" / f"index_speed-{args.n}{'-' + args.tag if args.tag else ''}.json"
     write_json(result, out)
     plot(result, out.with_suffix(".png"))
     print_summary(result)
