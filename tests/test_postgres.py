@@ -210,3 +210,17 @@ def test_http_api_over_postgres(pg_index, corpus):
         assert client.delete("/documents/http-1").status_code == 200
         assert client.get("/documents/http-1").status_code == 404
         assert client.get("/stats").json()["backend"] == "postgres"
+
+
+def test_halfvec_storage(postgres_dsn, corpus):
+    """--store float16 keeps the full vectors as halfvec (half the bytes) with the same neighbours."""
+    _, _, docs, vectors = corpus
+    index = PostgresIndex.build(postgres_dsn, "half", vectors, docs, prefix_dim=64, store="float16", overwrite=True)
+    queries = prefix(vectors[:20], vectors.shape[1])
+    found, _ = index.search_keys(queries, 10, shortlist=len(docs))
+    assert recall_at_k(found, index.exact_keys(queries, 10)) >= 0.98
+    assert [row[0] for row in found] == [d.id for d in docs[:20]]  # each vector finds itself first
+    reopened = open_index(f"{postgres_dsn}/half")
+    assert reopened.stats()["store"] == "float16"
+    reopened.close()
+    index.close()
