@@ -13,7 +13,7 @@ Every contender runs in this one process on the same vectors and queries; speed 
     python benchmarks/index_speed.py --n 100000 --quick          # fewer operating points
 
     python benchmarks/index_speed.py --n 1000000 --model models/bench/mrl-w --prefix-dims 256 --no-hnswlib \
-        --quick --tag p256                                     # the 256-dim first pass against the same peers
+        --mrl-hnsw-m 32 --tag p256                             # a 256-dim first pass with the peers' graph degree
 
 Writes benchmarks/results/index_speed-<n>[-<tag>].json and .png and prints a table.
 """
@@ -122,6 +122,7 @@ def main() -> None:
     ap.add_argument("--single", type=int, default=300, help="queries timed one at a time per point")
     ap.add_argument("--no-hnswlib", action="store_true")
     ap.add_argument("--quick", action="store_true", help="fewer operating points")
+    ap.add_argument("--mrl-hnsw-m", type=int, default=16, help="M of mrl's prefix HNSW")
     ap.add_argument("--tag", default="", help="suffix of the result files, e.g. p256 for a --prefix-dims 256 run")
     ap.add_argument("--workdir", default=None, help="where mrl writes its index (default: a temp folder)")
     args = ap.parse_args()
@@ -222,7 +223,11 @@ def main() -> None:
     shortlists = [20, 50, 100, 200] if args.quick else [20, 30, 50, 80, 100, 150, 200, 300, 500]
     for pdim in [int(x) for x in args.prefix_dims.split(",")]:
         for ann, params, grid in (
-            ("hnsw", {"M": 16, "efConstruction": 80}, [32, 64, 128, 256] if args.quick else [32, 64, 128, 256, 512]),
+            (
+                "hnsw",
+                {"M": args.mrl_hnsw_m, "efConstruction": 80},
+                [32, 64, 128, 256] if args.quick else [32, 64, 128, 256, 512],
+            ),
             ("ivf", {}, [8, 16, 32, 64] if args.quick else [8, 16, 32, 64, 128]),
         ):
             name = f"mrl-{ann}-p{pdim}"
