@@ -1,0 +1,95 @@
+"""How much recall a prefix allows: two-pass search with an *exact* first pass, no ANN error.
+
+For each prefix dim and shortlist k', the shortlist is the exact top-k' by re-normalized prefix
+cosine, reranked exactly on the full vectors; recall@10 is against exact full-dim search. Whatever
+an ANN first pass loses comes on top of this, so comparing with benchmarks/index_speed.py tells
+whether a recall ceiling there comes from the prefix or from the ANN index and its 8-bit codes.
+Same data and queries as index_speed.py (same generator, seed and model).
+
+    python benchmarks/prefix_ceiling.py --n 1000000 --model models/bench/mrl-w
+
+Writes benchmarks/results/prefix_ceiling-<n>.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np
+from rich.table import Table
+
+from mrl.encode import EmbeddingCache, prefix
+from mrl.index.tuning import recall_at_k
+from mrl.model import load_model
+from mrl.report import console, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from index_speed import K, draw, real_embeddings  # noqa: E402
+
+
+def top(queries: np.ndarray, base: np.ndarray, k: int, chunk: int = 200_000) -> np.ndarray:
+    """Exact top-k rows by inner product, best first, streaming the base in chunks."""
+    best_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    best_r = np.full((len(queries), k), -1, dtype=np.int64)
+    for start in range(0, len(base), chunk):
+        s = queries @ base[start : start + chunk].T
+        rows = np.broadcast_to(np.arange(start, start + s.shape[1]), s.shape)
+        all_s, all_r = np.concatenate([best_s, s], 1), np.concatenate([best_r, rows], 1)
+        pick = np.argpartition(-all_s, k - 1, axis=1)[:, :k]
+        best_s, best_r = np.take_along_axis(all_s, pick, 1), np.take_along_axis(all_r, pick, 1)
+    order = np.argsort(-best_s, axis=1)  # best first: a shortlist of k' is the first k' columns
+    return np.take_along_axis(best_r, order, 1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--data", type=Path, default=Path(os.environ.get("MRL_DATA", ROOT.parent / "shared" / "data")))
+    ap.add_argument("--bandwidth", type=float, default=0.5)
+    ap.add_argument("--prefix-dims", default="64,128,256")
+    ap.add_argument("--shortlists", default="20,50,100,200,500,1000")
+    ap.add_argument("--queries", type=int, default=1000, help="the first N of index_speed.py's 1,000 queries")
+    args = ap.parse_args()
+    shortlists = [int(s) for s in args.shortlists.split(",")]
+
+    model = load_model(args.model)
+    real, queries, info = real_embeddings(model, args.data, EmbeddingCache())
+    base = draw(real, args.n, args.bandwidth, seed=0)
+    queries = queries[: args.queries]
+    truth = top(queries, base, K)
+    rows = []
+    for pdim in [int(d) for d in args.prefix_dims.split(",")]:
+        cand = top(prefix(queries, pdim), prefix(base, pdim), max(shortlists))
+        for kp in shortlists:
+            found = []
+            for q, c in zip(queries, cand, strict=True):
+                scores = base[c[:kp]] @ q
+                found.append(c[:kp][np.argsort(-scores)[:K]])
+            rows.append({"prefix_dim": pdim, "shortlist": kp, "recall@10": recall_at_k(np.array(found), truth)})
+            console().print(f"p{pdim} k'={kp}: recall@10 {rows[-1]['recall@10']:.4f}")
+    result = {"n": args.n, "model": args.model, "queries": len(queries), "data": {**info, "bandwidth": args.bandwidth}}
+    path = write_json({**result, "rows": rows}, ROOT / "benchmarks" / "results" / f"prefix_ceiling-{args.n}.json")
+    table = Table(title=f"two-pass recall@10 with an exact first pass, {args.n} vectors")
+    table.add_column("k'")
+    dims = sorted({r["prefix_dim"] for r in rows})
+    for d in dims:
+        table.add_column(f"prefix {d}", justify="right")
+    for kp in shortlists:
+        table.add_row(
+            str(kp),
+            *[f"{r['recall@10']:.4f}" for d in dims for r in rows if r["prefix_dim"] == d and r["shortlist"] == kp],
+        )
+    console().print(table)
+    console().print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
