@@ -123,6 +123,7 @@ def main() -> None:
     ap.add_argument("--no-hnswlib", action="store_true")
     ap.add_argument("--quick", action="store_true", help="fewer operating points")
     ap.add_argument("--mrl-hnsw-m", type=int, default=16, help="M of mrl's prefix HNSW")
+    ap.add_argument("--mrl-ef-construction", type=int, default=80, help="efConstruction of mrl's prefix HNSW")
     ap.add_argument("--tag", default="", help="suffix of the result files, e.g. p256 for a --prefix-dims 256 run")
     ap.add_argument("--workdir", default=None, help="where mrl writes its index (default: a temp folder)")
     args = ap.parse_args()
@@ -225,7 +226,7 @@ def main() -> None:
         for ann, params, grid in (
             (
                 "hnsw",
-                {"M": args.mrl_hnsw_m, "efConstruction": 80},
+                {"M": args.mrl_hnsw_m, "efConstruction": args.mrl_ef_construction},
                 [32, 64, 128, 256] if args.quick else [32, 64, 128, 256, 512],
             ),
             ("ivf", {}, [8, 16, 32, 64] if args.quick else [8, 16, 32, 64, 128]),
