@@ -119,6 +119,7 @@ def main() -> None:
     ap.add_argument("--bandwidth", type=float, default=0.5)
     ap.add_argument("--prefix-dims", default="64,128")
     ap.add_argument("--hnsw-m", type=int, default=32, help="M of the full-vector HNSW peers")
+    ap.add_argument("--hnsw-ef-construction", type=int, default=100, help="efConstruction of the HNSW peers")
     ap.add_argument("--single", type=int, default=300, help="queries timed one at a time per point")
     ap.add_argument("--no-hnswlib", action="store_true")
     ap.add_argument("--quick", action="store_true", help="fewer operating points")
@@ -166,7 +167,7 @@ def main() -> None:
     efs = [16, 32, 64, 128] if args.quick else [16, 32, 64, 96, 128, 192, 256, 384, 512]
     # peer 1: faiss HNSW over full vectors
     hnsw = faiss.IndexHNSWFlat(dim, args.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-    hnsw.hnsw.efConstruction = 100
+    hnsw.hnsw.efConstruction = args.hnsw_ef_construction
     t0 = time.perf_counter()
     hnsw.add(base)
     build = time.perf_counter() - t0
@@ -174,7 +175,7 @@ def main() -> None:
         "ram_bytes": int(faiss.serialize_index(hnsw).nbytes),
         "build_s": build,
         "M": args.hnsw_m,
-        "efConstruction": 100,
+        "efConstruction": args.hnsw_ef_construction,
     }
     c.print(f"faiss HNSW full built in {build:.0f} s")
     for ef in efs:
@@ -200,7 +201,7 @@ def main() -> None:
             hnswlib = None
         if hnswlib is not None:
             hl = hnswlib.Index(space="ip", dim=dim)
-            hl.init_index(max_elements=args.n, M=args.hnsw_m, ef_construction=100)
+            hl.init_index(max_elements=args.n, M=args.hnsw_m, ef_construction=args.hnsw_ef_construction)
             t0 = time.perf_counter()
             hl.add_items(base, num_threads=faiss.omp_get_max_threads())
             build = time.perf_counter() - t0
