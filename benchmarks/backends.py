@@ -36,27 +36,14 @@ import numpy as np
 from rich.table import Table
 
 from mrl.data import Document
-from mrl.encode import EmbeddingCache
 from mrl.index import Index
 from mrl.index.tuning import recall_at_k
-from mrl.model import load_model
 from mrl.report import console, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
-from index_speed import draw, real_embeddings  # noqa: E402
-
-K = 10
-
-
-def exact(vectors: np.ndarray, queries: np.ndarray, ids: list[str]) -> list[list[str]]:
-    out = []
-    for start in range(0, len(queries), 100):
-        scores = queries[start : start + 100] @ vectors.T
-        top = np.argpartition(-scores, K - 1, axis=1)[:, :K]
-        out += [[ids[r] for r in row] for row in top]
-    return out
+from index_speed import K, add_data_args, benchmark_vectors, top  # noqa: E402
 
 
 def measure(name: str, index, queries: np.ndarray, truth: list[list[str]], shortlists: list[int], single: int):
@@ -87,10 +74,7 @@ def measure(name: str, index, queries: np.ndarray, truth: list[list[str]], short
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=100_000)
-    ap.add_argument("--model", default="default")
-    ap.add_argument("--data", type=Path, default=Path(os.environ.get("MRL_DATA", ROOT.parent / "shared" / "data")))
-    ap.add_argument("--bandwidth", type=float, default=0.5)
+    add_data_args(ap, 100_000)
     ap.add_argument("--prefix-dim", type=int, default=64)
     ap.add_argument("--queries", type=int, default=500)
     ap.add_argument("--single", type=int, default=200, help="queries timed one at a time")
@@ -101,13 +85,11 @@ def main() -> None:
     shortlists = [int(s) for s in args.shortlists.split(",")]
     backends = args.backends.split(",")
 
-    model = load_model(args.model)
-    real, queries, info = real_embeddings(model, args.data, EmbeddingCache())
-    vectors = draw(real, args.n, args.bandwidth, seed=0)
+    _, vectors, queries, info = benchmark_vectors(args)
     queries = queries[: args.queries]
     ids = [f"d{i}" for i in range(len(vectors))]
     docs = [Document(i, f"document {i}") for i in ids]
-    truth = exact(vectors, queries, ids)
+    truth = [[ids[r] for r in row] for row in top(queries, vectors, K)]
     result = {
         "n": args.n,
         "model": args.model,

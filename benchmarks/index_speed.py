@@ -66,6 +66,35 @@ def real_embeddings(model, data: Path, cache: EmbeddingCache) -> tuple[np.ndarra
     return prefix(emb, emb.shape[1]), prefix(queries, queries.shape[1]), {"real_texts": len(texts)}
 
 
+def add_data_args(ap: argparse.ArgumentParser, n: int) -> None:
+    """The options that pick the benchmark vectors; the other benchmarks take the same ones."""
+    ap.add_argument("--n", type=int, default=n)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--data", type=Path, default=Path(os.environ.get("MRL_DATA", ROOT.parent / "shared" / "data")))
+    ap.add_argument("--bandwidth", type=float, default=0.5)
+
+
+def benchmark_vectors(args: argparse.Namespace) -> tuple[object, np.ndarray, np.ndarray, dict]:
+    """(model, n unit vectors, real unit queries, info) for the options of :func:`add_data_args`."""
+    model = load_model(args.model)
+    real, queries, info = real_embeddings(model, args.data, EmbeddingCache())
+    return model, draw(real, args.n, args.bandwidth, seed=0), queries, info
+
+
+def top(queries: np.ndarray, base: np.ndarray, k: int, chunk: int = 200_000) -> np.ndarray:
+    """Exact top-k rows by inner product, best first, streaming the base in chunks."""
+    best_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    best_r = np.full((len(queries), k), -1, dtype=np.int64)
+    for start in range(0, len(base), chunk):
+        s = queries @ base[start : start + chunk].T
+        rows = np.broadcast_to(np.arange(start, start + s.shape[1]), s.shape)
+        all_s, all_r = np.concatenate([best_s, s], 1), np.concatenate([best_r, rows], 1)
+        pick = np.argpartition(-all_s, k - 1, axis=1)[:, :k]
+        best_s, best_r = np.take_along_axis(all_s, pick, 1), np.take_along_axis(all_r, pick, 1)
+    order = np.argsort(-best_s, axis=1)  # best first: a shortlist of k' is the first k' columns
+    return np.take_along_axis(best_r, order, 1)
+
+
 def draw(real: np.ndarray, n: int, bandwidth: float, seed: int) -> np.ndarray:
     """Kernel density sample: a random real embedding plus correlated Gaussian noise, re-normalized."""
     rng = np.random.default_rng(seed)
@@ -113,10 +142,7 @@ def point(name: str, setting: dict, truth: np.ndarray, fn, queries: np.ndarray, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=1_000_000)
-    ap.add_argument("--model", default="default")
-    ap.add_argument("--data", default=os.environ.get("MRL_DATA", str(ROOT.parent / "shared" / "data")))
-    ap.add_argument("--bandwidth", type=float, default=0.5)
+    add_data_args(ap, 1_000_000)
     ap.add_argument("--prefix-dims", default="64,128")
     ap.add_argument("--hnsw-m", type=int, default=32, help="M of the full-vector HNSW peers")
     ap.add_argument("--hnsw-ef-construction", type=int, default=100, help="efConstruction of the HNSW peers")

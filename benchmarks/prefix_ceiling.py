@@ -24,45 +24,25 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 from rich.table import Table
 
-from mrl.encode import EmbeddingCache, prefix
+from mrl.encode import prefix
 from mrl.index.tuning import recall_at_k
-from mrl.model import load_model
 from mrl.report import console, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from index_speed import K, draw, real_embeddings  # noqa: E402
-
-
-def top(queries: np.ndarray, base: np.ndarray, k: int, chunk: int = 200_000) -> np.ndarray:
-    """Exact top-k rows by inner product, best first, streaming the base in chunks."""
-    best_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
-    best_r = np.full((len(queries), k), -1, dtype=np.int64)
-    for start in range(0, len(base), chunk):
-        s = queries @ base[start : start + chunk].T
-        rows = np.broadcast_to(np.arange(start, start + s.shape[1]), s.shape)
-        all_s, all_r = np.concatenate([best_s, s], 1), np.concatenate([best_r, rows], 1)
-        pick = np.argpartition(-all_s, k - 1, axis=1)[:, :k]
-        best_s, best_r = np.take_along_axis(all_s, pick, 1), np.take_along_axis(all_r, pick, 1)
-    order = np.argsort(-best_s, axis=1)  # best first: a shortlist of k' is the first k' columns
-    return np.take_along_axis(best_r, order, 1)
+from index_speed import K, add_data_args, benchmark_vectors, top  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=1_000_000)
-    ap.add_argument("--model", default="default")
-    ap.add_argument("--data", type=Path, default=Path(os.environ.get("MRL_DATA", ROOT.parent / "shared" / "data")))
-    ap.add_argument("--bandwidth", type=float, default=0.5)
+    add_data_args(ap, 1_000_000)
     ap.add_argument("--prefix-dims", default="64,128,256")
     ap.add_argument("--shortlists", default="20,50,100,200,500,1000")
     ap.add_argument("--queries", type=int, default=1000, help="the first N of index_speed.py's 1,000 queries")
     args = ap.parse_args()
     shortlists = [int(s) for s in args.shortlists.split(",")]
 
-    model = load_model(args.model)
-    real, queries, info = real_embeddings(model, args.data, EmbeddingCache())
-    base = draw(real, args.n, args.bandwidth, seed=0)
+    _, base, queries, info = benchmark_vectors(args)
     queries = queries[: args.queries]
     truth = top(queries, base, K)
     rows = []
