@@ -37,13 +37,13 @@ from rich.table import Table
 
 from mrl.data import Document
 from mrl.index import Index
-from mrl.index.tuning import recall_at_k
+from mrl.index.tuning import exact_top_rows, recall_at_k
 from mrl.report import console, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
-from index_speed import K, add_data_args, benchmark_vectors, top  # noqa: E402
+from index_speed import K, add_data_args, benchmark_vectors  # noqa: E402
 
 
 def measure(name: str, index, queries: np.ndarray, truth: list[list[str]], shortlists: list[int], single: int):
@@ -89,7 +89,7 @@ def main() -> None:
     queries = queries[: args.queries]
     ids = [f"d{i}" for i in range(len(vectors))]
     docs = [Document(i, f"document {i}") for i in ids]
-    truth = [[ids[r] for r in row] for row in top(queries, vectors, K)]
+    truth = [[ids[r] for r in row] for row in exact_top_rows(queries, len(vectors), vectors.__getitem__, K)]
     result = {
         "n": args.n,
         "model": args.model,

@@ -81,20 +81,6 @@ def benchmark_vectors(args: argparse.Namespace) -> tuple[object, np.ndarray, np.
     return model, draw(real, args.n, args.bandwidth, seed=0), queries, info
 
 
-def top(queries: np.ndarray, base: np.ndarray, k: int, chunk: int = 200_000) -> np.ndarray:
-    """Exact top-k rows by inner product, best first, streaming the base in chunks."""
-    best_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
-    best_r = np.full((len(queries), k), -1, dtype=np.int64)
-    for start in range(0, len(base), chunk):
-        s = queries @ base[start : start + chunk].T
-        rows = np.broadcast_to(np.arange(start, start + s.shape[1]), s.shape)
-        all_s, all_r = np.concatenate([best_s, s], 1), np.concatenate([best_r, rows], 1)
-        pick = np.argpartition(-all_s, k - 1, axis=1)[:, :k]
-        best_s, best_r = np.take_along_axis(all_s, pick, 1), np.take_along_axis(all_r, pick, 1)
-    order = np.argsort(-best_s, axis=1)  # best first: a shortlist of k' is the first k' columns
-    return np.take_along_axis(best_r, order, 1)
-
-
 def draw(real: np.ndarray, n: int, bandwidth: float, seed: int) -> np.ndarray:
     """Kernel density sample: a random real embedding plus correlated Gaussian noise, re-normalized."""
     rng = np.random.default_rng(seed)

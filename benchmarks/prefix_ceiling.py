@@ -25,12 +25,12 @@ import numpy as np
 from rich.table import Table
 
 from mrl.encode import prefix
-from mrl.index.tuning import recall_at_k
+from mrl.index.tuning import exact_top_rows, recall_at_k
 from mrl.report import console, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from index_speed import K, add_data_args, benchmark_vectors, top  # noqa: E402
+from index_speed import K, add_data_args, benchmark_vectors  # noqa: E402
 
 
 def main() -> None:
@@ -44,10 +44,11 @@ def main() -> None:
 
     _, base, queries, info = benchmark_vectors(args)
     queries = queries[: args.queries]
-    truth = top(queries, base, K)
+    truth = exact_top_rows(queries, len(base), base.__getitem__, K)
     rows = []
     for pdim in [int(d) for d in args.prefix_dims.split(",")]:
-        cand = top(prefix(queries, pdim), prefix(base, pdim), max(shortlists))
+        short = prefix(base, pdim)
+        cand = exact_top_rows(prefix(queries, pdim), len(short), short.__getitem__, max(shortlists))
         for kp in shortlists:
             found = []
             for q, c in zip(queries, cand, strict=True):

@@ -36,6 +36,7 @@ from mrl.index.backend import (
 from mrl.index.docstore import DocStore
 from mrl.index.manifest import MAX_RACES, Manifest, collect_garbage, commit, read_current
 from mrl.index.storage import atomic_write, atomic_write_path, writer_lock
+from mrl.index.tuning import exact_top_rows
 
 
 @dataclass
@@ -238,21 +239,10 @@ class Index(SearchBackend):
         """Keys are row numbers here; :meth:`hits` looks them up in the document store."""
         return self.hits(np.asarray(keys), np.asarray(scores))
 
-    def exact_keys(self, unit_queries: np.ndarray, k: int, chunk: int = 65_536) -> np.ndarray:
+    def exact_keys(self, unit_queries: np.ndarray, k: int) -> np.ndarray:
         """Exact full-dim top-k rows over live rows (streams the memory-mapped vectors in chunks)."""
         g = self.gen
-        best_scores = np.full((len(unit_queries), k), -np.inf, dtype=np.float32)
-        best_rows = np.full((len(unit_queries), k), -1, dtype=np.int64)
-        for start in range(0, g.manifest.rows, chunk):
-            rows = np.arange(start, min(start + chunk, g.manifest.rows))
-            scores = unit_queries @ g.vectors(rows).T
-            scores[:, g.deleted[rows]] = -np.inf
-            all_scores = np.concatenate([best_scores, scores], axis=1)
-            all_rows = np.concatenate([best_rows, np.broadcast_to(rows, scores.shape)], axis=1)
-            top = np.argpartition(-all_scores, k - 1, axis=1)[:, :k]
-            best_scores = np.take_along_axis(all_scores, top, axis=1)
-            best_rows = np.take_along_axis(all_rows, top, axis=1)
-        return best_rows
+        return exact_top_rows(unit_queries, g.manifest.rows, g.vectors, k, excluded=g.deleted)
 
     def sample_vectors(self, n: int, seed: int) -> np.ndarray:
         live = np.flatnonzero(~self.deleted)
