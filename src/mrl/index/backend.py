@@ -248,8 +248,8 @@ class SearchBackend(ABC):
 
     def check_found(self, keys: list[list], k: int) -> None:
         """After a database search: fewer than k hits means k exceeded the corpus (counted only then)."""
-        if any(len(r) < k for r in keys) and k > self.count:
-            raise MrlError(f"k={k} is larger than the number of documents in the index ({self.count})")
+        if any(len(r) < k for r in keys):
+            self.check_k(k)
 
     def requested_shortlist(self, k: int, shortlist: int | None) -> int:
         """k': the given value, else the tuned one, else 10 x k; never below k."""

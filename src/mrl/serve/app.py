@@ -180,8 +180,9 @@ def create_app(index: SearchBackend, api_key_hashes: list[str] | None = None, li
         req: SearchRequest = await parse(request, SearchRequest)
         if (req.query is None) == (req.vector is None):
             raise ApiError(422, "give exactly one of 'query' (text) or 'vector'")
-        if not 0 < req.k <= min(limits.max_k, index.count):
-            raise ApiError(422, f"k must be between 1 and {min(limits.max_k, index.count)}")
+        most = min(limits.max_k, index.count)  # one count: on a database backend it is a query
+        if not 0 < req.k <= most:
+            raise ApiError(422, f"k must be between 1 and {most}")
         if req.shortlist is not None and not req.k <= req.shortlist <= limits.max_shortlist:
             raise ApiError(422, f"shortlist must be between k and {limits.max_shortlist}")
         if req.ann_search is not None and not 0 < req.ann_search <= 4096:
