@@ -243,9 +243,9 @@ class PostgresIndex(SearchBackend):
             for d, vec in zip(documents, unit, strict=True):
                 copy.write_row((d.id, d.text, Jsonb(d.metadata or {}), vec))
 
-    def _two_pass_sql(self, k: int, kprime: int, funnel: list[int]) -> tuple[str, list[str]]:
-        """The statement and the names of the query parameters it takes, in order."""
-        names = ["q_prefix", "kprime"]
+    def _two_pass_sql(self, k: int, kprime: int, funnel: list[int]) -> tuple[str, list[int]]:
+        """The statement, and the funnel dims it reranks at (each takes a parameter ``q_<dim>``)."""
+        stages = []
         sql = (
             f"SELECT id, embedding FROM {self.table} "
             f"ORDER BY {self._prefix_expr()} <#> %(q_prefix)s::{self.vtype}({self.prefix_dim}) LIMIT %(kprime)s"
@@ -259,12 +259,12 @@ class PostgresIndex(SearchBackend):
                 f"SELECT id, embedding FROM ({sql}) s{dim} "
                 f"ORDER BY {self._prefix_expr(dim)} <#> %(q_{dim})s::{self.vtype}({dim}) LIMIT {keep}"
             )
-            names.append(f"q_{dim}")
+            stages.append(dim)
         sql = (
             f"SELECT id, -(embedding <#> %(q)s::{self.vtype}({self.full_dim})) AS score FROM ({sql}) shortlist "
             f"ORDER BY embedding <#> %(q)s::{self.vtype}({self.full_dim}) LIMIT %(k)s"
         )
-        return sql, names
+        return sql, stages
 
     def _search_settings(self, kprime: int, ann_search: int | None) -> None:
         """Per-transaction HNSW settings: efSearch covers k' (iterative scan past pgvector's cap of 1000)."""
@@ -302,18 +302,18 @@ class PostgresIndex(SearchBackend):
         self.check_positive_k(k)
         funnel = funnel or []
         kprime = self.requested_shortlist(k, shortlist)
-        sql, names = self._two_pass_sql(k, kprime, funnel)
+        sql, stages = self._two_pass_sql(k, kprime, funnel)
+        views = {"q_prefix": prefix(unit_queries, self.prefix_dim)} | {
+            f"q_{d}": prefix(unit_queries, d) for d in stages
+        }
         timings = timings or SearchTimings()
         keys: list[list[str]] = []
         scores: list[list[float]] = []
         t0 = time.perf_counter()
         with self.lock, self.conn.transaction():
             self._search_settings(kprime, ann_search)
-            for q in unit_queries:
-                params = {"q": q, "q_prefix": prefix(q[None, :], self.prefix_dim)[0], "kprime": kprime, "k": k}
-                params.update(
-                    {n: prefix(q[None, :], int(n[2:]))[0] for n in names if n.startswith("q_") and n != "q_prefix"}
-                )
+            for i, q in enumerate(unit_queries):
+                params = {"q": q, "kprime": kprime, "k": k} | {name: view[i] for name, view in views.items()}
                 rows = self.conn.execute(sql, params).fetchall()
                 keys.append([r[0] for r in rows])
                 scores.append([float(r[1]) for r in rows])
