@@ -23,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -159,13 +160,9 @@ class SearchBackend(ABC):
     ) -> tuple[list[list], list[list[float]]]:
         """Two-pass search on unit vectors: per query, the keys of the top ``k`` and their scores."""
 
+    @abstractmethod
     def hits_for(self, keys: list[list], scores: list[list[float]]) -> list[list[Hit]]:
-        """Turn keys from :meth:`search_keys` into hits with text and metadata (here keys are document ids)."""
-        docs = self.get(sorted({i for ks in keys for i in ks}))
-        return [
-            [Hit(i, s, docs[i].text, docs[i].metadata) for i, s in zip(ks, ss, strict=True) if i in docs]
-            for ks, ss in zip(keys, scores, strict=True)
-        ]
+        """Turn keys from :meth:`search_keys` into hits with ids, text and metadata."""
 
     @abstractmethod
     def exact_keys(self, unit_queries: np.ndarray, k: int) -> list[list]:
@@ -292,6 +289,73 @@ class SearchBackend(ABC):
         self.last_timings = timings
         results = self.hits_for(keys, scores)
         return results[0] if single else results
+
+
+class DatabaseBackend(SearchBackend):
+    """A backend whose data and settings live in a database (PostgreSQL, Qdrant) that any client reaches.
+
+    Keys are document ids. The settings record (:func:`stored_settings`) is read and written through
+    :meth:`read_settings` / :meth:`write_settings`; everything built on it is shared here.
+    """
+
+    def __init__(self, location: str, settings: dict, model=None):
+        super().__init__()
+        self.location = location
+        self.settings = settings
+        self._model = model
+        self.lock = threading.Lock()  # one client per process, shared by a server's threads: one call at a time
+        self.model_name = settings["model"]
+        self.full_dim = settings["full_dim"]
+        self.prefix_dim = settings["prefix_dim"]
+
+    @abstractmethod
+    def read_settings(self) -> dict | None:
+        """The settings record as stored now (None or empty when it is gone)."""
+
+    @abstractmethod
+    def write_settings(self, settings: dict) -> None:
+        """Store the settings record."""
+
+    @property
+    def tuned(self) -> dict | None:
+        return self.settings.get("tuned")
+
+    def set_tuned(self, tuned: dict) -> None:
+        settings = {**self.settings, "tuned": tuned}
+        with self.lock:
+            self.write_settings(settings)
+        self.settings = settings
+
+    def refresh(self) -> bool:
+        """Re-read settings (another client may have tuned the index); data is always current."""
+        with self.lock:
+            settings = self.read_settings()
+        changed = bool(settings) and settings != self.settings
+        self.settings = settings or self.settings
+        return changed
+
+    def hits_for(self, keys: list[list], scores: list[list[float]]) -> list[list[Hit]]:
+        docs = self.get(sorted({i for ks in keys for i in ks}))
+        return [
+            [Hit(i, s, docs[i].text, docs[i].metadata) for i, s in zip(ks, ss, strict=True) if i in docs]
+            for ks, ss in zip(keys, scores, strict=True)
+        ]
+
+    def settings_stats(self, backend: str, ann: str, documents: int) -> dict:
+        """The part of :meth:`stats` that the settings record answers."""
+        s = self.settings
+        return {
+            "path": self.location,
+            "backend": backend,
+            "model": s["model"],
+            "documents": documents,
+            "full_dim": s["full_dim"],
+            "prefix_dim": s["prefix_dim"],
+            "ann": ann,
+            "store": s["store"],
+            "ann_params": s["ann_params"],
+            "tuned": s["tuned"],
+        }
 
 
 def open_index(location: str | Path, model=None) -> SearchBackend:

@@ -20,7 +20,6 @@ the same DSN.
 from __future__ import annotations
 
 import re
-import threading
 import time
 from urllib.parse import urlsplit, urlunsplit
 
@@ -30,7 +29,7 @@ from mrl.data import Document
 from mrl.encode import prefix
 from mrl.errors import MrlError
 from mrl.index.backend import (
-    SearchBackend,
+    DatabaseBackend,
     SearchTimings,
     check_unique,
     existing_ids_error,
@@ -111,7 +110,7 @@ def connect(dsn: str):
     return conn
 
 
-class PostgresIndex(SearchBackend):
+class PostgresIndex(DatabaseBackend):
     """A two-pass Matryoshka index in a PostgreSQL table; open with :meth:`open`, create with :meth:`build`.
 
     Example::
@@ -123,17 +122,10 @@ class PostgresIndex(SearchBackend):
     """
 
     def __init__(self, conn, dsn: str, table: str, settings: dict, model=None):
-        super().__init__()
+        super().__init__(f"{redact(dsn)}/{table}", settings, model)
         self.conn = conn
         self.dsn = dsn
         self.table = table
-        self.settings = settings
-        self.location = f"{redact(dsn)}/{table}"
-        self._model = model
-        self.lock = threading.Lock()  # one connection, shared by a server's threads: one statement at a time
-        self.model_name = settings["model"]
-        self.full_dim = settings["full_dim"]
-        self.prefix_dim = settings["prefix_dim"]
         self.vtype = "halfvec" if settings["store"] == "float16" else "vector"
 
     # ---- opening and building -------------------------------------------------------------
@@ -282,10 +274,6 @@ class PostgresIndex(SearchBackend):
         with self.lock:
             return self.conn.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0]
 
-    @property
-    def tuned(self) -> dict | None:
-        return self.settings.get("tuned")
-
     def explain(self, k: int = 10, shortlist: int = 100) -> str:
         """The plan of a two-pass search (tests check that the prefix index is used)."""
         sql, _ = self._two_pass_sql(k, shortlist, [])
@@ -336,21 +324,13 @@ class PostgresIndex(SearchBackend):
     def ann_search_grid(self) -> list[int | None]:
         return [None, 100, 200, 400, MAX_EF_SEARCH]
 
-    def set_tuned(self, tuned: dict) -> None:
+    def read_settings(self) -> dict | None:
+        return _settings(self.conn, self.table)
+
+    def write_settings(self, settings: dict) -> None:
         from psycopg.types.json import Jsonb
 
-        settings = {**self.settings, "tuned": tuned}
-        with self.lock:
-            self.conn.execute(f"UPDATE {META_TABLE} SET settings = %s WHERE name = %s", (Jsonb(settings), self.table))
-        self.settings = settings
-
-    def refresh(self) -> bool:
-        """Re-read settings (another client may have tuned the index); data is always current."""
-        with self.lock:
-            settings = _settings(self.conn, self.table)
-        changed = settings != self.settings
-        self.settings = settings or self.settings
-        return changed
+        self.conn.execute(f"UPDATE {META_TABLE} SET settings = %s WHERE name = %s", (Jsonb(settings), self.table))
 
     def get(self, ids: list[str]) -> dict[str, Document]:
         with self.lock:
@@ -401,18 +381,8 @@ class PostgresIndex(SearchBackend):
                 f"FROM {self.table}",
                 (self.table, f"{self.table}_prefix"),
             ).fetchone()
-        s = self.settings
         return {
-            "path": self.location,
-            "backend": "postgres",
-            "model": s["model"],
-            "documents": live,
-            "full_dim": s["full_dim"],
-            "prefix_dim": s["prefix_dim"],
-            "ann": "hnsw (pgvector)",
-            "store": s["store"],
-            "ann_params": s["ann_params"],
-            "tuned": s["tuned"],
+            **self.settings_stats("postgres", "hnsw (pgvector)", live),
             "ann_bytes": index_bytes,
             "disk_bytes": table_bytes,
         }

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 import uuid
 import warnings
@@ -40,7 +39,7 @@ from mrl.data import Document
 from mrl.encode import prefix
 from mrl.errors import MrlError
 from mrl.index.backend import (
-    SearchBackend,
+    DatabaseBackend,
     SearchTimings,
     check_unique,
     existing_ids_error,
@@ -339,7 +338,7 @@ def engine_for(location: str) -> ClientEngine | EdgeEngine:
     return EdgeEngine(target["edge"]) if "edge" in target else ClientEngine(target, collection)
 
 
-class QdrantIndex(SearchBackend):
+class QdrantIndex(DatabaseBackend):
     """A two-pass Matryoshka index in Qdrant; open with :meth:`open`, create with :meth:`build`.
 
     Example::
@@ -350,15 +349,8 @@ class QdrantIndex(SearchBackend):
     """
 
     def __init__(self, engine, location: str, settings: dict, model=None):
-        super().__init__()
+        super().__init__(location, settings, model)
         self.engine = engine
-        self.location = location
-        self.settings = settings
-        self._model = model
-        self.lock = threading.Lock()  # local mode and Edge calls are not made from several threads at once
-        self.model_name = settings["model"]
-        self.full_dim = settings["full_dim"]
-        self.prefix_dim = settings["prefix_dim"]
 
     @staticmethod
     def location_for(url: str | None, path: Path | None, collection: str | None, edge: bool = False) -> str:
@@ -445,10 +437,6 @@ class QdrantIndex(SearchBackend):
         with self.lock:
             return self.engine.count()
 
-    @property
-    def tuned(self) -> dict | None:
-        return self.settings.get("tuned")
-
     def search_keys(self, unit_queries, k, shortlist=None, ann_search=None, funnel=None, timings=None):
         """Keys are document ids; both passes run inside Qdrant, one query per vector."""
         self.check_positive_k(k)
@@ -480,18 +468,11 @@ class QdrantIndex(SearchBackend):
     def ann_search_grid(self) -> list[int | None]:
         return [None, 128, 256, 512]
 
-    def set_tuned(self, tuned: dict) -> None:
-        settings = {**self.settings, "tuned": tuned}
-        with self.lock:
-            self.engine.save_settings(settings)
-        self.settings = settings
+    def read_settings(self) -> dict | None:
+        return self.engine.settings()
 
-    def refresh(self) -> bool:
-        with self.lock:
-            settings = self.engine.settings()
-        changed = bool(settings) and settings != self.settings
-        self.settings = settings or self.settings
-        return changed
+    def write_settings(self, settings: dict) -> None:
+        self.engine.save_settings(settings)
 
     def get(self, ids: list[str]) -> dict[str, Document]:
         with self.lock:
@@ -523,18 +504,9 @@ class QdrantIndex(SearchBackend):
     def stats(self) -> dict:
         with self.lock:
             extra = self.engine.describe()
-        s = self.settings
+        backend = "qdrant-edge" if isinstance(self.engine, EdgeEngine) else "qdrant"
         return {
-            "path": self.location,
-            "backend": "qdrant-edge" if isinstance(self.engine, EdgeEngine) else "qdrant",
-            "model": s["model"],
-            "documents": self.count,
-            "full_dim": s["full_dim"],
-            "prefix_dim": s["prefix_dim"],
-            "ann": "hnsw (qdrant)",
-            "store": s["store"],
-            "ann_params": s["ann_params"],
-            "tuned": s["tuned"],
+            **self.settings_stats(backend, "hnsw (qdrant)", self.count),
             **extra,
         }
 
