@@ -64,7 +64,12 @@ def load_config_text(text: str):
         ("[model\n", "invalid TOML"),
     ],
 )
-def test_config_errors_name_the_key(tmp_path, extra, needle):
+def test_config_errors_name_the_key(tmp_path, extra, needle, data_dir, monkeypatch):
+    # the defaults name ../shared/data relative to where mrl runs: give them one, wherever the checkout is
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "data").symlink_to(Path(data_dir).resolve())
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
     with pytest.raises(MrlError) as info:
         load_config(write(tmp_path, 'name = "x"\n' + extra))
     assert needle in str(info.value)
