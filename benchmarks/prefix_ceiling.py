@@ -7,8 +7,10 @@ whether a recall ceiling there comes from the prefix or from the ANN index and i
 Same data and queries as index_speed.py (same generator, seed and model).
 
     python benchmarks/prefix_ceiling.py --n 1000000 --model models/bench/mrl-w
+    python benchmarks/prefix_ceiling.py --n 1000000 --model models/all-mpnet-base-v2 --bf16 \
+        --prefix-dims 128,256,384 --tag 768
 
-Writes benchmarks/results/prefix_ceiling-<n>.json and prints a table.
+Writes benchmarks/results/prefix_ceiling-<n>[-<tag>].json and prints a table.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def main() -> None:
     ap.add_argument("--prefix-dims", default="64,128,256")
     ap.add_argument("--shortlists", default="20,50,100,200,500,1000")
     ap.add_argument("--queries", type=int, default=1000, help="the first N of index_speed.py's 1,000 queries")
+    ap.add_argument("--tag", default="", help="suffix of the result file, e.g. 768 for the 768-dim model")
     args = ap.parse_args()
     shortlists = [int(s) for s in args.shortlists.split(",")]
 
@@ -56,8 +59,14 @@ def main() -> None:
                 found.append(c[:kp][np.argsort(-scores)[:K]])
             rows.append({"prefix_dim": pdim, "shortlist": kp, "recall@10": recall_at_k(np.array(found), truth)})
             console().print(f"p{pdim} k'={kp}: recall@10 {rows[-1]['recall@10']:.4f}")
-    result = {"n": args.n, "model": args.model, "queries": len(queries), "data": {**info, "bandwidth": args.bandwidth}}
-    path = write_json({**result, "rows": rows}, ROOT / "benchmarks" / "results" / f"prefix_ceiling-{args.n}.json")
+    result = {
+        "n": args.n,
+        "model": args.model,
+        "queries": len(queries),
+        "data": {**info, "bandwidth": args.bandwidth, "bf16": args.bf16},
+    }
+    name = f"prefix_ceiling-{args.n}{'-' + args.tag if args.tag else ''}.json"
+    path = write_json({**result, "rows": rows}, ROOT / "benchmarks" / "results" / name)
     table = Table(title=f"two-pass recall@10 with an exact first pass, {args.n} vectors")
     table.add_column("k'")
     dims = sorted({r["prefix_dim"] for r in rows})

@@ -65,3 +65,20 @@ def test_cache_hit_skips_encoding_and_keys_on_content(model, cache_dir):
     other, cached = cache.get_or_encode(model, "corpusB", TEXTS[:2], progress=False)
     assert not cached and other.shape == (2, 384)
     assert not list(cache_dir.glob("*.tmp"))
+
+
+def test_cache_keys_on_weights_dtype(cache_dir):
+    """A model cast to bfloat16 encodes slightly differently, so it must not reuse float32 entries."""
+    import torch
+
+    from mrl.model import load_model, model_fingerprint
+
+    model = load_model("default")
+    before = model_fingerprint(model)
+    cache = EmbeddingCache(cache_dir)
+    full, _ = cache.get_or_encode(model, "corpusA", TEXTS, progress=False)
+    model.to(torch.bfloat16)
+    assert model_fingerprint(model) != before
+    half, cached = cache.get_or_encode(model, "corpusA", TEXTS, progress=False)
+    assert not cached and not np.array_equal(full, half)
+    assert np.allclose(full, half, atol=0.05)

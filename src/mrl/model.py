@@ -87,6 +87,9 @@ def model_fingerprint(model) -> str:
     else:
         h.update(source.encode())
     h.update(str(model.max_seq_length).encode())
+    dtype = str(next(model.parameters()).dtype)
+    if dtype != "torch.float32":  # a cast model encodes differently; float32 keys stay as they were
+        h.update(dtype.encode())
     return h.hexdigest()[:16]
 
 
