@@ -95,10 +95,20 @@ def load_bench_model(args: argparse.Namespace):
 
 
 def benchmark_vectors(args: argparse.Namespace) -> tuple[object, np.ndarray, np.ndarray, dict]:
-    """(model, n unit vectors, real unit queries, info) for the options of :func:`add_data_args`."""
+    """(model, n unit vectors, real unit queries, info) for the options of :func:`add_data_args`.
+
+    ``info`` says how the vectors were made, for the result files.
+    """
     model = load_bench_model(args)
     real, queries, info = real_embeddings(model, args.data, EmbeddingCache())
-    return model, draw(real, args.n, args.bandwidth, seed=0), queries, info
+    t0 = time.perf_counter()
+    vectors = draw(real, args.n, args.bandwidth, seed=0)
+    info |= {
+        "method": f"KDE over real embeddings, bandwidth {args.bandwidth}",
+        "encoded_in": "bfloat16" if args.bf16 else "float32",
+        "generate_seconds": round(time.perf_counter() - t0, 1),
+    }
+    return model, vectors, queries, info
 
 
 def draw(real: np.ndarray, n: int, bandwidth: float, seed: int) -> np.ndarray:
@@ -164,10 +174,7 @@ def main() -> None:
     ap.add_argument("--workdir", default=None, help="where mrl writes its index (default: a temp folder)")
     args = ap.parse_args()
 
-    model = load_bench_model(args)
-    real, queries, info = real_embeddings(model, Path(args.data), EmbeddingCache())
-    t0 = time.perf_counter()
-    base = draw(real, args.n, args.bandwidth, seed=0)
+    model, base, queries, info = benchmark_vectors(args)
     dim = base.shape[1]
     result = {
         "n": args.n,
@@ -175,12 +182,7 @@ def main() -> None:
         "model": getattr(model, "mrl_source", args.model),
         "queries": len(queries),
         "k": K,
-        "data": {
-            **info,
-            "method": f"KDE over real embeddings, bandwidth {args.bandwidth}",
-            "encoded_in": "bfloat16" if args.bf16 else "float32",
-            "generate_seconds": round(time.perf_counter() - t0, 1),
-        },
+        "data": info,
         "threads": faiss.omp_get_max_threads(),
         "points": [],
         "systems": {},

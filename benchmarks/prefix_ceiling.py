@@ -63,7 +63,7 @@ def main() -> None:
         "n": args.n,
         "model": args.model,
         "queries": len(queries),
-        "data": {**info, "bandwidth": args.bandwidth, "bf16": args.bf16},
+        "data": info,
     }
     name = f"prefix_ceiling-{args.n}{'-' + args.tag if args.tag else ''}.json"
     path = write_json({**result, "rows": rows}, ROOT / "benchmarks" / "results" / name)
