@@ -57,7 +57,7 @@ class Generation:
 
     @classmethod
     def load(cls, folder: Path, m: Manifest) -> Generation:
-        # plain ndarray views of the maps: np.memmap indexing adds 5 to 13 us to every per-query gather
+        # plain ndarray views of the maps: np.memmap's Python-level __getitem__ would run on every per-query gather
         segments = [np.asarray(np.load(folder / s["file"], mmap_mode="r")) for s in m.segments]
         starts = np.cumsum([0] + [s["rows"] for s in m.segments])
         ann = faiss.read_index(str(folder / m.ann_file))
