@@ -34,6 +34,7 @@ from mrl.index.backend import (
     unknown_ids_error,
 )
 from mrl.index.docstore import DocStore
+from mrl.index.hugepages import advise_huge_pages
 from mrl.index.manifest import MAX_RACES, Manifest, collect_garbage, commit, read_current
 from mrl.index.storage import atomic_write, atomic_write_path, writer_lock
 from mrl.index.tuning import exact_top_rows
@@ -54,6 +55,7 @@ class Generation:
     deleted: np.ndarray
     selector: faiss.IDSelector | None
     live_bits: np.ndarray | None
+    huge_page_bytes: int = 0
 
     @classmethod
     def load(cls, folder: Path, m: Manifest) -> Generation:
@@ -61,6 +63,7 @@ class Generation:
         segments = [np.asarray(np.load(folder / s["file"], mmap_mode="r")) for s in m.segments]
         starts = np.cumsum([0] + [s["rows"] for s in m.segments])
         ann = faiss.read_index(str(folder / m.ann_file))
+        huge = advise_huge_pages(ann)
         deleted = np.zeros(m.rows, dtype=bool)
         if m.tombstones_file:
             deleted[np.load(folder / m.tombstones_file)] = True
@@ -69,7 +72,7 @@ class Generation:
             # faiss skips tombstoned rows during graph/list traversal instead of us over-fetching
             live_bits = np.packbits(~deleted, bitorder="little")
             selector = faiss.IDSelectorBitmap(m.rows, faiss.swig_ptr(live_bits))
-        return cls(m, segments, starts, ann, deleted, selector, live_bits)
+        return cls(m, segments, starts, ann, deleted, selector, live_bits, huge)
 
     @classmethod
     def load_current(cls, folder: Path) -> Generation:
@@ -411,6 +414,7 @@ class Index(SearchBackend):
             "disk_bytes": sum(files.values()) + (self.folder / "docs.sqlite").stat().st_size,
             "ann_bytes": ann_bytes,
             "vector_bytes": vector_bytes,
+            "huge_page_bytes": self.gen.huge_page_bytes,
         }
 
     def set_tuned(self, tuned: dict) -> None:
