@@ -210,3 +210,11 @@ def test_index_build_search_add_delete_cli(tmp_path, data_dir):
 def test_search_bad_folder(tmp_path, args, needle):
     proc = mrl(*[a.format(tmp=tmp_path) for a in args])
     assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_index_build_refuses_pq4_on_a_graph_before_encoding(tmp_path, scifact_small):
+    out = tmp_path / "idx"
+    corpus = scifact_small / "corpus.jsonl"
+    proc = mrl("index", "build", "--corpus", str(corpus), "--out", str(out), "--ann", "hnsw", "--quant", "pq4")
+    assert proc.returncode == 2 and "'pq4' needs --ann ivf" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()

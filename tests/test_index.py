@@ -28,7 +28,8 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize(
-    ("ann", "quant", "store"), [("hnsw", "sq8", "float32"), ("ivf", "sq8", "float16"), ("flat", "fp32", "float32")]
+    ("ann", "quant", "store"),
+    [("hnsw", "sq8", "float32"), ("ivf", "sq8", "float16"), ("ivf", "pq4", "float32"), ("flat", "fp32", "float32")],
 )
 def test_two_pass_matches_exact_search_with_full_shortlist(corpus, tmp_path, model, ann, quant, store):
     _, _, docs, vectors = corpus
@@ -65,10 +66,11 @@ def test_text_and_vector_queries_single_and_batch(corpus, tmp_path, model):
     assert index.last_timings.shortlist > 0 and index.last_timings.rerank > 0
 
 
-def test_reopen_add_upsert_delete(corpus, tmp_path, model):
+@pytest.mark.parametrize(("ann", "quant"), [("hnsw", "sq8"), ("ivf", "pq4")])
+def test_reopen_add_upsert_delete(corpus, tmp_path, model, ann, quant):
     _, _, docs, vectors = corpus
     folder = tmp_path / "i"
-    Index.build(folder, vectors[:200], docs[:200], model="default", loaded_model=model)
+    Index.build(folder, vectors[:200], docs[:200], model="default", ann=ann, quant=quant, loaded_model=model)
     index = Index.open(folder, model=model)
     assert index.stats()["documents"] == 200
     index.add(docs[200:], vectors[200:])
@@ -125,6 +127,14 @@ def test_open_errors(tmp_path, corpus, model):
     path.write_text(json.dumps(data))
     with pytest.raises(MrlError, match="newer mrl"):
         Index.open(folder)
+
+
+def test_pq4_first_pass_needs_ivf_and_an_even_prefix(corpus, tmp_path):
+    _, _, docs, vectors = corpus
+    for ann, prefix_dim in (("hnsw", 64), ("ivf", 63)):
+        with pytest.raises(MrlError, match="'pq4' needs --ann ivf and an even prefix dim"):
+            Index.build(tmp_path / "i", vectors, docs, prefix_dim=prefix_dim, ann=ann, quant="pq4")
+        assert not (tmp_path / "i").exists()
 
 
 def test_duplicate_ids_in_corpus_file(tmp_path):
@@ -236,3 +246,43 @@ def test_untuned_hnsw_search_returns_the_whole_shortlist(tmp_path):
     assert (cand >= 0).all()
     exact = np.argsort(-(q @ prefix(vectors, 64).T), axis=1)[:, :1000]
     assert np.mean([len(set(c) & set(e)) / 1000 for c, e in zip(cand, exact, strict=True)]) >= 0.9
+
+
+def huge_kib_at(address: int) -> int:
+    """AnonHugePages (KiB) of the mapping that holds ``address``, from /proc/self/smaps."""
+    inside = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and not head.endswith(":"):
+            lo, hi = (int(x, 16) for x in head.split("-"))
+            inside = lo <= address < hi
+        elif inside and head == "AnonHugePages:":
+            return int(line.split()[1])
+    return 0
+
+
+def thp_mode() -> str:
+    path = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    return path.read_text().split("[")[1].split("]")[0] if path.exists() else "never"
+
+
+@pytest.mark.skipif(thp_mode() == "never", reason="transparent huge pages are off on this machine")
+def test_opened_graph_sits_on_huge_pages_and_searches_the_same(tmp_path):
+    """Loading advises 2 MiB pages for the codes and neighbor lists; the results are unchanged."""
+    import faiss
+
+    from mrl.index.hugepages import large_arrays
+
+    vectors = np.random.default_rng(1).standard_normal((40_000, 256)).astype(np.float32)
+    index = Index.build(tmp_path / "i", vectors, [Document(f"d{i}", "x") for i in range(40_000)], prefix_dim=128)
+    arrays = large_arrays(index.ann)
+    assert len(arrays) == 2 and arrays[0][1] == 40_000 * 128  # the 8-bit codes, then the neighbor lists
+    assert index.stats()["huge_page_bytes"] >= 2 << 20
+    kernel = tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2])
+    if kernel >= (6, 1):  # MADV_COLLAPSE moves the already-filled pages at once
+        # madvise splits the mapping at the first whole 2 MiB page inside each array: look there
+        assert all(huge_kib_at(-(-address // (2 << 20)) * (2 << 20)) >= 2048 for address, _ in arrays)
+    untouched = faiss.deserialize_index(faiss.serialize_index(index.ann))  # a copy on ordinary pages
+    q = prefix(vectors[:50], 128)
+    params = faiss.SearchParametersHNSW(efSearch=64)
+    assert np.array_equal(index.ann.search(q, 20, params=params)[1], untouched.search(q, 20, params=params)[1])

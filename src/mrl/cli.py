@@ -261,7 +261,9 @@ def index_build(
     ),
     prefix_dim: Annotated[int, typer.Option(help="Dims of the first-pass prefix.")] = 64,
     ann: Annotated[str, typer.Option(help="First-pass index: hnsw, ivf or flat.")] = "hnsw",
-    quant: Annotated[str, typer.Option(help="First-pass storage: sq8 (1 byte/dim) or fp32.")] = "sq8",
+    quant: Annotated[
+        str, typer.Option(help="First-pass storage: sq8 (1 byte/dim), fp32, or pq4 (IVF only: 4-bit fast-scan PQ).")
+    ] = "sq8",
     store: Annotated[str, typer.Option(help="Full vectors on disk: float32 or float16.")] = "float32",
     hnsw_m: Annotated[int, typer.Option(help="HNSW graph degree M.")] = 16,
     ef_construction: Annotated[int, typer.Option(help="HNSW efConstruction.")] = 80,
@@ -311,6 +313,10 @@ def index_build(
         raise MrlError("--backend qdrant needs --url (a server) or --qdrant-path (local mode), and --collection")
     if backend == "qdrant-edge" and not qdrant_path:
         raise MrlError("--backend qdrant-edge needs --qdrant-path (the shard folder)")
+    if backend == "embedded":
+        from mrl.index.ann import check_ann
+
+        check_ann(ann, quant, prefix_dim)
     documents = load_documents(corpus, id_field, text_field)
     if backend == "embedded" and out.exists() and any(out.iterdir()) and not overwrite:
         raise MrlError(f"{out}: folder exists and is not empty (use --overwrite)")
