@@ -1,0 +1,241 @@
+"""Which engine for the first pass? mrl's faiss HNSW-SQ8 against the field's other ANN engines, same prefix.
+
+Every engine shortlists k' rows on the same re-normalized prefix; mrl's own exact rerank on the full
+vectors (the memory-mapped segment of one mrl index) turns each shortlist into a top 10, so the
+engines differ only in the first pass. Same data and queries as index_speed.py. Engines:
+
+- faiss-hnsw-sq8: mrl's default, exactly as ``mrl index build --ann hnsw`` makes and opens it
+  (8-bit codes, 2 MiB pages), searched through ``Index.search_keys``;
+- faiss-ivf-pq-fastscan: ``--ann ivf --quant pq4``, IVF with 4-bit PQ codes (2 dims a code) scanned with SIMD;
+- scann: ScaNN's k-means tree with SOAR spilling, anisotropic 4-bit hashing and int8 reordering;
+- usearch-i8: usearch's HNSW on int8 codes (scaled so the largest prefix component maps to 127).
+
+ScaNN and usearch are benchmark-only dependencies: ``pip install -e '.[bench]'``.
+
+    python benchmarks/first_pass.py --n 1000000 --model models/bench/mrl-w --prefix-dim 256
+
+Writes benchmarks/results/first_pass-<n>-p<dim>.json and prints the best single-query QPS of each
+engine at recall@10 >= 0.95 and 0.99, with its ratio to faiss-hnsw-sq8 measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import faiss
+import numpy as np
+from rich.table import Table
+
+from mrl.data import Document
+from mrl.encode import prefix
+from mrl.index import Index
+from mrl.index.ann import build_ann
+from mrl.report import console, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from index_speed import K, add_data_args, benchmark_vectors, best_at, point  # noqa: E402
+
+DEFAULT = "faiss-hnsw-sq8"
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+class IvfPqFastScan:
+    """``--ann ivf --quant pq4``: faiss IVF with 4-bit PQ fast-scan codes, built by mrl's build_ann; knob = nprobe."""
+
+    name = "faiss-ivf-pq-fastscan"
+    grid = tuple((nprobe, kp) for nprobe in (32, 64, 128, 256) for kp in (100, 200))
+
+    def __init__(self, vectors: np.ndarray, tmp: Path):
+        self.params = {}
+        self.index = build_ann("ivf", "pq4", vectors, self.params)
+        self.bytes = int(faiss.serialize_index(self.index).nbytes)
+
+    def shortlist(self, q: np.ndarray, knob: int, kp: int) -> np.ndarray:
+        return self.index.search(q, kp, params=faiss.SearchParametersIVF(nprobe=knob))[1]
+
+
+class Scann:
+    """ScaNN tree + anisotropic hashing + int8 reordering: knob = leaves searched (of about 2 sqrt(n))."""
+
+    name = "scann"
+    grid = tuple((leaves, kp) for leaves in (16, 32, 64, 128) for kp in (100, 200))
+
+    def __init__(self, vectors: np.ndarray, tmp: Path):
+        import scann
+        from scann.scann_ops.py.scann_builder import ReorderType
+
+        leaves = int(2 * np.sqrt(len(vectors)))
+        builder = (
+            scann.scann_ops_pybind.builder(vectors, K, "dot_product")
+            .tree(leaves, 32, training_sample_size=250_000, spherical=True, quantize_centroids=True, soar_lambda=1.0)
+            .score_ah(2, anisotropic_quantization_threshold=0.2)
+            .reorder(200, quantize=ReorderType.INT8)
+        )
+        builder.set_n_training_threads(faiss.omp_get_max_threads())
+        self.searcher = builder.build()
+        self.searcher.serialize(str(tmp))
+        self.bytes = folder_bytes(tmp)
+        self.params = {"leaves": leaves, "soar_lambda": 1.0, "dims_per_block": 2, "avq_threshold": 0.2}
+
+    def shortlist(self, q: np.ndarray, knob: int, kp: int) -> np.ndarray:
+        # AH scores 4 k' candidates, int8 reordering keeps the best k'
+        if len(q) == 1:
+            rows = self.searcher.search(q[0], kp, 4 * kp, knob)[0][None, :]
+        else:
+            rows = self.searcher.search_batched_parallel(q, kp, 4 * kp, knob)[0]
+        return rows.astype(np.int64)
+
+
+class UsearchI8:
+    """usearch HNSW over int8 codes, built like mrl's graph (M 16, efConstruction 200): knob = ef."""
+
+    name = "usearch-i8"
+    grid = tuple((ef, kp) for ef in (128, 192, 256, 384) for kp in (100, 150, 200) if kp <= ef)
+
+    def __init__(self, vectors: np.ndarray, tmp: Path):
+        from usearch.index import Index as UIndex
+        from usearch.index import MetricKind
+
+        # one global scale keeps inner products proportional (usearch's own i8 cast assumes values near 1)
+        self.scale = 127.0 / float(np.quantile(np.abs(vectors[:100_000]), 0.9999))
+        self.index = UIndex(ndim=vectors.shape[1], metric=MetricKind.IP, dtype="i8", connectivity=16, expansion_add=200)
+        self.index.add(np.arange(len(vectors)), self.codes(vectors), threads=faiss.omp_get_max_threads())
+        self.index.save(str(tmp / "usearch.bin"))
+        self.bytes = folder_bytes(tmp)
+        self.params = {"connectivity": 16, "expansion_add": 200, "scale": self.scale}
+
+    def codes(self, x: np.ndarray) -> np.ndarray:
+        return np.clip(np.rint(x * self.scale), -127, 127).astype(np.int8)
+
+    def shortlist(self, q: np.ndarray, knob: int, kp: int) -> np.ndarray:
+        self.index.expansion_search = knob
+        found = self.index.search(self.codes(q), kp, threads=1 if len(q) == 1 else faiss.omp_get_max_threads())
+        if len(q) == 1:  # usearch answers one query with Matches (only the hits found), a batch with BatchMatches
+            return np.pad(np.asarray(found.keys, dtype=np.int64), (0, kp - len(found.keys)), constant_values=-1)[None]
+        keys = np.asarray(found.keys, dtype=np.int64)
+        return np.where(np.arange(keys.shape[1]) < np.asarray(found.counts)[:, None], keys, -1)
+
+
+ENGINES = {e.name: e for e in (IvfPqFastScan, Scann, UsearchI8)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_args(ap, 1_000_000)
+    ap.add_argument("--prefix-dim", type=int, default=256)
+    ap.add_argument("--engines", default=",".join(ENGINES), help=f"besides {DEFAULT}: any of {', '.join(ENGINES)}")
+    ap.add_argument("--single", type=int, default=300, help="queries timed one at a time per point")
+    args = ap.parse_args()
+
+    _, base, queries, info = benchmark_vectors(args)
+    p = args.prefix_dim
+    flat = faiss.IndexFlatIP(base.shape[1])
+    flat.add(base)
+    truth = flat.search(queries, K)[1]
+    del flat
+    result = {"n": args.n, "dim": base.shape[1], "prefix_dim": p, "k": K, "data": info, "points": [], "systems": {}}
+    c = console()
+
+    unit_prefix = np.ascontiguousarray(prefix(base, p))
+    work = Path(tempfile.mkdtemp(prefix="mrl-first-pass-"))
+    t0 = time.perf_counter()
+    docs = [Document(str(i), "") for i in range(args.n)]
+    index = Index.build(work / "mrl", base, docs, prefix_dim=p, ann="hnsw", ann_params={"M": 16, "efConstruction": 200})
+    st = index.stats()
+    result["systems"][DEFAULT] = {"ram_bytes": st["ram_bytes"], "build_s": time.perf_counter() - t0, **st["ann_params"]}
+    for ef in (128, 192, 256, 384):
+        for kp in (100, 150, 200):
+            if kp <= ef:
+                search = lambda q, ef=ef, kp=kp: index.search_keys(q, K, shortlist=kp, ann_search=ef)[0]  # noqa: E731
+                result["points"].append(
+                    point(DEFAULT, {"knob": ef, "shortlist": kp}, truth, search, queries, args.single)
+                )
+                c.print(result["points"][-1])
+    del base
+    gc.collect()
+
+    for name in [e for e in args.engines.split(",") if e]:
+        tmp = work / name
+        tmp.mkdir()
+        t0 = time.perf_counter()
+        engine = ENGINES[name](unit_prefix, tmp)
+        result["systems"][name] = {"ram_bytes": engine.bytes, "build_s": time.perf_counter() - t0, **engine.params}
+        c.print(f"{name} built in {result['systems'][name]['build_s']:.0f} s")
+        for knob, kp in engine.grid:
+
+            def search(q, knob=knob, kp=kp, engine=engine):
+                cand = engine.shortlist(prefix(q, p), knob, kp)
+                # the rerank of Index.search_keys, on this engine's shortlist
+                return Index._rerank(index.gen, q, cand, K, [])[0]
+
+            result["points"].append(point(name, {"knob": knob, "shortlist": kp}, truth, search, queries, args.single))
+            c.print(result["points"][-1])
+        del engine
+        gc.collect()
+        shutil.rmtree(tmp, ignore_errors=True)
+    index.close()
+    shutil.rmtree(work, ignore_errors=True)
+
+    result["summary"] = summarize(result)
+    out = ROOT / "benchmarks" / "results" / f"first_pass-{args.n}-p{p}.json"
+    write_json(result, out)
+    print_summary(result)
+
+
+def summarize(result: dict) -> dict:
+    """Per recall target and engine: its fastest point and its single-query QPS over faiss-hnsw-sq8's."""
+    out = {}
+    for target in (0.95, 0.99):
+        ref = best_at(result["points"], target, DEFAULT.__eq__)
+        entry = {}
+        for name in result["systems"]:
+            best = best_at(result["points"], target, name.__eq__)
+            entry[name] = best and {
+                **best,
+                "qps_single_ratio_vs_default": ref and best["qps_single"] / ref["qps_single"],
+            }
+        out[str(target)] = entry
+    return out
+
+
+def print_summary(result: dict) -> None:
+    table = Table(title=f"first pass on the {result['prefix_dim']}-dim prefix of {result['n']:,} x {result['dim']}")
+    for col in ("target", "engine", "knob", "k'", "recall@10", "QPS single", "QPS batch", f"x {DEFAULT}", "MiB"):
+        table.add_column(col, justify="right")
+    for target, entry in result["summary"].items():
+        for name, best in entry.items():
+            mib = f"{result['systems'][name]['ram_bytes'] / 2**20:.0f}"
+            if not best:
+                table.add_row(target, name, "not reached", *["-"] * 5, mib)
+                continue
+            ratio = best.get("qps_single_ratio_vs_default")
+            table.add_row(
+                target,
+                name,
+                str(best["knob"]),
+                str(best["shortlist"]),
+                f"{best['recall@10']:.4f}",
+                f"{best['qps_single']:.0f}",
+                f"{best['qps_batch']:.0f}",
+                f"{ratio:.2f}" if ratio else "-",
+                mib,
+            )
+    console().print(table)
+
+
+if __name__ == "__main__":
+    main()
