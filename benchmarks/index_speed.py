@@ -225,7 +225,7 @@ def main() -> None:
     # the same graph again on 2 MiB pages, as mrl's own first pass gets them: the peer at its best, not just as shipped
     for name in PEERS.values():
         if name != "faiss-hnsw-full":
-            huge = advise_huge_pages(hnsw)
+            huge = advise_huge_pages(hnsw).bytes
             result["systems"][name] = {**result["systems"]["faiss-hnsw-full"], "huge_page_bytes": huge}
         for ef in efs:
             params = faiss.SearchParametersHNSW(efSearch=ef)

@@ -34,7 +34,7 @@ from mrl.index.backend import (
     unknown_ids_error,
 )
 from mrl.index.docstore import DocStore
-from mrl.index.hugepages import advise_huge_pages
+from mrl.index.hugepages import HugePageAdvice, advise_huge_pages
 from mrl.index.manifest import MAX_RACES, Manifest, collect_garbage, commit, read_current
 from mrl.index.storage import atomic_write, atomic_write_path, writer_lock
 from mrl.index.tuning import exact_top_rows
@@ -55,7 +55,7 @@ class Generation:
     deleted: np.ndarray
     selector: faiss.IDSelector | None
     live_bits: np.ndarray | None
-    huge_page_bytes: int = 0
+    huge_pages: HugePageAdvice
 
     @classmethod
     def load(cls, folder: Path, m: Manifest) -> Generation:
@@ -63,7 +63,7 @@ class Generation:
         segments = [np.asarray(np.load(folder / s["file"], mmap_mode="r")) for s in m.segments]
         starts = np.cumsum([0] + [s["rows"] for s in m.segments])
         ann = faiss.read_index(str(folder / m.ann_file))
-        huge = advise_huge_pages(ann)
+        huge = advise_huge_pages(ann, background=True)  # searches need not wait for the pages to move
         deleted = np.zeros(m.rows, dtype=bool)
         if m.tombstones_file:
             deleted[np.load(folder / m.tombstones_file)] = True
@@ -414,7 +414,7 @@ class Index(SearchBackend):
             "disk_bytes": sum(files.values()) + (self.folder / "docs.sqlite").stat().st_size,
             "ann_bytes": ann_bytes,
             "vector_bytes": vector_bytes,
-            "huge_page_bytes": self.gen.huge_page_bytes,
+            "huge_page_bytes": self.gen.huge_pages.bytes,
         }
 
     def set_tuned(self, tuned: dict) -> None:

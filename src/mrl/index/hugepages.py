@@ -13,7 +13,9 @@ Example::
     from mrl.index.hugepages import advise_huge_pages
 
     index = faiss.read_index("idx/scifact/ann-1.faiss")
-    advise_huge_pages(index)  # bytes now eligible for 2 MiB pages; 0 where the OS has no such thing
+    advice = advise_huge_pages(index, background=True)  # returns at once; the move runs in a thread
+    advice.bytes  # eligible for 2 MiB pages; 0 where the OS has no such thing
+    advice.wait()  # only if you must know the move is done
 
 References: Linux ``madvise(2)``: ``MADV_HUGEPAGE`` and ``MADV_COLLAPSE`` (Linux 6.1+, which
 collapses the already-populated pages at once instead of waiting for ``khugepaged``).
@@ -24,6 +26,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+import threading
+from dataclasses import dataclass
 
 import faiss
 
@@ -56,25 +60,46 @@ def large_arrays(index: faiss.Index) -> list[tuple[int, int]]:
     return [(address, size) for address, size in arrays if address and size]
 
 
-def advise_huge_pages(index: faiss.Index) -> int:
-    """Ask for 2 MiB pages under ``index``'s large arrays; returns the bytes the kernel accepted.
+@dataclass
+class HugePageAdvice:
+    """What :func:`advise_huge_pages` asked for: the bytes the kernel accepted and the thread moving them, if any."""
 
-    Only whole 2 MiB pages inside each array qualify (the ragged ends keep 4 KiB pages). Where
-    transparent huge pages are off or the platform lacks them this returns 0 and changes nothing:
-    it is a speed hint, not a requirement.
+    bytes: int = 0
+    collapsing: threading.Thread | None = None
+
+    def wait(self) -> None:
+        """Block until the pages have moved (at once when the move ran in the caller's thread)."""
+        if self.collapsing is not None:
+            self.collapsing.join()
+
+
+def advise_huge_pages(index: faiss.Index, background: bool = False) -> HugePageAdvice:
+    """Ask for 2 MiB pages under ``index``'s large arrays.
+
+    Only whole 2 MiB pages inside each array qualify (the ragged ends keep 4 KiB pages). Moving the
+    already-filled pages copies them, about as long as reading the index from disk, so
+    ``background=True`` does it in a daemon thread (ctypes releases the GIL) and searches run meanwhile
+    on the old pages: the contents never change, only their backing. Where transparent huge pages are
+    off or the platform lacks them this accepts 0 bytes and changes nothing: it is a speed hint.
     """
     if LIBC is None:
-        return 0
-    accepted = 0
+        return HugePageAdvice()
+    spans = []
     for address, size in large_arrays(index):
         start = -(-address // HUGE_PAGE) * HUGE_PAGE
         end = (address + size) // HUGE_PAGE * HUGE_PAGE
-        if end <= start:
-            continue
-        span = ctypes.c_size_t(end - start)
-        if LIBC.madvise(ctypes.c_void_p(start), span, MADV_HUGEPAGE) != 0:
-            continue
+        if end > start and LIBC.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), MADV_HUGEPAGE) == 0:
+            spans.append((start, end - start))
+
+    def collapse() -> None:
         # MADV_COLLAPSE fails on kernels before 6.1; MADV_HUGEPAGE alone still lets khugepaged do it later
-        LIBC.madvise(ctypes.c_void_p(start), span, MADV_COLLAPSE)
-        accepted += end - start
-    return accepted
+        for start, length in spans:
+            LIBC.madvise(ctypes.c_void_p(start), ctypes.c_size_t(length), MADV_COLLAPSE)
+
+    advice = HugePageAdvice(sum(length for _, length in spans))
+    if background and spans:
+        advice.collapsing = threading.Thread(target=collapse, name="mrl-huge-pages", daemon=True)
+        advice.collapsing.start()
+    else:
+        collapse()
+    return advice
