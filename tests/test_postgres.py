@@ -51,6 +51,23 @@ def test_same_results_as_embedded_index(pg_index, postgres_dsn, corpus, model, t
     same.close()
 
 
+def test_concurrent_searches_share_a_pool_and_see_committed_writes(pg_index, corpus):
+    """A server's threads search side by side on pooled connections; each answer equals the one-at-a-time one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, _, docs, vectors = corpus
+    queries = prefix(vectors[:40], vectors.shape[1])
+    alone = [pg_index.search_keys(q[None, :], 10, shortlist=100)[0][0] for q in queries]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda q: pg_index.search_keys(q[None, :], 10, shortlist=100)[0][0], queries))
+    assert together == alone
+    assert 1 <= pg_index.pool.get_stats()["pool_size"] <= 4  # $MRL_PG_POOL's default caps it
+    # a write on the writer connection is visible to the next pooled read at once
+    pg_index.upsert([Document("fresh", "new text")], vectors[7:8])
+    assert "fresh" in pg_index.search_keys(queries[7:8], 2, shortlist=len(docs))[0][0]
+    assert pg_index.get(["fresh"])["fresh"].text == "new text"
+
+
 def test_prefix_hnsw_index_is_used_by_the_two_pass_statement(postgres_dsn):
     """At a size where it matters (20k rows) the planner answers the shortlist from the prefix HNSW index.
 

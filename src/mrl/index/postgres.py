@@ -19,6 +19,7 @@ the same DSN.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from urllib.parse import urlsplit, urlunsplit
@@ -123,10 +124,37 @@ class PostgresIndex(DatabaseBackend):
 
     def __init__(self, conn, dsn: str, table: str, settings: dict, model=None):
         super().__init__(f"{redact(dsn)}/{table}", settings, model)
-        self.conn = conn
+        self.conn = conn  # writes, settings and build: one connection behind self.lock
         self.dsn = dsn
         self.table = table
         self.vtype = "halfvec" if settings["store"] == "float16" else "vector"
+        self._pool = None
+
+    @property
+    def pool(self):
+        """Connections for reads (search, get), opened on first use: a server's threads query side by side.
+
+        Writes stay on :attr:`conn` under the lock (a server serializes them anyway); each read takes a
+        pooled connection for one transaction, so it sees one snapshot. ``$MRL_PG_POOL`` sets the size
+        (default 4; PostgreSQL runs one statement per connection at a time).
+        """
+        if self._pool is None:
+            with self.lock:
+                if self._pool is None:
+                    from pgvector.psycopg import register_vector
+                    from psycopg_pool import ConnectionPool
+
+                    self._pool = ConnectionPool(
+                        self.dsn,
+                        min_size=1,
+                        max_size=int(os.environ.get("MRL_PG_POOL", "4")),
+                        kwargs={"autocommit": True, "connect_timeout": 10},
+                        configure=register_vector,
+                        name=f"mrl-{self.table}",
+                        timeout=10,
+                        open=True,
+                    )
+        return self._pool
 
     # ---- opening and building -------------------------------------------------------------
     @classmethod
@@ -258,11 +286,11 @@ class PostgresIndex(DatabaseBackend):
         )
         return sql, stages
 
-    def _search_settings(self, kprime: int, ann_search: int | None) -> None:
+    def _search_settings(self, conn, kprime: int, ann_search: int | None) -> None:
         """Per-transaction HNSW settings: efSearch covers k' (iterative scan past pgvector's cap of 1000)."""
         ef = min(max(ann_search or (self.tuned or {}).get("ann_search") or 40, kprime), MAX_EF_SEARCH)
         iterative = "relaxed_order" if kprime > ef else "off"
-        self.conn.execute(  # one round trip for all three
+        conn.execute(  # one round trip for all three
             "SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', %s, true), "
             "set_config('hnsw.max_scan_tuples', %s, true)",
             (str(ef), iterative, str(max(20_000, 4 * kprime))),
@@ -280,9 +308,9 @@ class PostgresIndex(DatabaseBackend):
         q = np.zeros(self.full_dim, dtype=np.float32)
         q[0] = 1
         params = {"q": q, "q_prefix": q[: self.prefix_dim], "kprime": shortlist, "k": k}
-        with self.lock, self.conn.transaction():
-            self._search_settings(shortlist, None)
-            rows = self.conn.execute("EXPLAIN " + sql, params).fetchall()
+        with self.pool.connection() as conn, conn.transaction():
+            self._search_settings(conn, shortlist, None)
+            rows = conn.execute("EXPLAIN " + sql, params).fetchall()
         return "\n".join(r[0] for r in rows)
 
     def search_keys(self, unit_queries, k, shortlist=None, ann_search=None, funnel=None, timings=None):
@@ -298,11 +326,11 @@ class PostgresIndex(DatabaseBackend):
         keys: list[list[str]] = []
         scores: list[list[float]] = []
         t0 = time.perf_counter()
-        with self.lock, self.conn.transaction():
-            self._search_settings(kprime, ann_search)
+        with self.pool.connection() as conn, conn.transaction():
+            self._search_settings(conn, kprime, ann_search)
             for i, q in enumerate(unit_queries):
                 params = {"q": q, "kprime": kprime, "k": k} | {name: view[i] for name, view in views.items()}
-                rows = self.conn.execute(sql, params).fetchall()
+                rows = conn.execute(sql, params).fetchall()
                 keys.append([r[0] for r in rows])
                 scores.append([float(r[1]) for r in rows])
         timings.shortlist = time.perf_counter() - t0  # both passes run inside the database
@@ -312,8 +340,8 @@ class PostgresIndex(DatabaseBackend):
     def exact_keys(self, unit_queries: np.ndarray, k: int) -> list[list[str]]:
         """Exact full-dim search: ordering by the full distance has no index, so PostgreSQL scans every row."""
         sql = f"SELECT id FROM {self.table} ORDER BY embedding <#> %s::{self.vtype}({self.full_dim}) LIMIT %s"
-        with self.lock:
-            return [[r[0] for r in self.conn.execute(sql, (q, k)).fetchall()] for q in unit_queries]
+        with self.pool.connection() as conn:
+            return [[r[0] for r in conn.execute(sql, (q, k)).fetchall()] for q in unit_queries]
 
     def sample_vectors(self, n: int, seed: int) -> np.ndarray:
         sql = f"SELECT embedding::vector FROM {self.table} ORDER BY md5(id || %s) LIMIT %s"
@@ -333,10 +361,9 @@ class PostgresIndex(DatabaseBackend):
         self.conn.execute(f"UPDATE {META_TABLE} SET settings = %s WHERE name = %s", (Jsonb(settings), self.table))
 
     def get(self, ids: list[str]) -> dict[str, Document]:
-        with self.lock:
-            rows = self.conn.execute(
-                f"SELECT id, text, metadata FROM {self.table} WHERE id = ANY(%s)", (list(ids),)
-            ).fetchall()
+        with self.pool.connection() as conn:
+            sql = f"SELECT id, text, metadata FROM {self.table} WHERE id = ANY(%s)"
+            rows = conn.execute(sql, (list(ids),)).fetchall()
         return {r[0]: Document(r[0], r[1], r[2]) for r in rows}
 
     def add(self, documents: list[Document], vectors: np.ndarray | None = None) -> int:
@@ -388,6 +415,8 @@ class PostgresIndex(DatabaseBackend):
         }
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
         self.conn.close()
 
 
