@@ -62,6 +62,10 @@ def test_concurrent_searches_share_a_pool_and_see_committed_writes(pg_index, cor
         together = list(pool.map(lambda q: pg_index.search_keys(q[None, :], 10, shortlist=100)[0][0], queries))
     assert together == alone
     assert 1 <= pg_index.pool.get_stats()["pool_size"] <= 4  # $MRL_PG_POOL's default caps it
+    # reads never queue behind the writer's lock (a server asks for the count on every search)
+    with ThreadPoolExecutor(1) as other, pg_index.lock:  # the lock is let go first if a read hangs
+        assert other.submit(lambda: pg_index.count).result(timeout=60) == len(docs)
+        assert other.submit(lambda: pg_index.stats()["documents"]).result(timeout=60) == len(docs)
     # a write on the writer connection is visible to the next pooled read at once
     pg_index.upsert([Document("fresh", "new text")], vectors[7:8])
     assert "fresh" in pg_index.search_keys(queries[7:8], 2, shortlist=len(docs))[0][0]

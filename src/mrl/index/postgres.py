@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from urllib.parse import urlsplit, urlunsplit
 
@@ -129,17 +130,19 @@ class PostgresIndex(DatabaseBackend):
         self.table = table
         self.vtype = "halfvec" if settings["store"] == "float16" else "vector"
         self._pool = None
+        self._pool_lock = threading.Lock()  # not self.lock: a long write must not hold up the first read
 
     @property
     def pool(self):
         """Connections for reads (search, get), opened on first use: a server's threads query side by side.
 
-        Writes stay on :attr:`conn` under the lock (a server serializes them anyway); each read takes a
-        pooled connection for one transaction, so it sees one snapshot. ``$MRL_PG_POOL`` sets the size
+        Writes stay on :attr:`conn` under the lock (a server serializes them anyway); each read, counts and
+        stats included, takes a pooled connection for one transaction, so it sees one snapshot and never
+        waits behind a write. ``$MRL_PG_POOL`` sets the size
         (default 4; PostgreSQL runs one statement per connection at a time).
         """
         if self._pool is None:
-            with self.lock:
+            with self._pool_lock:
                 if self._pool is None:
                     from pgvector.psycopg import register_vector
                     from psycopg_pool import ConnectionPool
@@ -299,8 +302,8 @@ class PostgresIndex(DatabaseBackend):
     # ---- the backend interface -------------------------------------------------------------
     @property
     def count(self) -> int:
-        with self.lock:
-            return self.conn.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0]
+        with self.pool.connection() as conn:
+            return conn.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0]
 
     def explain(self, k: int = 10, shortlist: int = 100) -> str:
         """The plan of a two-pass search (tests check that the prefix index is used)."""
@@ -345,8 +348,8 @@ class PostgresIndex(DatabaseBackend):
 
     def sample_vectors(self, n: int, seed: int) -> np.ndarray:
         sql = f"SELECT embedding::vector FROM {self.table} ORDER BY md5(id || %s) LIMIT %s"
-        with self.lock:
-            rows = self.conn.execute(sql, (str(seed), n)).fetchall()
+        with self.pool.connection() as conn:
+            rows = conn.execute(sql, (str(seed), n)).fetchall()
         return np.asarray([r[0].to_numpy() if hasattr(r[0], "to_numpy") else r[0] for r in rows], dtype=np.float32)
 
     def ann_search_grid(self) -> list[int | None]:
@@ -402,8 +405,8 @@ class PostgresIndex(DatabaseBackend):
         return len(ids)
 
     def stats(self) -> dict:
-        with self.lock:
-            live, table_bytes, index_bytes = self.conn.execute(
+        with self.pool.connection() as conn:
+            live, table_bytes, index_bytes = conn.execute(
                 "SELECT count(*), pg_total_relation_size(%s::regclass), pg_relation_size(%s::regclass) "
                 f"FROM {self.table}",
                 (self.table, f"{self.table}_prefix"),
