@@ -229,7 +229,7 @@ def main() -> None:
             result["systems"][name] = {**result["systems"]["faiss-hnsw-full"], "huge_page_bytes": huge}
         for ef in efs:
             params = faiss.SearchParametersHNSW(efSearch=ef)
-            search = partial(lambda q, p, h: h.search(q, K, params=p)[1], p=params, h=hnsw)
+            search = lambda q, p=params, h=hnsw: h.search(q, K, params=p)[1]  # noqa: E731
             result["points"].append(point(name, {"efSearch": ef}, truth, search, queries, args.single))
             c.print(result["points"][-1])
     del hnsw
