@@ -176,6 +176,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer operating points")
     ap.add_argument("--mrl-hnsw-m", type=int, default=16, help="M of mrl's prefix HNSW")
     ap.add_argument("--mrl-ef-construction", type=int, default=80, help="efConstruction of mrl's prefix HNSW")
+    ap.add_argument("--mrl-anns", default="hnsw,ivf", help="mrl first-pass kinds to measure")
+    ap.add_argument(
+        "--no-rotate", action="store_true", help="build mrl's indexes on the raw prefix (Index.build(rotate=False))"
+    )
     ap.add_argument("--tag", default="", help="suffix of the result files, e.g. p256 for a --prefix-dims 256 run")
     ap.add_argument("--workdir", default=None, help="where mrl writes its index (default: a temp folder)")
     args = ap.parse_args()
@@ -264,20 +268,24 @@ def main() -> None:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="mrl-bench-"))
     docs = [Document(str(i), "") for i in range(args.n)]
     shortlists = [20, 50, 100, 200] if args.quick else [20, 30, 50, 80, 100, 150, 200, 300, 500]
+    firsts = {
+        "hnsw": (
+            {"M": args.mrl_hnsw_m, "efConstruction": args.mrl_ef_construction},
+            [32, 64, 128, 256] if args.quick else [32, 64, 96, 128, 192, 256, 384, 512],
+        ),
+        "ivf": ({}, [8, 16, 32, 64] if args.quick else [8, 16, 32, 64, 128]),
+    }
+    result["rotated"] = not args.no_rotate
     for pdim in [int(x) for x in args.prefix_dims.split(",")]:
-        for ann, params, grid in (
-            (
-                "hnsw",
-                {"M": args.mrl_hnsw_m, "efConstruction": args.mrl_ef_construction},
-                [32, 64, 128, 256] if args.quick else [32, 64, 128, 192, 256, 512],
-            ),
-            ("ivf", {}, [8, 16, 32, 64] if args.quick else [8, 16, 32, 64, 128]),
-        ):
-            name = f"mrl-{ann}-p{pdim}"
+        for ann in args.mrl_anns.split(","):
+            params, grid = firsts[ann]
+            name = f"mrl-{ann}-p{pdim}{'-raw' if args.no_rotate else ''}"
             folder = workdir / name
             shutil.rmtree(folder, ignore_errors=True)
             t0 = time.perf_counter()
-            idx = Index.build(folder, base, docs, model=None, prefix_dim=pdim, ann=ann, ann_params=dict(params))
+            idx = Index.build(
+                folder, base, docs, prefix_dim=pdim, ann=ann, ann_params=dict(params), rotate=not args.no_rotate
+            )
             build = time.perf_counter() - t0
             st = idx.stats()
             result["systems"][name] = {

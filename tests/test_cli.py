@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from mrl.index import Index
+
 
 def mrl(*args: str, cache: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "MRL_CACHE_DIR": str(cache)} if cache else dict(os.environ)
@@ -218,3 +220,20 @@ def test_index_build_refuses_pq4_on_a_graph_before_encoding(tmp_path, scifact_sm
     proc = mrl("index", "build", "--corpus", str(corpus), "--out", str(out), "--ann", "hnsw", "--quant", "pq4")
     assert proc.returncode == 2 and "'pq4' needs --ann ivf" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def test_index_build_rotates_by_default_and_no_rotate_opts_out(tmp_path, scifact_small):
+    corpus = scifact_small / "corpus.jsonl"
+    for flag, rotated in (([], True), (["--no-rotate"], False)):
+        out = tmp_path / f"idx{len(flag)}"
+        proc = mrl("index", "build", "--corpus", str(corpus), "--out", str(out), "--prefix-dim", "32", *flag)
+        assert proc.returncode == 0, proc.stderr
+        assert Index.open(out).stats()["rotated"] is rotated
+
+
+def test_rotation_is_refused_on_a_database_backend_before_encoding(tmp_path, scifact_small):
+    corpus = scifact_small / "corpus.jsonl"
+    proc = mrl("index", "build", "--corpus", str(corpus), "--backend", "qdrant", "--qdrant-path", str(tmp_path / "q"),
+               "--collection", "docs", "--rotate")  # fmt: skip
+    assert proc.returncode == 2 and "--rotate" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "q").exists()

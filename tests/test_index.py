@@ -240,7 +240,8 @@ def test_untuned_hnsw_search_returns_the_whole_shortlist(tmp_path):
     from mrl.index.ann import search_params
 
     vectors = np.random.default_rng(0).standard_normal((5000, 128)).astype(np.float32)
-    index = Index.build(tmp_path / "i", vectors, [Document(f"d{i}", "x") for i in range(5000)], prefix_dim=64)
+    docs = [Document(f"d{i}", "x") for i in range(5000)]
+    index = Index.build(tmp_path / "i", vectors, docs, prefix_dim=64, rotate=False)  # the ANN sees the raw prefix
     q = prefix(vectors[:20], 64)
     _, cand = index.ann.search(q, 1000, params=search_params(index.ann, None, None, 1000))
     assert (cand >= 0).all()

@@ -288,6 +288,14 @@ def index_build(
         Path | None, typer.Option(help="qdrant: local-mode storage folder (no server); qdrant-edge: the shard folder.")
     ] = None,
     collection: Annotated[str | None, typer.Option(help="qdrant: collection to create.")] = None,
+    rotate: Annotated[
+        bool | None,
+        typer.Option(
+            "--rotate/--no-rotate",
+            help="Store vectors in a learned basis whose first dims hold the most energy, so the prefix ranks like "
+            "the full vector (scores unchanged). Default: on for the embedded backend; not available on databases.",
+        ),
+    ] = None,
     shards: Annotated[int, typer.Option(help="qdrant: shard number (a cluster spreads shards over nodes).")] = 1,
     replicas: Annotated[int, typer.Option(help="qdrant: replication factor.")] = 1,
 ) -> None:
@@ -317,6 +325,8 @@ def index_build(
         from mrl.index.ann import check_ann
 
         check_ann(ann, quant, prefix_dim)
+    elif rotate:
+        raise MrlError(f"--rotate is available on the embedded backend only, not on {backend}")
     documents = load_documents(corpus, id_field, text_field)
     if backend == "embedded" and out.exists() and any(out.iterdir()) and not overwrite:
         raise MrlError(f"{out}: folder exists and is not empty (use --overwrite)")
@@ -344,7 +354,7 @@ def index_build(
         params = {"M": hnsw_m, "efConstruction": ef_construction} if ann == "hnsw" else {"nlist": nlist}
         index = Index.build(
             out, vectors, documents, model=recorded, prefix_dim=prefix_dim, ann=ann, quant=quant, store=store,
-            ann_params=params, overwrite=overwrite, loaded_model=loaded,
+            ann_params=params, overwrite=overwrite, loaded_model=loaded, rotate=rotate is not False,
         )  # fmt: skip
     err.print(f"built {index.location}: {index.count} documents")
     if target_recall is not None:

@@ -7,6 +7,7 @@ Layout of an index folder (every file but ``CURRENT`` and ``docs.sqlite`` is imm
     vectors-<gen>.npy            a segment of unit full vectors (float32 or float16), memory-mapped
     ann-<gen>.faiss              the faiss index over the re-normalized prefix (ids = row numbers)
     deleted-<gen>.npy            rows tombstoned by delete/upsert
+    rotation-<gen>.npy           the d x d rotation the vectors are stored in (mrl.index.rotation), if any
     docs.sqlite                  row -> id, text, metadata
 """
 
@@ -35,7 +36,8 @@ from mrl.index.backend import (
 )
 from mrl.index.docstore import DocStore
 from mrl.index.hugepages import HugePageAdvice, advise_huge_pages
-from mrl.index.manifest import MAX_RACES, Manifest, collect_garbage, commit, read_current
+from mrl.index.manifest import FORMAT_VERSION, MAX_RACES, Manifest, collect_garbage, commit, read_current
+from mrl.index.rotation import fit_rotation, rotate_rows
 from mrl.index.storage import atomic_write, atomic_write_path, writer_lock
 from mrl.index.tuning import exact_top_rows
 
@@ -56,6 +58,7 @@ class Generation:
     selector: faiss.IDSelector | None
     live_bits: np.ndarray | None
     huge_pages: HugePageAdvice
+    rotation: np.ndarray | None
 
     @classmethod
     def load(cls, folder: Path, m: Manifest) -> Generation:
@@ -72,7 +75,8 @@ class Generation:
             # faiss skips tombstoned rows during graph/list traversal instead of us over-fetching
             live_bits = np.packbits(~deleted, bitorder="little")
             selector = faiss.IDSelectorBitmap(m.rows, faiss.swig_ptr(live_bits))
-        return cls(m, segments, starts, ann, deleted, selector, live_bits, huge)
+        rotation = np.load(folder / m.rotation_file) if m.rotation_file else None
+        return cls(m, segments, starts, ann, deleted, selector, live_bits, huge, rotation)
 
     @classmethod
     def load_current(cls, folder: Path) -> Generation:
@@ -91,8 +95,16 @@ class Generation:
                     raise
         raise MrlError(f"{folder}: the index changed {MAX_RACES} times while opening it; try again")
 
+    def rotate(self, unit: np.ndarray) -> np.ndarray:
+        """Queries or new documents, in the basis the vectors are stored in (unchanged if not rotated)."""
+        return unit if self.rotation is None else rotate_rows(unit, self.rotation)
+
+    def unrotate(self, stored: np.ndarray) -> np.ndarray:
+        """Stored vectors back in the model's own basis."""
+        return stored if self.rotation is None else stored @ self.rotation
+
     def vectors(self, rows: np.ndarray) -> np.ndarray:
-        """Full unit vectors of the given rows as float32, gathered from the memory-mapped segments."""
+        """Stored full unit vectors of the given rows as float32, gathered from the memory-mapped segments."""
         if len(self.segments) == 1:
             order = np.argsort(rows)  # sorted reads are friendlier to the page cache
             out = np.empty((len(rows), self.manifest.full_dim), dtype=np.float32)
@@ -112,7 +124,7 @@ class Index(SearchBackend):
     Example::
 
         from mrl.index import Index
-        index = Index.build("idx/demo", vectors, ids, texts=texts, model="all-MiniLM-L6-v2", prefix_dim=64)
+        index = Index.build("idx/demo", vectors, documents, model="all-MiniLM-L6-v2", prefix_dim=64)
         hits = index.search("does vitamin D prevent fractures", k=10)
     """
 
@@ -165,8 +177,14 @@ class Index(SearchBackend):
         ann_params: dict | None = None,
         overwrite: bool = False,
         loaded_model=None,
+        rotate: bool = True,
     ) -> Index:
-        """Create a new index from full-width vectors (any scale; they are normalized here)."""
+        """Create a new index from full-width vectors (any scale; they are normalized here).
+
+        ``rotate`` stores the vectors in a learned basis whose first dims hold the most energy
+        (:mod:`mrl.index.rotation`): every full-vector score is unchanged, the prefix ranks far more like
+        the full vector, so the same recall needs a shorter prefix or shortlist.
+        """
         folder = Path(folder)
         if folder.exists() and any(folder.iterdir()):
             if not overwrite:
@@ -175,6 +193,9 @@ class Index(SearchBackend):
                 raise MrlError(f"{folder}: refusing to overwrite a folder that is not an mrl index")
         unit = prepare_build(vectors, documents, prefix_dim, store)
         full_dim = unit.shape[1]
+        rotation = fit_rotation(unit) if rotate else None
+        if rotation is not None:
+            unit = rotate_rows(unit, rotation, out=unit)  # prepare_build returned a fresh array
         params = {**DEFAULT_PARAMS.get(ann, {}), **(ann_params or {})}
         index = build_ann(ann, quant, prefix(unit, prefix_dim), params)
         folder.mkdir(parents=True, exist_ok=True)
@@ -199,6 +220,10 @@ class Index(SearchBackend):
             )
             segment = _write_segment(folder, gen, unit, store)
             manifest.segments = [{"file": segment, "rows": len(unit)}]
+            if rotation is not None:
+                manifest.rotation_file = f"rotation-{gen:08d}.npy"
+                manifest.format_version = FORMAT_VERSION
+                atomic_write(folder / manifest.rotation_file, lambda h: np.save(h, rotation))
             manifest.ann_file = _write_ann(folder, gen, index)
             docs = DocStore(folder / "docs.sqlite")
             docs.append(0, documents)
@@ -246,11 +271,12 @@ class Index(SearchBackend):
     def exact_keys(self, unit_queries: np.ndarray, k: int) -> np.ndarray:
         """Exact full-dim top-k rows over live rows (streams the memory-mapped vectors in chunks)."""
         g = self.gen
-        return exact_top_rows(unit_queries, g.manifest.rows, g.vectors, k, excluded=g.deleted)
+        return exact_top_rows(g.rotate(unit_queries), g.manifest.rows, g.vectors, k, excluded=g.deleted)
 
     def sample_vectors(self, n: int, seed: int) -> np.ndarray:
-        live = np.flatnonzero(~self.deleted)
-        return self.vectors(np.random.default_rng(seed).choice(live, size=min(n, len(live)), replace=False))
+        g = self.gen
+        live = np.flatnonzero(~g.deleted)
+        return g.unrotate(g.vectors(np.random.default_rng(seed).choice(live, size=min(n, len(live)), replace=False)))
 
     def ann_search_grid(self) -> list[int | None]:
         return ann_search_grid(self.ann)
@@ -273,6 +299,7 @@ class Index(SearchBackend):
         timings = timings or SearchTimings()
 
         t0 = time.perf_counter()
+        unit_queries = g.rotate(unit_queries)
         q_prefix = prefix(unit_queries, m.prefix_dim)
         params = search_params(g.ann, ann_search, g.selector, kprime)
         _, cand = g.ann.search(q_prefix, kprime, params=params)
@@ -285,6 +312,7 @@ class Index(SearchBackend):
 
     @staticmethod
     def _rerank(g: Generation, queries: np.ndarray, cand: np.ndarray, k: int, funnel: list[int]):
+        """Exact scores of each query's candidates (queries in the stored basis: :meth:`Generation.rotate`)."""
         out_rows = np.full((len(queries), k), -1, dtype=np.int64)
         out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         for i, q in enumerate(queries):
@@ -351,6 +379,7 @@ class Index(SearchBackend):
             existing = self._live_rows([d.id for d in documents])
             if existing and not replace:
                 raise existing_ids_error(list(existing))
+            unit = self.gen.rotate(unit)
             m = self._next_manifest()
             first_row = m.rows
             m.segments = [
@@ -407,6 +436,7 @@ class Index(SearchBackend):
             "ann": m.ann,
             "quant": m.quant,
             "store": m.store,
+            "rotated": m.rotation_file is not None,
             "ann_params": m.ann_params,
             "tuned": m.tuned,
             "generation": m.generation,

@@ -15,7 +15,7 @@ from pathlib import Path
 from mrl.errors import MrlError
 from mrl.index.storage import atomic_write, atomic_write_json
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: full vectors may be stored rotated (``rotation_file``); 1 is written when they are not
 CURRENT = "CURRENT"
 MAX_RACES = 50  # retries when a concurrent writer commits twice between reading CURRENT and its files
 
@@ -36,12 +36,12 @@ class Manifest:
     ann_file: str = ""
     tombstones_file: str | None = None
     tuned: dict | None = None  # {"target_recall", "k", "shortlist", "ann_search", "measured_recall"}
-    format_version: int = FORMAT_VERSION
+    rotation_file: str | None = None  # d x d matrix the stored vectors were rotated by (mrl.index.rotation)
+    format_version: int = 1  # the oldest format that reads this index: an older mrl must not misread a rotated one
 
     def files(self) -> set[str]:
         names = {s["file"] for s in self.segments} | {self.ann_file}
-        if self.tombstones_file:
-            names.add(self.tombstones_file)
+        names |= {f for f in (self.tombstones_file, self.rotation_file) if f}
         return names
 
 
