@@ -105,7 +105,8 @@ def main() -> None:
             console().print(f"[bold]{name}[/bold]: building over {args.n} vectors")
             t0 = time.perf_counter()
             if name == "embedded":
-                index = Index.build(Path(tmp) / "embedded", vectors, docs, prefix_dim=args.prefix_dim)
+                # the raw prefix, as the databases index it: the same two-pass everywhere (no mrl.index.rotation)
+                index = Index.build(Path(tmp) / "embedded", vectors, docs, prefix_dim=args.prefix_dim, rotate=False)
                 index.ids = ids
             elif name == "postgres":
                 from mrl.index.postgres import PostgresIndex

@@ -1,6 +1,7 @@
 """Which engine for the first pass? mrl's faiss HNSW-SQ8 against the field's other ANN engines, same prefix.
 
-Every engine shortlists k' rows on the same re-normalized prefix; mrl's own exact rerank on the full
+Every engine shortlists k' rows on the same re-normalized prefix of the vectors as the mrl index stores
+them (rotated, mrl.index.rotation, unless --no-rotate); mrl's own exact rerank on the full
 vectors (the memory-mapped segment of one mrl index) turns each shortlist into a top 10, so the
 engines differ only in the first pass. Same data and queries as index_speed.py. Engines:
 
@@ -12,7 +13,7 @@ engines differ only in the first pass. Same data and queries as index_speed.py. 
 
 ScaNN and usearch are benchmark-only dependencies: ``pip install -e '.[bench]'``.
 
-    python benchmarks/first_pass.py --n 1000000 --model models/bench/mrl-w --prefix-dim 256
+    python benchmarks/first_pass.py --n 1000000 --model models/bench/mrl-w --prefix-dim 256 --no-rotate
 
 Writes benchmarks/results/first_pass-<n>-p<dim>.json and prints the best single-query QPS of each
 engine at recall@10 >= 0.95 and 0.99, with its ratio to faiss-hnsw-sq8 measured in the same run.
@@ -139,6 +140,7 @@ def main() -> None:
     ap.add_argument("--prefix-dim", type=int, default=256)
     ap.add_argument("--engines", default=",".join(ENGINES), help=f"besides {DEFAULT}: any of {', '.join(ENGINES)}")
     ap.add_argument("--single", type=int, default=300, help="queries timed one at a time per point")
+    ap.add_argument("--no-rotate", action="store_true", help="the raw prefix (Index.build(rotate=False))")
     args = ap.parse_args()
 
     _, base, queries, info = benchmark_vectors(args)
@@ -148,13 +150,16 @@ def main() -> None:
     truth = flat.search(queries, K)[1]
     del flat
     result = {"n": args.n, "dim": base.shape[1], "prefix_dim": p, "k": K, "data": info, "points": [], "systems": {}}
+    result["rotated"] = not args.no_rotate
     c = console()
 
-    unit_prefix = np.ascontiguousarray(prefix(base, p))
     work = Path(tempfile.mkdtemp(prefix="mrl-first-pass-"))
     t0 = time.perf_counter()
     docs = [Document(str(i), "") for i in range(args.n)]
-    index = Index.build(work / "mrl", base, docs, prefix_dim=p, ann="hnsw", ann_params={"M": 16, "efConstruction": 200})
+    index = Index.build(
+        work / "mrl", base, docs, prefix_dim=p, ann_params={"M": 16, "efConstruction": 200}, rotate=not args.no_rotate
+    )
+    unit_prefix = np.ascontiguousarray(prefix(index.gen.rotate(base), p))  # what mrl's own first pass holds
     st = index.stats()
     result["systems"][DEFAULT] = {"ram_bytes": st["ram_bytes"], "build_s": time.perf_counter() - t0, **st["ann_params"]}
     for ef in (128, 192, 256, 384):
@@ -178,6 +183,7 @@ def main() -> None:
         for knob, kp in engine.grid:
 
             def search(q, knob=knob, kp=kp, engine=engine):
+                q = index.gen.rotate(q)  # as Index.search_keys does first
                 cand = engine.shortlist(prefix(q, p), knob, kp)
                 # the rerank of Index.search_keys, on this engine's shortlist
                 return Index._rerank(index.gen, q, cand, K, [])[0]

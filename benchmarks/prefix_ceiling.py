@@ -7,6 +7,8 @@ whether a recall ceiling there comes from the prefix or from the ANN index and i
 Same data and queries as index_speed.py (same generator, seed and model).
 
     python benchmarks/prefix_ceiling.py --n 1000000 --model models/bench/mrl-w
+    python benchmarks/prefix_ceiling.py --n 1000000 --model models/bench/mrl-w --prefix-dims 64,128,192,256 \
+        --rotate --tag rotated                      # the prefix of the vectors as mrl stores them
     python benchmarks/prefix_ceiling.py --n 1000000 --model models/all-mpnet-base-v2 --bf16 \
         --prefix-dims 128,256,384 --tag 768
 
@@ -27,6 +29,7 @@ import numpy as np
 from rich.table import Table
 
 from mrl.encode import prefix
+from mrl.index.rotation import fit_rotation, rotate_rows
 from mrl.index.tuning import exact_top_rows, recall_at_k
 from mrl.report import console, write_json
 
@@ -42,12 +45,20 @@ def main() -> None:
     ap.add_argument("--shortlists", default="20,50,100,200,500,1000")
     ap.add_argument("--queries", type=int, default=1000, help="the first N of index_speed.py's 1,000 queries")
     ap.add_argument("--tag", default="", help="suffix of the result file, e.g. 768 for the 768-dim model")
+    ap.add_argument(
+        "--rotate",
+        action="store_true",
+        help="prefixes of the vectors as Index.build stores them, rotated (mrl.index.rotation)",
+    )
     args = ap.parse_args()
     shortlists = [int(s) for s in args.shortlists.split(",")]
 
     _, base, queries, info = benchmark_vectors(args)
     queries = queries[: args.queries]
     truth = exact_top_rows(queries, len(base), base.__getitem__, K)
+    if args.rotate:  # the same fit as Index.build's; full-vector scores, and so the truth, are unchanged
+        rotation = fit_rotation(base)
+        base, queries = rotate_rows(base, rotation, out=base), rotate_rows(queries, rotation)
     rows = []
     for pdim in [int(d) for d in args.prefix_dims.split(",")]:
         short = prefix(base, pdim)
@@ -64,6 +75,7 @@ def main() -> None:
         "model": args.model,
         "queries": len(queries),
         "data": info,
+        "rotated": args.rotate,
     }
     name = f"prefix_ceiling-{args.n}{'-' + args.tag if args.tag else ''}.json"
     path = write_json({**result, "rows": rows}, ROOT / "benchmarks" / "results" / name)
