@@ -440,7 +440,7 @@ class Index(SearchBackend):
             "ann_params": m.ann_params,
             "tuned": m.tuned,
             "generation": m.generation,
-            "ram_bytes": ann_bytes + self.deleted.nbytes,
+            "ram_bytes": ann_bytes + self.deleted.nbytes + (files[m.rotation_file] if m.rotation_file else 0),
             "disk_bytes": sum(files.values()) + (self.folder / "docs.sqlite").stat().st_size,
             "ann_bytes": ann_bytes,
             "vector_bytes": vector_bytes,
