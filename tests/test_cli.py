@@ -229,11 +229,3 @@ def test_index_build_rotates_by_default_and_no_rotate_opts_out(tmp_path, scifact
         proc = mrl("index", "build", "--corpus", str(corpus), "--out", str(out), "--prefix-dim", "32", *flag)
         assert proc.returncode == 0, proc.stderr
         assert Index.open(out).stats()["rotated"] is rotated
-
-
-def test_rotation_is_refused_on_a_database_backend_before_encoding(tmp_path, scifact_small):
-    corpus = scifact_small / "corpus.jsonl"
-    proc = mrl("index", "build", "--corpus", str(corpus), "--backend", "qdrant", "--qdrant-path", str(tmp_path / "q"),
-               "--collection", "docs", "--rotate")  # fmt: skip
-    assert proc.returncode == 2 and "--rotate" in proc.stderr and "Traceback" not in proc.stderr
-    assert not (tmp_path / "q").exists()

@@ -51,6 +51,25 @@ def test_same_results_as_embedded_index(pg_index, postgres_dsn, corpus, model, t
     same.close()
 
 
+def test_rotation_is_stored_with_the_table(pg_index, postgres_dsn, corpus, model):
+    """Vectors are stored rotated; any client reads the rotation from the settings row; samples come back unrotated."""
+    _, _, docs, vectors = corpus
+    unit = prefix(vectors, vectors.shape[1])
+    assert pg_index.stats()["rotated"] and pg_index.settings["format_version"] == 2
+    other = PostgresIndex.open(f"{postgres_dsn}/{pg_index.table}", model=model)
+    assert np.array_equal(other.rotation, pg_index.rotation)
+    assert np.abs(other.sample_vectors(10, seed=0) @ unit.T).max(axis=1) == pytest.approx(np.ones(10), abs=1e-4)
+    other.close()
+    raw = PostgresIndex.build(postgres_dsn, "t_raw", vectors, docs, prefix_dim=64, overwrite=True, rotate=False)
+    assert raw.rotation is None and raw.settings["format_version"] == 1 and not raw.stats()["rotated"]
+    stored = raw.sample_vectors(10, seed=0)  # unrotated storage: the vectors as given
+    assert np.abs(stored @ unit.T).max(axis=1) == pytest.approx(np.ones(10), abs=1e-4)
+    queries = unit[:10]
+    everything = len(docs)
+    assert raw.search_keys(queries, 10, shortlist=everything)[0] == pg_index.search_keys(queries, 10, everything)[0]
+    raw.close()
+
+
 def test_concurrent_searches_share_a_pool_and_see_committed_writes(pg_index, corpus):
     """A server's threads search side by side on pooled connections; each answer equals the one-at-a-time one."""
     from concurrent.futures import ThreadPoolExecutor

@@ -64,9 +64,14 @@ def test_writes_tuning_and_reopening(q_index, location, corpus, model):
         q_index.upsert([Document("w", "x")], np.ones((1, 768), dtype=np.float32))
     tuned = tune(q_index, 0.99, k=10, sample=40)
     assert tuned["measured_recall"] >= 0.99
+    rotation = q_index.rotation  # vectors are stored rotated (mrl.index.rotation); tuning samples come back unrotated
+    unit = prefix(vectors, vectors.shape[1])
+    assert q_index.stats()["rotated"] and rotation is not None
+    assert np.abs(q_index.sample_vectors(10, seed=0) @ unit.T).max(axis=1) == pytest.approx(np.ones(10), abs=1e-4)
     q_index.close()  # local mode and Edge allow one client per folder
     reopened = open_index(location, model=model)
     assert reopened.tuned["shortlist"] == tuned["shortlist"] and reopened.count == before
+    assert np.array_equal(reopened.rotation, rotation)
     reopened.close()
     with pytest.raises(MrlError, match="collection exists"):
         QdrantIndex.build(location, vectors, docs)

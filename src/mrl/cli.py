@@ -289,13 +289,13 @@ def index_build(
     ] = None,
     collection: Annotated[str | None, typer.Option(help="qdrant: collection to create.")] = None,
     rotate: Annotated[
-        bool | None,
+        bool,
         typer.Option(
             "--rotate/--no-rotate",
             help="Store vectors in a learned basis whose first dims hold the most energy, so the prefix ranks like "
-            "the full vector (scores unchanged). Default: on for the embedded backend; not available on databases.",
+            "the full vector (every score unchanged).",
         ),
-    ] = None,
+    ] = True,
     shards: Annotated[int, typer.Option(help="qdrant: shard number (a cluster spreads shards over nodes).")] = 1,
     replicas: Annotated[int, typer.Option(help="qdrant: replication factor.")] = 1,
 ) -> None:
@@ -325,8 +325,6 @@ def index_build(
         from mrl.index.ann import check_ann
 
         check_ann(ann, quant, prefix_dim)
-    elif rotate:
-        raise MrlError(f"--rotate is available on the embedded backend only, not on {backend}")
     documents = load_documents(corpus, id_field, text_field)
     if backend == "embedded" and out.exists() and any(out.iterdir()) and not overwrite:
         raise MrlError(f"{out}: folder exists and is not empty (use --overwrite)")
@@ -338,6 +336,7 @@ def index_build(
         index = PostgresIndex.build(
             dsn, table, vectors, documents, model=recorded, prefix_dim=prefix_dim, store=store,
             ann_params={"m": hnsw_m, "ef_construction": ef_construction}, overwrite=overwrite, loaded_model=loaded,
+            rotate=rotate,
         )  # fmt: skip
     elif backend in ("qdrant", "qdrant-edge"):
         from mrl.index.qdrant import QdrantIndex
@@ -346,7 +345,7 @@ def index_build(
             QdrantIndex.location_for(url, qdrant_path, collection, edge=backend == "qdrant-edge"), vectors, documents,
             model=recorded,
             prefix_dim=prefix_dim, store=store, hnsw_m=hnsw_m, ef_construction=ef_construction, shards=shards,
-            replicas=replicas, overwrite=overwrite, loaded_model=loaded,
+            replicas=replicas, overwrite=overwrite, loaded_model=loaded, rotate=rotate,
         )  # fmt: skip
     else:
         from mrl.index import Index
@@ -354,7 +353,7 @@ def index_build(
         params = {"M": hnsw_m, "efConstruction": ef_construction} if ann == "hnsw" else {"nlist": nlist}
         index = Index.build(
             out, vectors, documents, model=recorded, prefix_dim=prefix_dim, ann=ann, quant=quant, store=store,
-            ann_params=params, overwrite=overwrite, loaded_model=loaded, rotate=rotate is not False,
+            ann_params=params, overwrite=overwrite, loaded_model=loaded, rotate=rotate,
         )  # fmt: skip
     err.print(f"built {index.location}: {index.count} documents")
     if target_recall is not None:

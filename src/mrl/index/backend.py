@@ -33,6 +33,7 @@ import numpy as np
 
 from mrl.data import Document
 from mrl.errors import MrlError
+from mrl.index.rotation import fit_rotation, rotate_rows, rotation_from_text, rotation_to_text
 
 DEFAULT_SHORTLIST_FACTOR = 10
 
@@ -76,8 +77,14 @@ def check_unique(ids: list[str]) -> None:
         raise MrlError(f"duplicate ids: {', '.join(dupes[:10])}")
 
 
-def prepare_build(vectors: np.ndarray, documents: list[Document], prefix_dim: int, store: str) -> np.ndarray:
-    """Check what every backend's build checks before touching storage; return the unit vectors."""
+def prepare_build(
+    vectors: np.ndarray, documents: list[Document], prefix_dim: int, store: str, rotate: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Check what every backend's build checks before touching storage.
+
+    Returns the unit vectors as they will be stored, and the rotation they are stored in (None without
+    ``rotate``; :mod:`mrl.index.rotation`).
+    """
     if store not in ("float32", "float16"):
         raise MrlError(f"--store must be float32 or float16, not '{store}'")
     vectors = np.asarray(vectors)
@@ -89,13 +96,25 @@ def prepare_build(vectors: np.ndarray, documents: list[Document], prefix_dim: in
     full_dim = vectors.shape[1]
     if not 0 < prefix_dim <= full_dim:
         raise MrlError(f"--prefix-dim {prefix_dim} must be between 1 and the vector width {full_dim}")
-    return unit_vectors(vectors, full_dim, "corpus vectors")
+    unit = unit_vectors(vectors, full_dim, "corpus vectors")
+    rotation = fit_rotation(unit) if rotate else None
+    return rotate_rows(unit, rotation, out=unit), rotation  # unit_vectors returned a fresh array
 
 
 def stored_settings(
-    model: str | None, full_dim: int, prefix_dim: int, store: str, ann_params: dict, version: int
+    model: str | None,
+    full_dim: int,
+    prefix_dim: int,
+    store: str,
+    ann_params: dict,
+    version: int,
+    rotation: np.ndarray | None = None,
 ) -> dict:
-    """What a database backend keeps beside its data, so that any client can open the index by its location."""
+    """What a database backend keeps beside its data, so that any client can open the index by its location.
+
+    ``version`` is the backend's format version, recorded only where the index needs it: an unrotated index
+    stays format 1, which older mrl releases read.
+    """
     return {
         "model": model,
         "full_dim": full_dim,
@@ -104,7 +123,8 @@ def stored_settings(
         "ann": "hnsw",
         "ann_params": ann_params,
         "tuned": None,
-        "format_version": version,
+        "rotation": rotation_to_text(rotation),
+        "format_version": version if rotation is not None else 1,
     }
 
 
@@ -307,6 +327,11 @@ class DatabaseBackend(SearchBackend):
         self.model_name = settings["model"]
         self.full_dim = settings["full_dim"]
         self.prefix_dim = settings["prefix_dim"]
+        self.rotation = rotation_from_text(settings.get("rotation"), self.full_dim)
+
+    def vectors_for(self, documents: list[Document], vectors: np.ndarray | None) -> np.ndarray:
+        """As for every backend, then in the basis the index stores its vectors in."""
+        return rotate_rows(super().vectors_for(documents, vectors), self.rotation)
 
     @abstractmethod
     def read_settings(self) -> dict | None:
@@ -332,6 +357,7 @@ class DatabaseBackend(SearchBackend):
             settings = self.read_settings()
         changed = bool(settings) and settings != self.settings
         self.settings = settings or self.settings
+        self.rotation = rotation_from_text(self.settings.get("rotation"), self.full_dim)
         return changed
 
     def hits_for(self, keys: list[list], scores: list[list[float]]) -> list[list[Hit]]:
@@ -353,6 +379,7 @@ class DatabaseBackend(SearchBackend):
             "prefix_dim": s["prefix_dim"],
             "ann": ann,
             "store": s["store"],
+            "rotated": self.rotation is not None,
             "ann_params": s["ann_params"],
             "tuned": s["tuned"],
         }

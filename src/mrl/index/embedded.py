@@ -37,7 +37,7 @@ from mrl.index.backend import (
 from mrl.index.docstore import DocStore
 from mrl.index.hugepages import HugePageAdvice, advise_huge_pages
 from mrl.index.manifest import FORMAT_VERSION, MAX_RACES, Manifest, collect_garbage, commit, read_current
-from mrl.index.rotation import fit_rotation, rotate_rows
+from mrl.index.rotation import rotate_rows, unrotate_rows
 from mrl.index.storage import atomic_write, atomic_write_path, writer_lock
 from mrl.index.tuning import exact_top_rows
 
@@ -94,14 +94,6 @@ class Generation:
                 if read_current(folder).generation == m.generation:
                     raise
         raise MrlError(f"{folder}: the index changed {MAX_RACES} times while opening it; try again")
-
-    def rotate(self, unit: np.ndarray) -> np.ndarray:
-        """Queries or new documents, in the basis the vectors are stored in (unchanged if not rotated)."""
-        return unit if self.rotation is None else rotate_rows(unit, self.rotation)
-
-    def unrotate(self, stored: np.ndarray) -> np.ndarray:
-        """Stored vectors back in the model's own basis."""
-        return stored if self.rotation is None else stored @ self.rotation
 
     def vectors(self, rows: np.ndarray) -> np.ndarray:
         """Stored full unit vectors of the given rows as float32, gathered from the memory-mapped segments."""
@@ -191,11 +183,8 @@ class Index(SearchBackend):
                 raise MrlError(f"{folder}: folder exists and is not empty (use --overwrite)")
             if not (folder / "CURRENT").exists():
                 raise MrlError(f"{folder}: refusing to overwrite a folder that is not an mrl index")
-        unit = prepare_build(vectors, documents, prefix_dim, store)
+        unit, rotation = prepare_build(vectors, documents, prefix_dim, store, rotate)
         full_dim = unit.shape[1]
-        rotation = fit_rotation(unit) if rotate else None
-        if rotation is not None:
-            unit = rotate_rows(unit, rotation, out=unit)  # prepare_build returned a fresh array
         params = {**DEFAULT_PARAMS.get(ann, {}), **(ann_params or {})}
         index = build_ann(ann, quant, prefix(unit, prefix_dim), params)
         folder.mkdir(parents=True, exist_ok=True)
@@ -271,12 +260,13 @@ class Index(SearchBackend):
     def exact_keys(self, unit_queries: np.ndarray, k: int) -> np.ndarray:
         """Exact full-dim top-k rows over live rows (streams the memory-mapped vectors in chunks)."""
         g = self.gen
-        return exact_top_rows(g.rotate(unit_queries), g.manifest.rows, g.vectors, k, excluded=g.deleted)
+        return exact_top_rows(rotate_rows(unit_queries, g.rotation), g.manifest.rows, g.vectors, k, excluded=g.deleted)
 
     def sample_vectors(self, n: int, seed: int) -> np.ndarray:
         g = self.gen
         live = np.flatnonzero(~g.deleted)
-        return g.unrotate(g.vectors(np.random.default_rng(seed).choice(live, size=min(n, len(live)), replace=False)))
+        rows = np.random.default_rng(seed).choice(live, size=min(n, len(live)), replace=False)
+        return unrotate_rows(g.vectors(rows), g.rotation)
 
     def ann_search_grid(self) -> list[int | None]:
         return ann_search_grid(self.ann)
@@ -299,7 +289,7 @@ class Index(SearchBackend):
         timings = timings or SearchTimings()
 
         t0 = time.perf_counter()
-        unit_queries = g.rotate(unit_queries)
+        unit_queries = rotate_rows(unit_queries, g.rotation)
         q_prefix = prefix(unit_queries, m.prefix_dim)
         params = search_params(g.ann, ann_search, g.selector, kprime)
         _, cand = g.ann.search(q_prefix, kprime, params=params)
@@ -312,7 +302,7 @@ class Index(SearchBackend):
 
     @staticmethod
     def _rerank(g: Generation, queries: np.ndarray, cand: np.ndarray, k: int, funnel: list[int]):
-        """Exact scores of each query's candidates (queries in the stored basis: :meth:`Generation.rotate`)."""
+        """Exact scores of each query's candidates (queries in the stored basis: ``rotate_rows``)."""
         out_rows = np.full((len(queries), k), -1, dtype=np.int64)
         out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         for i, q in enumerate(queries):
@@ -379,7 +369,7 @@ class Index(SearchBackend):
             existing = self._live_rows([d.id for d in documents])
             if existing and not replace:
                 raise existing_ids_error(list(existing))
-            unit = self.gen.rotate(unit)
+            unit = rotate_rows(unit, self.gen.rotation)
             m = self._next_manifest()
             first_row = m.rows
             m.segments = [

@@ -39,9 +39,10 @@ from mrl.index.backend import (
     stored_settings,
     unknown_ids_error,
 )
+from mrl.index.rotation import rotate_rows, unrotate_rows
 
 META_TABLE = "mrl_indexes"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: vectors stored rotated (settings 'rotation'); unrotated indexes are still written as 1
 MIN_PGVECTOR = (0, 7, 0)  # subvector, l2_normalize and halfvec arrived in 0.7.0
 MAX_EF_SEARCH = 1000  # pgvector's upper bound for hnsw.ef_search
 DEFAULT_HNSW = {"m": 16, "ef_construction": 64}
@@ -203,16 +204,18 @@ class PostgresIndex(DatabaseBackend):
         ann_params: dict | None = None,
         overwrite: bool = False,
         loaded_model=None,
+        rotate: bool = True,
     ) -> PostgresIndex:
         """Create the table, load the rows with COPY and build the prefix HNSW index, all in one transaction.
 
         A failure anywhere (bad input, a lost connection) rolls everything back: no half-written table.
+        ``rotate`` stores the vectors rotated so the prefix ranks like the full vector (:mod:`mrl.index.rotation`).
         """
         check_table_name(table)
-        unit = prepare_build(vectors, documents, prefix_dim, store)
+        unit, rotation = prepare_build(vectors, documents, prefix_dim, store, rotate)
         full_dim = unit.shape[1]
         params = {**DEFAULT_HNSW, **(ann_params or {})}
-        settings = stored_settings(model, full_dim, prefix_dim, store, params, FORMAT_VERSION)
+        settings = stored_settings(model, full_dim, prefix_dim, store, params, FORMAT_VERSION, rotation)
         conn = connect(dsn)
         self = cls(conn, dsn, table, settings, loaded_model)
         exists = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is not None
@@ -319,6 +322,7 @@ class PostgresIndex(DatabaseBackend):
     def search_keys(self, unit_queries, k, shortlist=None, ann_search=None, funnel=None, timings=None):
         """Keys are document ids; one statement per query, all in one transaction (one snapshot)."""
         self.check_positive_k(k)
+        unit_queries = rotate_rows(unit_queries, self.rotation)
         funnel = funnel or []
         kprime = self.requested_shortlist(k, shortlist)
         sql, stages = self._two_pass_sql(k, kprime, funnel)
@@ -343,14 +347,16 @@ class PostgresIndex(DatabaseBackend):
     def exact_keys(self, unit_queries: np.ndarray, k: int) -> list[list[str]]:
         """Exact full-dim search: ordering by the full distance has no index, so PostgreSQL scans every row."""
         sql = f"SELECT id FROM {self.table} ORDER BY embedding <#> %s::{self.vtype}({self.full_dim}) LIMIT %s"
+        queries = rotate_rows(unit_queries, self.rotation)
         with self.pool.connection() as conn:
-            return [[r[0] for r in conn.execute(sql, (q, k)).fetchall()] for q in unit_queries]
+            return [[r[0] for r in conn.execute(sql, (q, k)).fetchall()] for q in queries]
 
     def sample_vectors(self, n: int, seed: int) -> np.ndarray:
         sql = f"SELECT embedding::vector FROM {self.table} ORDER BY md5(id || %s) LIMIT %s"
         with self.pool.connection() as conn:
             rows = conn.execute(sql, (str(seed), n)).fetchall()
-        return np.asarray([r[0].to_numpy() if hasattr(r[0], "to_numpy") else r[0] for r in rows], dtype=np.float32)
+        stored = np.asarray([r[0].to_numpy() if hasattr(r[0], "to_numpy") else r[0] for r in rows], dtype=np.float32)
+        return unrotate_rows(stored, self.rotation)
 
     def ann_search_grid(self) -> list[int | None]:
         return [None, 100, 200, 400, MAX_EF_SEARCH]

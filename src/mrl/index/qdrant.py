@@ -47,9 +47,10 @@ from mrl.index.backend import (
     stored_settings,
     unknown_ids_error,
 )
+from mrl.index.rotation import rotate_rows, unrotate_rows
 from mrl.index.storage import atomic_write_json
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: vectors stored rotated (settings 'rotation'); unrotated indexes are still written as 1
 NAMESPACE = uuid.UUID("6f0d6a43-3c55-4f1b-9a51-0b8f6f2f4a11")  # fixed: the same id maps to the same point
 BATCH = 256
 # local mode scores every point exactly and says so on each query; that is expected here, not news
@@ -396,9 +397,10 @@ class QdrantIndex(DatabaseBackend):
         replicas: int = 1,
         overwrite: bool = False,
         loaded_model=None,
+        rotate: bool = True,
     ) -> QdrantIndex:
-        """Create the collection (or Edge shard) and upload the points."""
-        unit = prepare_build(vectors, documents, prefix_dim, store)
+        """Create the collection (or Edge shard) and upload the points (rotated with ``rotate``: mrl.index.rotation)."""
+        unit, rotation = prepare_build(vectors, documents, prefix_dim, store, rotate)
         full_dim = unit.shape[1]
         engine = engine_for(location)
         existing = engine.settings()
@@ -409,7 +411,7 @@ class QdrantIndex(DatabaseBackend):
             engine.close()
             raise MrlError(f"{location}: refusing to overwrite a collection that is not an mrl index")
         settings = stored_settings(
-            model, full_dim, prefix_dim, store, {"m": hnsw_m, "ef_construct": ef_construction}, FORMAT_VERSION
+            model, full_dim, prefix_dim, store, {"m": hnsw_m, "ef_construct": ef_construction}, FORMAT_VERSION, rotation
         )
         engine.create(settings, hnsw_m, ef_construction, shards, replicas)
         self = cls(engine, location, settings, loaded_model)
@@ -443,6 +445,7 @@ class QdrantIndex(DatabaseBackend):
         if funnel:
             raise MrlError("the Qdrant backend reranks in one stage (prefix -> full); drop --funnel")
         kprime = self.requested_shortlist(k, shortlist)
+        unit_queries = rotate_rows(unit_queries, self.rotation)
         ef = ann_search or (self.tuned or {}).get("ann_search")
         timings = timings or SearchTimings()
         t0 = time.perf_counter()
@@ -456,14 +459,15 @@ class QdrantIndex(DatabaseBackend):
         return keys, [[s for _, s in row] for row in found]
 
     def exact_keys(self, unit_queries: np.ndarray, k: int) -> list[list[str]]:
+        queries = rotate_rows(unit_queries, self.rotation)
         with self.lock:
-            return self.engine.exact(unit_queries, k)
+            return self.engine.exact(queries, k)
 
     def sample_vectors(self, n: int, seed: int) -> np.ndarray:
         with self.lock:
             vectors = self.engine.full_vectors(5 * n)
         chosen = np.random.default_rng(seed).choice(len(vectors), size=min(n, len(vectors)), replace=False)
-        return np.asarray([vectors[i] for i in chosen], dtype=np.float32)
+        return unrotate_rows(np.asarray([vectors[i] for i in chosen], dtype=np.float32), self.rotation)
 
     def ann_search_grid(self) -> list[int | None]:
         return [None, 128, 256, 512]

@@ -31,7 +31,11 @@ Example::
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
+
+from mrl.errors import MrlError
 
 FIT_SAMPLE = 100_000  # rows the second-moment matrix is estimated from (d x d needs far fewer than this)
 
@@ -48,10 +52,37 @@ def fit_rotation(vectors: np.ndarray, sample: int = FIT_SAMPLE, seed: int = 0) -
     return np.ascontiguousarray(eigenvectors[:, ::-1].T, dtype=np.float32)
 
 
-def rotate_rows(vectors: np.ndarray, rotation: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """``vectors @ rotation.T``, in chunks and into ``out`` when given (it may be ``vectors``): no second full copy."""
+def rotate_rows(vectors: np.ndarray, rotation: np.ndarray | None, out: np.ndarray | None = None) -> np.ndarray:
+    """Vectors in the stored basis, ``vectors @ rotation.T`` (unchanged when ``rotation`` is None).
+
+    Works in chunks and into ``out`` when given (it may be ``vectors``), so a large corpus needs no second copy.
+    """
+    if rotation is None:
+        return vectors
     out = np.empty_like(vectors, dtype=np.float32) if out is None else out
     chunk = 65_536
     for start in range(0, len(vectors), chunk):
         out[start : start + chunk] = vectors[start : start + chunk] @ rotation.T
     return out
+
+
+def unrotate_rows(stored: np.ndarray, rotation: np.ndarray | None) -> np.ndarray:
+    """Stored vectors back in the model's own basis (unchanged when ``rotation`` is None)."""
+    return stored if rotation is None else stored @ rotation
+
+
+def rotation_to_text(rotation: np.ndarray | None) -> str | None:
+    """The matrix as base64 float32, for a database's settings record (JSON)."""
+    if rotation is None:
+        return None
+    return base64.b64encode(np.ascontiguousarray(rotation, dtype="<f4").tobytes()).decode()
+
+
+def rotation_from_text(text: str | None, dim: int) -> np.ndarray | None:
+    """The inverse of :func:`rotation_to_text`, checked against the index width."""
+    if text is None:
+        return None
+    flat = np.frombuffer(base64.b64decode(text), dtype="<f4")
+    if flat.size != dim * dim:
+        raise MrlError(f"stored rotation has {flat.size} values, a {dim}-dim index needs {dim * dim}")
+    return flat.reshape(dim, dim).astype(np.float32)
