@@ -85,6 +85,7 @@ def test_tiny_run_writes_report_and_resumes(tmp_path, data_dir):
     assert set(first["eval"]["models"]) == {"base", "control", "matryoshka"}
     assert set(first["eval"]["models"]["matryoshka"]) == {"64", "128", "256", "full"}
     assert "| matryoshka - control |" in (out / "report.md").read_text()
+    assert first["index"]["rotated"] and "Prefix 64 dims of the rotated vectors" in (out / "report.md").read_text()
     stages = {p.stem: json.loads(p.read_text()) for p in (out / "stages").glob("*.json")}
     assert set(stages) == {"data", "train-control", "train-matryoshka", "eval", "index"}
 

@@ -53,6 +53,7 @@ class EvalSection:
 class IndexSection:
     prefix_dim: int = 64
     ann: str = "hnsw"
+    rotate: bool = True  # store vectors rotated so the prefix ranks like the full vector (mrl.index.rotation)
     target_recall: float = 0.99
     shortlists: list[int] = field(default_factory=lambda: [10, 20, 50, 100, 200, 500])
 

@@ -214,6 +214,7 @@ class Pipeline:
                 prefix_dim=c.prefix_dim,
                 ann=c.ann,
                 loaded_model=model,
+                rotate=c.rotate,
             )
             tuned = tune(index, c.target_recall, k=10, queries=tuning_queries)
             truth = index.exact_keys(queries, 10)
@@ -234,6 +235,7 @@ class Pipeline:
             "documents": len(doc_ids),
             "prefix_dim": c.prefix_dim,
             "ann": c.ann,
+            "rotated": c.rotate,
             "tuned": {k: v for k, v in tuned.items() if k != "tried"},
             "ndcg@10_two_pass": retrieval_metrics(data.qrels, run, ignore_identical_ids=True)["ndcg@10"],
             "ndcg@10_exact_full": retrieval_metrics(data.qrels, exact_run, ignore_identical_ids=True)["ndcg@10"],

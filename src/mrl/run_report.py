@@ -66,7 +66,8 @@ def write_report(report: dict, out: Path) -> Path:
     lines += [
         "## Two-pass index (matryoshka model)",
         "",
-        f"Prefix {ix['prefix_dim']} dims, {ix['ann']} over {ix['documents']} documents; tuned on training "
+        f"Prefix {ix['prefix_dim']} dims{' of the rotated vectors' if ix.get('rotated') else ''}, {ix['ann']} over "
+        f"{ix['documents']} documents; tuned on training "
         f"queries for recall@10 {t['target_recall']}: shortlist k'={t['shortlist']}, "
         f"ann_search={t['ann_search']} (measured {t['measured_recall']:.4f}).",
         "",
