@@ -357,7 +357,8 @@ class DatabaseBackend(SearchBackend):
             settings = self.read_settings()
         changed = bool(settings) and settings != self.settings
         self.settings = settings or self.settings
-        self.rotation = rotation_from_text(self.settings.get("rotation"), self.full_dim)
+        if changed:  # a rebuild by another client may have refitted the rotation
+            self.rotation = rotation_from_text(self.settings.get("rotation"), self.full_dim)
         return changed
 
     def hits_for(self, keys: list[list], scores: list[list[float]]) -> list[list[Hit]]:
