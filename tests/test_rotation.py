@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -64,3 +66,17 @@ def test_unrotated_index_keeps_format_1_and_the_raw_prefix(corpus, tmp_path, mod
     assert m.rotation_file is None and m.format_version == 1 and not index.stats()["rotated"]
     raw = prefix(vectors[:5], 32)
     assert np.array_equal(index.ann.search(raw, 1)[1][:, 0], np.arange(5))  # the ANN holds the raw prefix
+
+
+def test_index_written_before_rotation_opens_and_searches(corpus, tmp_path, model):
+    """A manifest from an older mrl has no rotation_file key at all: it opens as unrotated and answers the same."""
+    _, _, docs, vectors = corpus
+    built = Index.build(tmp_path / "i", vectors, docs, model="default", prefix_dim=32, rotate=False)
+    queries = prefix(vectors[:10], vectors.shape[1])
+    expected = built.search_keys(queries, 10, shortlist=len(docs), ann_search=512)[0]
+    path = tmp_path / "i" / (tmp_path / "i" / "CURRENT").read_text().strip()
+    old = {k: v for k, v in json.loads(path.read_text()).items() if k != "rotation_file"}
+    path.write_text(json.dumps(old))
+    reopened = Index.open(tmp_path / "i", model=model)
+    assert not reopened.stats()["rotated"]
+    assert np.array_equal(reopened.search_keys(queries, 10, shortlist=len(docs), ann_search=512)[0], expected)
