@@ -12,11 +12,11 @@ claims, not in the index.
 Per backend and shortlist k': recall@10 against exact full-dim search, single-query QPS (one call
 per query, all layers included: SQL or client round trip), batch QPS (one call for all queries).
 
-    python benchmarks/backends.py --n 100000 --model models/bench/mrl-w
-    python benchmarks/backends.py --n 100000 --model models/bench/mrl-w --prefix-dim 128 \
+    python benchmarks/backends.py --n 100000 --model models/bench/mrl-w --no-rotate     # the committed runs
+    python benchmarks/backends.py --n 100000 --model models/bench/mrl-w --prefix-dim 128 --no-rotate \
         --backends embedded,postgres,qdrant-edge
 
-Writes benchmarks/results/backends-<n>-p<prefix dim>.json and prints a table.
+Writes benchmarks/results/backends-<n>-p<prefix dim>[-rotated].json (rotated: the default) and prints a table.
 """
 
 from __future__ import annotations
@@ -81,6 +81,7 @@ def main() -> None:
     ap.add_argument("--shortlists", default="50,100,200,500,1000")
     ap.add_argument("--dsn", default=None, help="PostgreSQL DSN with pgvector (default: a throwaway local server)")
     ap.add_argument("--backends", default="embedded,postgres,qdrant-edge,qdrant-local")
+    ap.add_argument("--no-rotate", action="store_true", help="every backend on the raw prefix (mrl.index.rotation off)")
     args = ap.parse_args()
     shortlists = [int(s) for s in args.shortlists.split(",")]
     backends = args.backends.split(",")
@@ -100,13 +101,14 @@ def main() -> None:
         "builds": {},
         "points": [],
     }
+    rotate = not args.no_rotate  # the same storage on every backend, so they run the same two-pass
+    result["rotated"] = rotate
     with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
         for name in backends:
             console().print(f"[bold]{name}[/bold]: building over {args.n} vectors")
             t0 = time.perf_counter()
             if name == "embedded":
-                # the raw prefix, as the databases index it: the same two-pass everywhere (no mrl.index.rotation)
-                index = Index.build(Path(tmp) / "embedded", vectors, docs, prefix_dim=args.prefix_dim, rotate=False)
+                index = Index.build(Path(tmp) / "embedded", vectors, docs, prefix_dim=args.prefix_dim, rotate=rotate)
                 index.ids = ids
             elif name == "postgres":
                 from mrl.index.postgres import PostgresIndex
@@ -116,12 +118,14 @@ def main() -> None:
                     from pgserver import postgres_server
 
                     dsn = stack.enter_context(postgres_server())
-                index = PostgresIndex.build(dsn, "bench", vectors, docs, prefix_dim=args.prefix_dim, overwrite=True)
+                index = PostgresIndex.build(
+                    dsn, "bench", vectors, docs, prefix_dim=args.prefix_dim, overwrite=True, rotate=rotate
+                )
             elif name in ("qdrant-edge", "qdrant-local"):
                 from mrl.index.qdrant import QdrantIndex
 
                 location = f"qdrant-edge://{tmp}/edge" if name == "qdrant-edge" else f"qdrant://{tmp}/qdrant/bench"
-                index = QdrantIndex.build(location, vectors, docs, prefix_dim=args.prefix_dim)
+                index = QdrantIndex.build(location, vectors, docs, prefix_dim=args.prefix_dim, rotate=rotate)
             else:
                 raise SystemExit(f"unknown backend {name}")
             result["builds"][name] = {"seconds": time.perf_counter() - t0, "stats": index.stats()}
@@ -132,7 +136,8 @@ def main() -> None:
                 {**p, "queries": n_q} for p in measure(name, index, queries[:n_q], truth[:n_q], shortlists, single)
             ]
             index.close()
-    path = write_json(result, ROOT / "benchmarks" / "results" / f"backends-{args.n}-p{args.prefix_dim}.json")
+    name = f"backends-{args.n}-p{args.prefix_dim}{'-rotated' if rotate else ''}.json"
+    path = write_json(result, ROOT / "benchmarks" / "results" / name)
     table = Table(title=f"two-pass search per backend, {args.n} vectors, prefix {args.prefix_dim}, recall@10 vs exact")
     for col in ("backend", "k'", "recall@10", "single-query QPS", "batch QPS", "x embedded (single)"):
         table.add_column(col)
