@@ -16,6 +16,8 @@ faiss HNSW on full vectors is measured twice: as users run it, and on 2 MiB page
 
     python benchmarks/index_speed.py --n 1000000 --model models/bench/mrl-w --prefix-dims 192 --no-hnswlib \
         --mrl-anns hnsw --mrl-hnsw-m 24 --mrl-ef-construction 200 --hnsw-ef-construction 200 --tag p192-rotated
+    python benchmarks/index_speed.py --n 1000000 --model models/bench/mrl-w --prefix-dims 192 --no-hnswlib \
+        --mrl-anns ivf --mrl-ivf-quant pq4 --hnsw-ef-construction 200 --tag p192-rotated-ivfpq
 
     Runs from before mrl rotated its vectors (mrl.index.rotation); --no-rotate reproduces them:
     python benchmarks/index_speed.py --n 1000000 --model models/bench/mrl-w --prefix-dims 256 --no-hnswlib \
@@ -181,6 +183,7 @@ def main() -> None:
     ap.add_argument("--mrl-hnsw-m", type=int, default=16, help="M of mrl's prefix HNSW")
     ap.add_argument("--mrl-ef-construction", type=int, default=80, help="efConstruction of mrl's prefix HNSW")
     ap.add_argument("--mrl-anns", default="hnsw,ivf", help="mrl first-pass kinds to measure")
+    ap.add_argument("--mrl-ivf-quant", default="sq8", help="codes of mrl's IVF first pass: sq8 or pq4 (fast-scan)")
     ap.add_argument(
         "--no-rotate", action="store_true", help="build mrl's indexes on the raw prefix (Index.build(rotate=False))"
     )
@@ -277,18 +280,26 @@ def main() -> None:
             {"M": args.mrl_hnsw_m, "efConstruction": args.mrl_ef_construction},
             [32, 64, 128, 256] if args.quick else [32, 64, 96, 128, 160, 192, 256, 384, 512],
         ),
-        "ivf": ({}, [8, 16, 32, 64] if args.quick else [8, 16, 32, 64, 128]),
+        "ivf": ({}, [8, 16, 32, 64] if args.quick else [8, 16, 32, 64, 128, 192, 256]),
     }
     result["rotated"] = not args.no_rotate
     for pdim in [int(x) for x in args.prefix_dims.split(",")]:
         for ann in args.mrl_anns.split(","):
             params, grid = firsts[ann]
-            name = f"mrl-{ann}-p{pdim}{'-raw' if args.no_rotate else ''}"
+            quant = args.mrl_ivf_quant if ann == "ivf" else "sq8"
+            name = f"mrl-{ann}{'-' + quant if quant != 'sq8' else ''}-p{pdim}{'-raw' if args.no_rotate else ''}"
             folder = workdir / name
             shutil.rmtree(folder, ignore_errors=True)
             t0 = time.perf_counter()
             idx = Index.build(
-                folder, base, docs, prefix_dim=pdim, ann=ann, ann_params=dict(params), rotate=not args.no_rotate
+                folder,
+                base,
+                docs,
+                prefix_dim=pdim,
+                ann=ann,
+                quant=quant,
+                ann_params=dict(params),
+                rotate=not args.no_rotate,
             )
             build = time.perf_counter() - t0
             st = idx.stats()
