@@ -20,6 +20,15 @@ QUANTS = ("sq8", "fp32", "pq4")
 DEFAULT_PARAMS = {"hnsw": {"M": 16, "efConstruction": 80}, "ivf": {"nlist": None}, "flat": {}}
 
 
+TRAIN_SAMPLE = 100_000  # rows that index training (and the rotation fit) learns from; far more than either needs
+
+
+def training_sample(vectors: np.ndarray, limit: int = TRAIN_SAMPLE, seed: int = 0) -> np.ndarray:
+    """All rows when there are at most ``limit``, else a fixed random ``limit`` of them (the same on every build)."""
+    n = len(vectors)
+    return vectors if n <= limit else vectors[np.random.default_rng(seed).choice(n, limit, replace=False)]
+
+
 def default_nlist(n: int) -> int:
     """About 4 x sqrt(n) lists (the faiss guideline), at least 1 and at most n // 39 (faiss wants 39 points a list)."""
     return max(1, min(int(4 * np.sqrt(max(n, 1))), max(1, n // 39)))
@@ -62,8 +71,7 @@ def build_ann(kind: str, quant: str, vectors: np.ndarray, params: dict) -> faiss
     else:
         index = faiss.IndexScalarQuantizer(dim, sq, metric) if quant == "sq8" else faiss.IndexFlatIP(dim)
     if not index.is_trained:
-        sample = vectors if n <= 100_000 else vectors[np.random.default_rng(0).choice(n, 100_000, replace=False)]
-        index.train(np.ascontiguousarray(sample))
+        index.train(np.ascontiguousarray(training_sample(vectors)))
     add_in_chunks(index, vectors)
     return index
 

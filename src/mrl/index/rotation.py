@@ -36,18 +36,16 @@ import base64
 import numpy as np
 
 from mrl.errors import MrlError
+from mrl.index.ann import training_sample
 
-FIT_SAMPLE = 100_000  # rows the second-moment matrix is estimated from (d x d needs far fewer than this)
 
-
-def fit_rotation(vectors: np.ndarray, sample: int = FIT_SAMPLE, seed: int = 0) -> np.ndarray:
+def fit_rotation(vectors: np.ndarray) -> np.ndarray:
     """An orthogonal d x d matrix whose rows are the directions of most energy first.
 
-    Apply it as ``vectors @ rotation.T``; undo it with ``rotated @ rotation``.
+    Estimated on :func:`mrl.index.ann.training_sample` rows. Apply it as ``vectors @ rotation.T``; undo it
+    with ``rotated @ rotation``.
     """
-    n = len(vectors)
-    rows = vectors if n <= sample else vectors[np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))]
-    x = np.asarray(rows, dtype=np.float64)
+    x = np.asarray(training_sample(vectors), dtype=np.float64)
     _, eigenvectors = np.linalg.eigh(x.T @ x)  # eigenvalues in ascending order
     return np.ascontiguousarray(eigenvectors[:, ::-1].T, dtype=np.float32)
 
