@@ -19,6 +19,7 @@ from mrl.data import Document, load_documents
 from mrl.encode import prefix
 from mrl.errors import DataError, MrlError
 from mrl.index import Index
+from mrl.index.embedded import rerank_by_rows
 from mrl.index.manifest import read_current
 from mrl.index.tuning import recall_at_k, tune
 
@@ -51,6 +52,25 @@ def test_two_pass_matches_exact_search_with_full_shortlist(corpus, tmp_path, mod
     assert recall_at_k(rows, truth) >= (0.999 if store == "float32" else 0.98)
     assert np.all(np.diff(scores, axis=1) <= 1e-6)  # sorted best first
     assert rows[0, 0] == 0 and scores[0, 0] == pytest.approx(1.0, abs=1e-2)  # a document finds itself
+
+
+def test_rerank_in_faiss_matches_numpy(corpus):
+    """The C++ rerank of a fresh float32 index against the same scores computed in numpy, -1 padding included."""
+    _, _, _, vectors = corpus
+    unit = np.ascontiguousarray(prefix(vectors, vectors.shape[1]))
+    queries = unit[:20] + 0.05 * unit[20:40]
+    rng = np.random.default_rng(0)
+    cand = np.stack([rng.choice(len(unit), 40, replace=False) for _ in range(20)])
+    cand[:, 30:] = -1  # faiss pads short shortlists at the end
+    cand[0, 5:] = -1  # fewer candidates than k: the tail stays -1 / -inf
+    rows, scores = rerank_by_rows(unit, queries, cand, 10)
+    for i in range(20):
+        c = cand[i][cand[i] >= 0]
+        s = unit[c] @ queries[i]
+        order = np.argsort(-s)[:10]
+        assert list(rows[i, : len(order)]) == list(c[order])
+        np.testing.assert_allclose(scores[i, : len(order)], s[order], rtol=1e-5)
+    assert list(rows[0, 5:]) == [-1] * 5 and np.all(np.isneginf(scores[0, 5:]))
 
 
 def test_text_and_vector_queries_single_and_batch(corpus, tmp_path, model):
