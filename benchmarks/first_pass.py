@@ -9,11 +9,14 @@ engines differ only in the first pass. Same data and queries as index_speed.py. 
   (8-bit codes, 2 MiB pages), searched through ``Index.search_keys``;
 - faiss-ivf-pq-fastscan: ``--ann ivf --quant pq4``, IVF with 4-bit PQ codes (2 dims a code) scanned with SIMD;
 - scann: ScaNN's k-means tree with SOAR spilling, anisotropic 4-bit hashing and int8 reordering;
-- usearch-i8: usearch's HNSW on int8 codes (scaled so the largest prefix component maps to 127).
+- usearch-i8: usearch's HNSW on int8 codes (scaled so the largest prefix component maps to 127);
+- glass-sq8: pyglass (zilliztech), an HNSW walk that prefetches the next neighbours' codes, over 8-bit codes.
 
-ScaNN and usearch are benchmark-only dependencies: ``pip install -e '.[bench]'``.
+ScaNN, usearch and pyglass are benchmark-only dependencies: ``pip install -e '.[bench]'``.
 
     python benchmarks/first_pass.py --n 1000000 --model models/bench/mrl-w --prefix-dim 256 --no-rotate
+    python benchmarks/first_pass.py --n 1000000 --model models/bench/mrl-w --prefix-dim 192 --engines glass-sq8 \
+        --shortlists 50,80,100
 
 Writes benchmarks/results/first_pass-<n>-p<dim>.json and prints the best single-query QPS of each
 engine at recall@10 >= 0.95 and 0.99, with its ratio to faiss-hnsw-sq8 measured in the same run.
@@ -132,7 +135,32 @@ class UsearchI8:
         return np.where(np.arange(keys.shape[1]) < np.asarray(found.counts)[:, None], keys, -1)
 
 
-ENGINES = {e.name: e for e in (IvfPqFastScan, Scann, UsearchI8)}
+class GlassSQ8:
+    """pyglass (zilliztech): an HNSW graph walked with software prefetching over 8-bit codes: knob = ef.
+
+    Built like mrl's graph (32 neighbours a node on the base layer, as faiss M=16; construction beam 200).
+    """
+
+    name = "glass-sq8"
+
+    def __init__(self, vectors: np.ndarray, tmp: Path):
+        import glass
+
+        self.graph = glass.Index("HNSW", "IP", "FP32", R=32, L=200).build(vectors)
+        self.graph.save(str(tmp / "glass.graph"))
+        self.searcher = glass.Searcher(self.graph, vectors, "IP", "SQ8")
+        self.searcher.optimize()  # picks its prefetch depths by timing sample searches
+        self.bytes = folder_bytes(tmp) + vectors.size  # the graph file plus one byte a dim of codes
+        self.params = {"R": 32, "L": 200, "quant": "SQ8"}
+
+    def shortlist(self, q: np.ndarray, knob: int, kp: int) -> np.ndarray:
+        self.searcher.set_ef(knob)
+        if len(q) == 1:
+            return np.asarray(self.searcher.search(q[0], kp), dtype=np.int64)[None]
+        return np.asarray(self.searcher.batch_search(q, kp), dtype=np.int64).reshape(len(q), kp)
+
+
+ENGINES = {e.name: e for e in (IvfPqFastScan, Scann, UsearchI8, GlassSQ8)}
 
 
 def main() -> None:
@@ -142,7 +170,14 @@ def main() -> None:
     ap.add_argument("--engines", default=",".join(ENGINES), help=f"besides {DEFAULT}: any of {', '.join(ENGINES)}")
     ap.add_argument("--single", type=int, default=300, help="queries timed one at a time per point")
     ap.add_argument("--no-rotate", action="store_true", help="the raw prefix (Index.build(rotate=False))")
+    ap.add_argument(
+        "--shortlists",
+        default="100,150,200",
+        help="k' values of the graph engines (faiss, usearch, glass); a rotated prefix needs shorter ones",
+    )
     args = ap.parse_args()
+    shortlists = [int(x) for x in args.shortlists.split(",")]
+    graph_grid = tuple((ef, kp) for ef in (128, 160, 192, 256, 384) for kp in shortlists if kp <= ef)
 
     _, base, queries, info = benchmark_vectors(args)
     p = args.prefix_dim
@@ -163,14 +198,10 @@ def main() -> None:
     unit_prefix = np.ascontiguousarray(prefix(rotate_rows(base, index.gen.rotation), p))  # what mrl's first pass holds
     st = index.stats()
     result["systems"][DEFAULT] = {"ram_bytes": st["ram_bytes"], "build_s": time.perf_counter() - t0, **st["ann_params"]}
-    for ef in (128, 192, 256, 384):
-        for kp in (100, 150, 200):
-            if kp <= ef:
-                search = lambda q, ef=ef, kp=kp: index.search_keys(q, K, shortlist=kp, ann_search=ef)[0]  # noqa: E731
-                result["points"].append(
-                    point(DEFAULT, {"knob": ef, "shortlist": kp}, truth, search, queries, args.single)
-                )
-                c.print(result["points"][-1])
+    for ef, kp in graph_grid:
+        search = lambda q, ef=ef, kp=kp: index.search_keys(q, K, shortlist=kp, ann_search=ef)[0]  # noqa: E731
+        result["points"].append(point(DEFAULT, {"knob": ef, "shortlist": kp}, truth, search, queries, args.single))
+        c.print(result["points"][-1])
     del base
     gc.collect()
 
@@ -181,7 +212,7 @@ def main() -> None:
         engine = ENGINES[name](unit_prefix, tmp)
         result["systems"][name] = {"ram_bytes": engine.bytes, "build_s": time.perf_counter() - t0, **engine.params}
         c.print(f"{name} built in {result['systems'][name]['build_s']:.0f} s")
-        for knob, kp in engine.grid:
+        for knob, kp in getattr(engine, "grid", graph_grid):
 
             def search(q, knob=knob, kp=kp, engine=engine):
                 q = rotate_rows(q, index.gen.rotation)  # as Index.search_keys does first
