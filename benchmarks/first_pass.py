@@ -154,10 +154,10 @@ class GlassSQ8:
         self.params = {"R": 32, "L": 200, "quant": "SQ8"}
 
     def shortlist(self, q: np.ndarray, knob: int, kp: int) -> np.ndarray:
-        self.searcher.set_ef(knob)
+        self.searcher.set_ef(knob)  # both searches answer (ids, distances)
         if len(q) == 1:
-            return np.asarray(self.searcher.search(q[0], kp), dtype=np.int64)[None]
-        return np.asarray(self.searcher.batch_search(q, kp), dtype=np.int64).reshape(len(q), kp)
+            return np.asarray(self.searcher.search(q[0], kp)[0], dtype=np.int64)[None]
+        return np.asarray(self.searcher.batch_search(q, kp)[0], dtype=np.int64)
 
 
 ENGINES = {e.name: e for e in (IvfPqFastScan, Scann, UsearchI8, GlassSQ8)}
