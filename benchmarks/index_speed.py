@@ -17,6 +17,8 @@ faiss HNSW on full vectors is measured twice: as users run it, and on 2 MiB page
     python benchmarks/index_speed.py --n 1000000 --model models/bench/mrl-w --prefix-dims 192 --no-hnswlib \
         --mrl-anns hnsw --mrl-hnsw-m 24 --mrl-ef-construction 200 --hnsw-ef-construction 200 --tag p192-rotated
     python benchmarks/index_speed.py --n 1000000 --model models/bench/mrl-w --prefix-dims 192 --no-hnswlib \
+        --mrl-anns vamana --mrl-hnsw-m 16 --mrl-ef-construction 200 --hnsw-ef-construction 200 --tag p192-vamana
+    python benchmarks/index_speed.py --n 1000000 --model models/bench/mrl-w --prefix-dims 192 --no-hnswlib \
         --mrl-anns ivf --mrl-ivf-quant pq4 --hnsw-ef-construction 200 --tag p192-rotated-ivfpq
 
     Runs from before mrl rotated its vectors (mrl.index.rotation); --no-rotate reproduces them:
@@ -187,9 +189,11 @@ def main() -> None:
     ap.add_argument("--single", type=int, default=300, help="queries timed one at a time per point")
     ap.add_argument("--no-hnswlib", action="store_true")
     ap.add_argument("--quick", action="store_true", help="fewer operating points")
-    ap.add_argument("--mrl-hnsw-m", type=int, default=16, help="M of mrl's prefix HNSW")
-    ap.add_argument("--mrl-ef-construction", type=int, default=80, help="efConstruction of mrl's prefix HNSW")
-    ap.add_argument("--mrl-anns", default="hnsw,ivf", help="mrl first-pass kinds to measure")
+    ap.add_argument("--mrl-hnsw-m", type=int, default=16, help="M of mrl's prefix HNSW (vamana: 2M neighbours a node)")
+    ap.add_argument(
+        "--mrl-ef-construction", type=int, default=80, help="efConstruction of mrl's prefix HNSW (vamana: build window)"
+    )
+    ap.add_argument("--mrl-anns", default="hnsw,ivf", help="mrl first-pass kinds to measure: hnsw, ivf, vamana")
     ap.add_argument("--mrl-ivf-quant", default="sq8", help="codes of mrl's IVF first pass: sq8 or pq4 (fast-scan)")
     ap.add_argument(
         "--no-rotate", action="store_true", help="build mrl's indexes on the raw prefix (Index.build(rotate=False))"
@@ -288,6 +292,11 @@ def main() -> None:
             [32, 64, 128, 256] if args.quick else [32, 64, 96, 128, 160, 192, 256, 384, 512],
         ),
         "ivf": ({}, [8, 16, 32, 64] if args.quick else [8, 16, 32, 64, 128, 192, 256]),
+        # SVS Vamana (mrl.index.vamana): one list of 2M neighbours a node, as HNSW's base layer; knob = search window
+        "vamana": (
+            {"graph_max_degree": 2 * args.mrl_hnsw_m, "window_size": args.mrl_ef_construction},
+            [32, 64, 96, 128] if args.quick else [32, 48, 64, 80, 96, 128, 160, 192, 256],
+        ),
     }
     result["rotated"] = not args.no_rotate
     for pdim in [int(x) for x in args.prefix_dims.split(",")]:
@@ -320,8 +329,8 @@ def main() -> None:
             c.print(f"{name} built in {build:.0f} s, ANN {st['ann_bytes'] / 2**20:.0f} MiB")
             for a in grid:
                 for kp in shortlists:
-                    if ann == "hnsw" and kp > a:
-                        continue  # mrl searches with efSearch >= k': the pair is a duplicate point
+                    if ann in ("hnsw", "vamana") and kp > a:
+                        continue  # mrl searches graphs with a beam >= k': the pair is a duplicate point
                     result["points"].append(
                         point(
                             name,

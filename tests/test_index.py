@@ -30,7 +30,14 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 @pytest.mark.parametrize(
     ("ann", "quant", "store"),
-    [("hnsw", "sq8", "float32"), ("ivf", "sq8", "float16"), ("ivf", "pq4", "float32"), ("flat", "fp32", "float32")],
+    [
+        ("hnsw", "sq8", "float32"),
+        ("ivf", "sq8", "float16"),
+        ("ivf", "pq4", "float32"),
+        ("flat", "fp32", "float32"),
+        ("vamana", "sq8", "float32"),
+        ("vamana", "fp32", "float16"),
+    ],
 )
 def test_two_pass_matches_exact_search_with_full_shortlist(corpus, tmp_path, model, ann, quant, store):
     _, _, docs, vectors = corpus
@@ -86,7 +93,7 @@ def test_text_and_vector_queries_single_and_batch(corpus, tmp_path, model):
     assert index.last_timings.shortlist > 0 and index.last_timings.rerank > 0
 
 
-@pytest.mark.parametrize(("ann", "quant"), [("hnsw", "sq8"), ("ivf", "pq4")])
+@pytest.mark.parametrize(("ann", "quant"), [("hnsw", "sq8"), ("ivf", "pq4"), ("vamana", "sq8")])
 def test_reopen_add_upsert_delete(corpus, tmp_path, model, ann, quant):
     _, _, docs, vectors = corpus
     folder = tmp_path / "i"
@@ -111,6 +118,8 @@ def test_reopen_add_upsert_delete(corpus, tmp_path, model, ann, quant):
     with pytest.raises(MrlError, match="unknown ids: nope"):
         reopened.delete([docs[1].id, "nope"])
     assert Index.open(folder).stats()["documents"] == len(docs) - 1  # nothing deleted
+    # the two kept generations (upsert, delete) share one ANN file or SVS folder; older ones were collected
+    assert {p.name for p in folder.glob("ann-*")} == {Index.open(folder).manifest.ann_file}
 
 
 def test_bad_queries_change_nothing(corpus, tmp_path, model):
@@ -155,6 +164,9 @@ def test_pq4_first_pass_needs_ivf_and_an_even_prefix(corpus, tmp_path):
         with pytest.raises(MrlError, match="'pq4' needs --ann ivf and an even prefix dim"):
             Index.build(tmp_path / "i", vectors, docs, prefix_dim=prefix_dim, ann=ann, quant="pq4")
         assert not (tmp_path / "i").exists()
+    with pytest.raises(MrlError, match="--ann vamana stores the prefix as sq8 or fp32, not 'pq4'"):
+        Index.build(tmp_path / "i", vectors, docs, ann="vamana", quant="pq4")
+    assert not (tmp_path / "i").exists()
 
 
 def test_duplicate_ids_in_corpus_file(tmp_path):
@@ -165,9 +177,10 @@ def test_duplicate_ids_in_corpus_file(tmp_path):
     assert info.value.line == 3
 
 
-def test_tune_reaches_target_and_is_stored(corpus, tmp_path, model):
+@pytest.mark.parametrize("ann", ["hnsw", "vamana"])
+def test_tune_reaches_target_and_is_stored(corpus, tmp_path, model, ann):
     _, _, docs, vectors = corpus
-    index = Index.build(tmp_path / "i", vectors, docs, model="default", prefix_dim=64, loaded_model=model)
+    index = Index.build(tmp_path / "i", vectors, docs, model="default", prefix_dim=64, ann=ann, loaded_model=model)
     tuned = tune(index, target_recall=0.95, k=10, sample=100)
     assert tuned["measured_recall"] >= 0.95
     stored = Index.open(tmp_path / "i").manifest.tuned
@@ -204,11 +217,12 @@ WRITER = textwrap.dedent(
 )
 
 
-def test_kill_during_writes_leaves_last_committed_state(corpus, tmp_path, model):
+@pytest.mark.parametrize("ann", ["hnsw", "vamana"])  # a faiss file, an SVS folder
+def test_kill_during_writes_leaves_last_committed_state(corpus, tmp_path, model, ann):
     """SIGKILL a writer mid-stream; readers never fail meanwhile and the index reopens consistent."""
     _, _, docs, vectors = corpus
     folder = tmp_path / "i"
-    Index.build(folder, vectors, docs, model="default", loaded_model=model)
+    Index.build(folder, vectors, docs, model="default", ann=ann, loaded_model=model)
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
     proc = subprocess.Popen([sys.executable, str(script), str(folder)], stdout=subprocess.PIPE, text=True)

@@ -260,13 +260,21 @@ def index_build(
         "default"
     ),
     prefix_dim: Annotated[int, typer.Option(help="Dims of the first-pass prefix.")] = 64,
-    ann: Annotated[str, typer.Option(help="First-pass index: hnsw, ivf or flat.")] = "hnsw",
+    ann: Annotated[
+        str,
+        typer.Option(
+            help="First-pass index: hnsw, ivf, flat, or vamana (Intel SVS's graph over LVQ codes: "
+            "pip install 'mrl[svs]')."
+        ),
+    ] = "hnsw",
     quant: Annotated[
         str, typer.Option(help="First-pass storage: sq8 (1 byte/dim), fp32, or pq4 (IVF only: 4-bit fast-scan PQ).")
     ] = "sq8",
     store: Annotated[str, typer.Option(help="Full vectors on disk: float32 or float16.")] = "float32",
-    hnsw_m: Annotated[int, typer.Option(help="HNSW graph degree M.")] = 16,
-    ef_construction: Annotated[int, typer.Option(help="HNSW efConstruction.")] = 80,
+    hnsw_m: Annotated[int, typer.Option(help="HNSW graph degree M (vamana: 2M neighbours a node).")] = 16,
+    ef_construction: Annotated[
+        int | None, typer.Option(help="HNSW efConstruction (default 80); vamana's build window (default 200).")
+    ] = None,
     nlist: Annotated[int | None, typer.Option(help="IVF lists (default about 4 x sqrt(n)).")] = None,
     target_recall: Annotated[
         float | None, typer.Option(help="Auto-tune shortlist and efSearch/nprobe for this recall@10.")
@@ -308,6 +316,7 @@ def index_build(
       mrl index build --corpus corpus.jsonl --backend qdrant-edge --qdrant-path idx/edge
     """
     from mrl.data import load_documents
+    from mrl.index.ann import HNSW_EF_CONSTRUCTION
     from mrl.index.tuning import tune
 
     if backend not in ("embedded", "postgres", "qdrant", "qdrant-edge"):
@@ -330,12 +339,13 @@ def index_build(
         raise MrlError(f"{out}: folder exists and is not empty (use --overwrite)")
     loaded, vectors = _encode_documents(model, documents, batch_size, cache_dir)
     recorded = getattr(loaded, "mrl_source", model)
+    hnsw_ef = ef_construction or HNSW_EF_CONSTRUCTION
     if backend == "postgres":
         from mrl.index.postgres import PostgresIndex
 
         index = PostgresIndex.build(
             dsn, table, vectors, documents, model=recorded, prefix_dim=prefix_dim, store=store,
-            ann_params={"m": hnsw_m, "ef_construction": ef_construction}, overwrite=overwrite, loaded_model=loaded,
+            ann_params={"m": hnsw_m, "ef_construction": hnsw_ef}, overwrite=overwrite, loaded_model=loaded,
             rotate=rotate,
         )  # fmt: skip
     elif backend in ("qdrant", "qdrant-edge"):
@@ -344,13 +354,14 @@ def index_build(
         index = QdrantIndex.build(
             QdrantIndex.location_for(url, qdrant_path, collection, edge=backend == "qdrant-edge"), vectors, documents,
             model=recorded,
-            prefix_dim=prefix_dim, store=store, hnsw_m=hnsw_m, ef_construction=ef_construction, shards=shards,
+            prefix_dim=prefix_dim, store=store, hnsw_m=hnsw_m, ef_construction=hnsw_ef, shards=shards,
             replicas=replicas, overwrite=overwrite, loaded_model=loaded, rotate=rotate,
         )  # fmt: skip
     else:
         from mrl.index import Index
+        from mrl.index.ann import build_params
 
-        params = {"M": hnsw_m, "efConstruction": ef_construction} if ann == "hnsw" else {"nlist": nlist}
+        params = build_params(ann, hnsw_m, ef_construction, nlist)
         index = Index.build(
             out, vectors, documents, model=recorded, prefix_dim=prefix_dim, ann=ann, quant=quant, store=store,
             ann_params=params, overwrite=overwrite, loaded_model=loaded, rotate=rotate,

@@ -14,10 +14,19 @@ import faiss
 import numpy as np
 
 from mrl.errors import MrlError
+from mrl.index.vamana import DEFAULT_PARAMS as VAMANA_DEFAULTS
+from mrl.index.vamana import QUANTS as VAMANA_QUANTS
+from mrl.index.vamana import VamanaAnn, search_grid, svs_module
 
-ANN_KINDS = ("hnsw", "ivf", "flat")
+ANN_KINDS = ("hnsw", "ivf", "flat", "vamana")  # vamana: SVS, mrl.index.vamana
 QUANTS = ("sq8", "fp32", "pq4")
-DEFAULT_PARAMS = {"hnsw": {"M": 16, "efConstruction": 80}, "ivf": {"nlist": None}, "flat": {}}
+HNSW_EF_CONSTRUCTION = 80
+DEFAULT_PARAMS = {
+    "hnsw": {"M": 16, "efConstruction": HNSW_EF_CONSTRUCTION},
+    "ivf": {"nlist": None},
+    "flat": {},
+    "vamana": VAMANA_DEFAULTS,
+}
 
 
 TRAIN_SAMPLE = 100_000  # rows that index training (and the rotation fit) learns from; far more than either needs
@@ -34,22 +43,40 @@ def default_nlist(n: int) -> int:
     return max(1, min(int(4 * np.sqrt(max(n, 1))), max(1, n // 39)))
 
 
+def build_params(kind: str, m: int, ef_construction: int | None, nlist: int | None) -> dict:
+    """The CLI's graph options as the build parameters of ``kind`` (left out: that kind's default).
+
+    Vamana's one neighbour list a node corresponds to HNSW's base layer, which holds 2M neighbours.
+    """
+    if kind == "hnsw":
+        return {"M": m, "efConstruction": ef_construction or HNSW_EF_CONSTRUCTION}
+    if kind == "vamana":
+        return {"graph_max_degree": 2 * m, **({"window_size": ef_construction} if ef_construction else {})}
+    return {"nlist": nlist}
+
+
 def check_ann(kind: str, quant: str, prefix_dim: int) -> None:
     """Refuse an ANN kind / quantization / prefix combination before any expensive work (encoding, training)."""
     if kind not in ANN_KINDS:
         raise MrlError(f"unknown ANN kind '{kind}' (choose {', '.join(ANN_KINDS)})")
     if quant not in QUANTS:
         raise MrlError(f"unknown quantization '{quant}' (choose {', '.join(QUANTS)})")
+    if kind == "vamana" and quant not in VAMANA_QUANTS:
+        raise MrlError(f"--ann vamana stores the prefix as {' or '.join(VAMANA_QUANTS)}, not '{quant}'")
+    if kind == "vamana":
+        svs_module()  # fail before encoding when the optional engine is missing
     if quant == "pq4" and (kind != "ivf" or prefix_dim % 2):
         raise MrlError(
             f"quantization 'pq4' needs --ann ivf and an even prefix dim (got --ann {kind}, prefix dim {prefix_dim})"
         )
 
 
-def build_ann(kind: str, quant: str, vectors: np.ndarray, params: dict) -> faiss.Index:
+def build_ann(kind: str, quant: str, vectors: np.ndarray, params: dict) -> faiss.Index | VamanaAnn:
     """Build and fill an ANN index over ``vectors`` (unit prefixes, float32, ids = row numbers)."""
     n, dim = vectors.shape
     check_ann(kind, quant, dim)
+    if kind == "vamana":
+        return VamanaAnn.build(vectors, quant, params)
     metric = faiss.METRIC_INNER_PRODUCT
     sq = faiss.ScalarQuantizer.QT_8bit
     if kind == "hnsw":
@@ -110,8 +137,10 @@ def ann_kind(index: faiss.Index) -> str:
     return "flat"
 
 
-def ann_search_grid(index: faiss.Index) -> list[int | None]:
+def ann_search_grid(index: faiss.Index | VamanaAnn) -> list[int | None]:
     """Candidate values of the search-time knob for auto-tuning."""
+    if isinstance(index, VamanaAnn):
+        return list(search_grid())
     kind = ann_kind(index)
     if kind == "hnsw":
         return [16, 32, 64, 128, 256, 512, 1024, 2048]

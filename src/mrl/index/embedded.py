@@ -6,6 +6,7 @@ Layout of an index folder (every file but ``CURRENT`` and ``docs.sqlite`` is imm
     manifest-<gen>.json          settings, tuned values and the files of generation <gen>
     vectors-<gen>.npy            a segment of unit full vectors (float32 or float16), memory-mapped
     ann-<gen>.faiss              the faiss index over the re-normalized prefix (ids = row numbers)
+    ann-<gen>.svs/               instead, with ``ann="vamana"``: the SVS graph folder (mrl.index.vamana)
     deleted-<gen>.npy            rows tombstoned by delete/upsert
     rotation-<gen>.npy           the d x d rotation the vectors are stored in (mrl.index.rotation), if any
     docs.sqlite                  row -> id, text, metadata
@@ -38,8 +39,9 @@ from mrl.index.docstore import DocStore
 from mrl.index.hugepages import HugePageAdvice, advise_huge_pages
 from mrl.index.manifest import FORMAT_VERSION, MAX_RACES, Manifest, collect_garbage, commit, read_current
 from mrl.index.rotation import rotate_rows, unrotate_rows
-from mrl.index.storage import atomic_write, atomic_write_path, writer_lock
+from mrl.index.storage import atomic_write, atomic_write_path, path_bytes, writer_lock
 from mrl.index.tuning import exact_top_rows
+from mrl.index.vamana import VamanaAnn
 
 
 @dataclass
@@ -53,7 +55,7 @@ class Generation:
     manifest: Manifest
     segments: list[np.ndarray]
     starts: np.ndarray
-    ann: faiss.Index
+    ann: faiss.Index | VamanaAnn
     deleted: np.ndarray
     selector: faiss.IDSelector | None
     live_bits: np.ndarray | None
@@ -65,13 +67,18 @@ class Generation:
         # plain ndarray views of the maps: np.memmap's Python-level __getitem__ would run on every per-query gather
         segments = [np.asarray(np.load(folder / s["file"], mmap_mode="r")) for s in m.segments]
         starts = np.cumsum([0] + [s["rows"] for s in m.segments])
-        ann = faiss.read_index(str(folder / m.ann_file))
-        huge = advise_huge_pages(ann, background=True)  # searches need not wait for the pages to move
         deleted = np.zeros(m.rows, dtype=bool)
         if m.tombstones_file:
             deleted[np.load(folder / m.tombstones_file)] = True
         selector, live_bits = None, None
-        if deleted.any():
+        if m.ann == "vamana":
+            ann = VamanaAnn.load(folder / m.ann_file, m.quant)
+            ann.hide(np.flatnonzero(deleted))
+            huge = HugePageAdvice()  # SVS allocates its graph and codes on huge pages itself
+        else:
+            ann = faiss.read_index(str(folder / m.ann_file))
+            huge = advise_huge_pages(ann, background=True)  # searches need not wait for the pages to move
+        if deleted.any() and m.ann != "vamana":
             # faiss skips tombstoned rows during graph/list traversal instead of us over-fetching
             live_bits = np.packbits(~deleted, bitorder="little")
             selector = faiss.IDSelectorBitmap(m.rows, faiss.swig_ptr(live_bits))
@@ -139,7 +146,7 @@ class Index(SearchBackend):
         return self.gen.manifest
 
     @property
-    def ann(self) -> faiss.Index:
+    def ann(self) -> faiss.Index | VamanaAnn:
         return self.gen.ann
 
     @property
@@ -296,8 +303,10 @@ class Index(SearchBackend):
         t0 = time.perf_counter()
         unit_queries = rotate_rows(unit_queries, g.rotation)
         q_prefix = prefix(unit_queries, m.prefix_dim)
-        params = search_params(g.ann, ann_search, g.selector, kprime)
-        _, cand = g.ann.search(q_prefix, kprime, params=params)
+        if isinstance(g.ann, VamanaAnn):
+            cand = g.ann.search(q_prefix, kprime, ann_search)
+        else:
+            _, cand = g.ann.search(q_prefix, kprime, params=search_params(g.ann, ann_search, g.selector, kprime))
         timings.shortlist = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -384,8 +393,13 @@ class Index(SearchBackend):
                 *m.segments,
                 {"file": _write_segment(self.folder, m.generation, unit, m.store), "rows": len(unit)},
             ]
-            ann = faiss.clone_index(self.gen.ann)  # the live one is in memory already; searches keep using it
-            add_in_chunks(ann, prefix(unit, m.prefix_dim))
+            # a copy to extend: searches keep using the live one meanwhile
+            if isinstance(self.gen.ann, VamanaAnn):
+                ann = VamanaAnn.load(self.folder / self.manifest.ann_file, m.quant)
+                ann.add(prefix(unit, m.prefix_dim), first_row)
+            else:
+                ann = faiss.clone_index(self.gen.ann)
+                add_in_chunks(ann, prefix(unit, m.prefix_dim))
             m.ann_file = _write_ann(self.folder, m.generation, ann)
             m.rows += len(unit)
             replaced = [r for rs in existing.values() for r in rs]
@@ -420,7 +434,7 @@ class Index(SearchBackend):
     # ---- introspection --------------------------------------------------------------------
     def stats(self) -> dict:
         m = self.manifest
-        files = {name: (self.folder / name).stat().st_size for name in m.files()}
+        files = {name: path_bytes(self.folder / name) for name in m.files()}
         ann_bytes = files[m.ann_file]
         vector_bytes = sum(files[s["file"]] for s in m.segments)
         return {
@@ -495,7 +509,11 @@ def _write_segment(folder: Path, gen: int, unit: np.ndarray, store: str) -> str:
     return name
 
 
-def _write_ann(folder: Path, gen: int, index: faiss.Index) -> str:
+def _write_ann(folder: Path, gen: int, index: faiss.Index | VamanaAnn) -> str:
+    if isinstance(index, VamanaAnn):
+        name = f"ann-{gen:08d}.svs"
+        index.save(folder / name)
+        return name
     name = f"ann-{gen:08d}.faiss"
     atomic_write_path(folder / name, lambda tmp: faiss.write_index(index, str(tmp)))
     return name

@@ -9,6 +9,7 @@ Writers never modify a file that a manifest names; they write new files and then
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,7 @@ class Manifest:
     model: str | None
     full_dim: int
     prefix_dim: int
-    ann: str  # hnsw | ivf | flat
+    ann: str  # hnsw | ivf | flat | vamana
     quant: str  # sq8 | fp32 | pq4: how the ANN stores the prefix
     store: str  # float32 | float16: how full vectors are stored
     ann_params: dict = field(default_factory=dict)
@@ -99,5 +100,9 @@ def collect_garbage(folder: Path, keep_generations: int = 2) -> None:
         data = json.loads(m.read_text())
         referenced |= Manifest(**{k: v for k, v in data.items() if k in Manifest.__dataclass_fields__}).files()
     for path in folder.iterdir():
-        if path.is_file() and path.name not in referenced and not path.name.startswith("docs.sqlite"):
+        if path.name in referenced or path.name.startswith("docs.sqlite"):
+            continue
+        if path.is_file():
             path.unlink(missing_ok=True)
+        elif path.is_dir() and ".svs" in path.name:  # an SVS graph folder (mrl.index.vamana) or its temp folder
+            shutil.rmtree(path, ignore_errors=True)

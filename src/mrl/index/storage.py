@@ -46,6 +46,13 @@ def atomic_write_path(path: Path, write_to: Callable[[Path], None]) -> None:
     fsync_dir(path.parent)
 
 
+def path_bytes(path: Path) -> int:
+    """Size of a file, or of every file under a folder (an SVS index is a folder)."""
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
+
+
 def atomic_write_json(path: Path, data: dict) -> None:
     atomic_write(path, lambda h: h.write(json.dumps(data, indent=2).encode()))
 

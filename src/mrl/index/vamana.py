@@ -1,0 +1,182 @@
+"""A Vamana graph over LVQ codes (Intel's Scalable Vector Search) as the first pass: ``--ann vamana``.
+
+Why a second graph engine beside faiss HNSW: on a prefix, a graph walk is bound by memory latency,
+one random read of a code per visited node. SVS compresses each prefix with LVQ (Aguerrebere et al.,
+VLDB 2023, arXiv:2304.04759): 8-bit scalar codes with a scale and bias *per vector*, laid out so a
+distance is a few SIMD instructions on the code as read; its Vamana graph (DiskANN's, Subramanya
+et al., NeurIPS 2019) reaches a given recall with fewer hops than HNSW's base layer. On this
+project's 1M benchmark the pair shortlists at the same recall at about twice faiss HNSW-SQ8's
+single-query rate (benchmarks/results/first_pass-1000000-p192.json). ``quant="sq8"`` maps to LVQ-8
+(the same byte a dim, with the per-vector range), ``fp32`` to uncompressed floats.
+
+SVS ships as a binary wheel under the Intel Simplified Software License (``pip install 'mrl[svs]'``,
+x86-64 Linux); everything else in mrl stays open source and this module is only imported for
+``--ann vamana``.
+
+On disk an index is one folder ``ann-<gen>.svs`` holding SVS's ``config``, ``graph`` and ``data``
+folders, written whole and renamed into place like every other generation file. It is saved as
+SVS's *dynamic* index, so :meth:`add` extends a copy of it without a rebuild; tombstoned rows are
+soft-deleted in memory when a generation loads, never written into the graph, as with faiss.
+
+Example::
+
+    import numpy as np
+    from mrl.index.vamana import VamanaAnn
+
+    x = np.random.default_rng(0).standard_normal((2000, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ann = VamanaAnn.build(x, quant="sq8", params={})
+    rows = ann.search(x[:3], 5, window=32)
+    assert (rows[:, 0] == [0, 1, 2]).all()
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from mrl.errors import MrlError
+from mrl.index.storage import fsync_dir
+
+QUANTS = ("sq8", "fp32")
+DEFAULT_PARAMS = {"graph_max_degree": 32, "window_size": 200, "alpha": 0.95}
+PADDING = 32  # bytes each LVQ code starts on: aligned loads, at a few bytes a vector
+PARTS = ("config", "graph", "data")
+
+
+def svs_module():
+    """``svs``, or a clear error naming the extra that installs it."""
+    try:
+        import svs
+    except ImportError as exc:
+        raise MrlError(
+            "--ann vamana needs Intel's Scalable Vector Search: pip install 'mrl[svs]' (x86-64 Linux)"
+        ) from exc
+    return svs
+
+
+class VamanaAnn:
+    """An SVS dynamic Vamana index whose ids are the rows of the mrl index, with faiss-like calls."""
+
+    def __init__(self, index, quant: str):
+        self.index = index
+        self.quant = quant
+        # SVS keeps the search window and thread count on the index object: set-and-search must not interleave
+        self._lock = threading.Lock()
+
+    # ---- building and persistence -----------------------------------------------------------
+    @classmethod
+    def build(cls, vectors: np.ndarray, quant: str, params: dict) -> VamanaAnn:
+        """Graph over ``vectors`` (unit prefixes; ids = row numbers), built on every core.
+
+        ``params`` gets SVS's defaults filled in, so the manifest records what was built.
+        """
+        svs = svs_module()
+        for key, value in DEFAULT_PARAMS.items():
+            params.setdefault(key, value)
+        build = svs.VamanaBuildParameters(
+            graph_max_degree=int(params["graph_max_degree"]),
+            window_size=int(params["window_size"]),
+            alpha=float(params["alpha"]),
+        )
+        threads = os.cpu_count() or 1
+        with tempfile.TemporaryDirectory(prefix="mrl-svs-") as tmp:
+            # LVQ compresses from a file loader, and only the static index builds from one (the dynamic
+            # build takes floats); SVS opens a saved static index as a dynamic one, which add() extends
+            source = Path(tmp) / "prefix.fvecs"
+            svs.write_vecs(np.ascontiguousarray(vectors, dtype=np.float32), str(source))
+            loader = cls._loader(svs, quant, source, vectors.shape[1])
+            static = svs.Vamana.build(build, loader, svs.DistanceType.MIP, threads)
+            static_dir = Path(tmp) / "static"
+            static_dir.mkdir()
+            static.save(*(str(static_dir / p) for p in PARTS))
+            del static
+            source.unlink()
+            return cls(cls._open(svs, static_dir, quant, threads, from_static=True), quant)
+
+    @staticmethod
+    def _loader(svs, quant: str, source: Path, dim: int):
+        data = svs.VectorDataLoader(str(source), svs.float32, dims=dim)
+        return svs.LVQLoader(data, primary=8, padding=PADDING) if quant == "sq8" else data
+
+    @staticmethod
+    def _open(svs, folder: Path, quant: str, threads: int, from_static: bool = False):
+        data = (
+            svs.LVQLoader(str(folder / "data"), padding=PADDING)
+            if quant == "sq8"
+            else svs.VectorDataLoader(str(folder / "data"), svs.float32)
+        )
+        return svs.DynamicVamana(
+            str(folder / "config"),
+            svs.GraphLoader(str(folder / "graph")),
+            data,
+            svs.DistanceType.MIP,
+            num_threads=threads,
+            debug_load_from_static=from_static,
+        )
+
+    @classmethod
+    def load(cls, folder: Path, quant: str) -> VamanaAnn:
+        svs = svs_module()
+        if not all((folder / p).is_dir() for p in PARTS):
+            # an OSError, like a missing faiss file: Generation.load_current retries it when a commit raced
+            raise FileNotFoundError(f"{folder}: incomplete SVS index (needs {', '.join(PARTS)} folders)")
+        return cls(cls._open(svs, folder, quant, os.cpu_count() or 1), quant)
+
+    def save(self, folder: Path) -> None:
+        """Write the index as ``folder``, complete or not at all: a temp folder, fsync'd, renamed into place."""
+        tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        with self._lock:
+            self.index.save(*(str(tmp / p) for p in PARTS))
+        for path in sorted(tmp.rglob("*"), reverse=True):  # files first, then their folders
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(tmp)
+        os.replace(tmp, folder)
+        fsync_dir(folder.parent)
+
+    # ---- searching and writing --------------------------------------------------------------
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.size)
+
+    def search(self, queries: np.ndarray, k: int, window: int | None) -> np.ndarray:
+        """Top-``k`` rows of each query, -1 padded; ``window`` is the search beam (raised to at least ``k``)."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        k_found = min(k, self.ntotal)
+        if k_found == 0:
+            return np.full((len(queries), k), -1, dtype=np.int64)
+        with self._lock:
+            self.index.num_threads = 1 if len(queries) == 1 else (os.cpu_count() or 1)
+            self.index.search_window_size = max(int(window or 0), k_found)
+            found = self.index.search(queries, k_found)[0].astype(np.int64)
+        if k_found < k:
+            found = np.pad(found, ((0, 0), (0, k - k_found)), constant_values=-1)
+        return found
+
+    def add(self, vectors: np.ndarray, first_row: int) -> None:
+        rows = np.arange(first_row, first_row + len(vectors), dtype=np.uint64)
+        with self._lock:
+            self.index.num_threads = os.cpu_count() or 1
+            self.index.add(np.ascontiguousarray(vectors, dtype=np.float32), rows)
+
+    def hide(self, rows: np.ndarray) -> None:
+        """Soft-delete rows for searches of this in-memory copy (tombstones; the saved graph keeps them)."""
+        if len(rows):
+            with self._lock:
+                self.index.delete(np.asarray(rows, dtype=np.uint64))
+
+
+def search_grid() -> list[int]:
+    """Search windows tried by auto-tuning (k' raises a window below it)."""
+    return [16, 32, 64, 128, 256, 512, 1024, 2048]
