@@ -163,7 +163,8 @@ def test_train_bad_input_fails_before_training(tmp_path, rows, args, needle):
     assert not out.exists()
 
 
-def test_index_build_search_add_delete_cli(tmp_path, data_dir):
+@pytest.mark.parametrize("ann", ["hnsw", "vamana"])
+def test_index_build_search_add_delete_cli(tmp_path, data_dir, ann):
     from conftest import write_beir_subset
 
     folder = write_beir_subset(data_dir / "scifact", tmp_path / "sf", 10, 60)
@@ -180,10 +181,16 @@ def test_index_build_search_add_delete_cli(tmp_path, data_dir):
         "64",
         "--target-recall",
         "0.95",
+        "--ann",
+        ann,
         cache=cache,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "tuned: shortlist" in proc.stderr and "documents" in proc.stdout
+    built = Index.open(idx).stats()["ann_params"]
+    # --hnsw-m 16 (the default) is M for HNSW and 2M = 32 neighbours a node for Vamana, as HNSW's base layer
+    vamana = {"graph_max_degree": 32, "window_size": 200, "alpha": 0.95}
+    assert built == ({"M": 16, "efConstruction": 80} if ann == "hnsw" else vamana)
     proc = mrl("search", str(idx), "vitamin D and bone fractures", "-k", "3", "--json", "--funnel", "64,128,full")
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout)

@@ -474,7 +474,9 @@ def search_cmd(
     shortlist: Annotated[int | None, typer.Option(help="First-pass candidates k' (default: tuned, else 10 x k).")] = (
         None
     ),
-    ann_search: Annotated[int | None, typer.Option(help="efSearch (HNSW) or nprobe (IVF).")] = None,
+    ann_search: Annotated[
+        int | None, typer.Option(help="efSearch (HNSW), nprobe (IVF) or search window (vamana).")
+    ] = None,
     target_recall: Annotated[
         float | None, typer.Option(help="Tune k' and efSearch/nprobe for this recall first (stored in the index).")
     ] = None,
