@@ -118,6 +118,9 @@ def test_reopen_add_upsert_delete(corpus, tmp_path, model, ann, quant):
     with pytest.raises(MrlError, match="unknown ids: nope"):
         reopened.delete([docs[1].id, "nope"])
     assert Index.open(folder).stats()["documents"] == len(docs) - 1  # nothing deleted
+    if ann == "vamana":  # SVS's dynamic index (large blocks) only once the graph was extended or has tombstones
+        fresh = Index.build(tmp_path / "fresh", vectors[:200], docs[:200], ann=ann, quant=quant)
+        assert not fresh.gen.ann.dynamic and reopened.gen.ann.dynamic
     # the two kept generations (upsert, delete) share one ANN file or SVS folder; older ones were collected
     assert {p.name for p in folder.glob("ann-*")} == {Index.open(folder).manifest.ann_file}
 

@@ -72,8 +72,9 @@ class Generation:
             deleted[np.load(folder / m.tombstones_file)] = True
         selector, live_bits = None, None
         if m.ann == "vamana":
-            ann = VamanaAnn.load(folder / m.ann_file, m.quant)
-            ann.hide(np.flatnonzero(deleted))
+            ann = VamanaAnn.load(folder / m.ann_file, m.quant, writable=bool(deleted.any()))
+            if deleted.any():
+                ann.hide(np.flatnonzero(deleted))
             huge = HugePageAdvice()  # SVS allocates its graph and codes on huge pages itself
         else:
             ann = faiss.read_index(str(folder / m.ann_file))
@@ -395,7 +396,7 @@ class Index(SearchBackend):
             ]
             # a copy to extend: searches keep using the live one meanwhile
             if isinstance(self.gen.ann, VamanaAnn):
-                ann = VamanaAnn.load(self.folder / self.manifest.ann_file, m.quant)
+                ann = VamanaAnn.load(self.folder / self.manifest.ann_file, m.quant, writable=True)
                 ann.add(prefix(unit, m.prefix_dim), first_row)
             else:
                 ann = faiss.clone_index(self.gen.ann)
