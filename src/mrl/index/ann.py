@@ -16,11 +16,13 @@ import numpy as np
 from mrl.errors import MrlError
 from mrl.index.vamana import DEFAULT_PARAMS as VAMANA_DEFAULTS
 from mrl.index.vamana import QUANTS as VAMANA_QUANTS
-from mrl.index.vamana import VamanaAnn, search_grid, svs_module
+from mrl.index.vamana import VamanaAnn, svs_module
 
 ANN_KINDS = ("hnsw", "ivf", "flat", "vamana")  # vamana: SVS, mrl.index.vamana
 QUANTS = ("sq8", "fp32", "pq4")
 HNSW_EF_CONSTRUCTION = 80
+# search beams auto-tuning tries on a graph (HNSW efSearch, Vamana window); k' raises one below it
+GRAPH_SEARCH_GRID = (16, 32, 64, 128, 256, 512, 1024, 2048)
 DEFAULT_PARAMS = {
     "hnsw": {"M": 16, "efConstruction": HNSW_EF_CONSTRUCTION},
     "ivf": {"nlist": None},
@@ -139,11 +141,9 @@ def ann_kind(index: faiss.Index) -> str:
 
 def ann_search_grid(index: faiss.Index | VamanaAnn) -> list[int | None]:
     """Candidate values of the search-time knob for auto-tuning."""
-    if isinstance(index, VamanaAnn):
-        return list(search_grid())
+    if isinstance(index, VamanaAnn) or ann_kind(index) == "hnsw":
+        return list(GRAPH_SEARCH_GRID)
     kind = ann_kind(index)
-    if kind == "hnsw":
-        return [16, 32, 64, 128, 256, 512, 1024, 2048]
     if kind == "ivf":
         nlist = index.nlist
         return sorted({p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256) if p <= nlist} | {nlist})

@@ -73,16 +73,15 @@ class Generation:
         selector, live_bits = None, None
         if m.ann == "vamana":
             ann = VamanaAnn.load(folder / m.ann_file, m.quant, writable=bool(deleted.any()))
-            if deleted.any():
-                ann.hide(np.flatnonzero(deleted))
+            ann.hide(np.flatnonzero(deleted))
             huge = HugePageAdvice()  # SVS allocates its graph and codes on huge pages itself
         else:
             ann = faiss.read_index(str(folder / m.ann_file))
             huge = advise_huge_pages(ann, background=True)  # searches need not wait for the pages to move
-        if deleted.any() and m.ann != "vamana":
-            # faiss skips tombstoned rows during graph/list traversal instead of us over-fetching
-            live_bits = np.packbits(~deleted, bitorder="little")
-            selector = faiss.IDSelectorBitmap(m.rows, faiss.swig_ptr(live_bits))
+            if deleted.any():
+                # faiss skips tombstoned rows during graph/list traversal instead of us over-fetching
+                live_bits = np.packbits(~deleted, bitorder="little")
+                selector = faiss.IDSelectorBitmap(m.rows, faiss.swig_ptr(live_bits))
         rotation = np.load(folder / m.rotation_file) if m.rotation_file else None
         return cls(m, segments, starts, ann, deleted, selector, live_bits, huge, rotation)
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """fsync a file or a folder (a folder's fsync makes the names in it durable)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -34,16 +36,20 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
 
 
 def atomic_write_path(path: Path, write_to: Callable[[Path], None]) -> None:
-    """Like :func:`atomic_write` for writers that take a file name (faiss.write_index)."""
+    """Like :func:`atomic_write` for writers that take a name: a file (faiss.write_index) or a folder (SVS).
+
+    A folder is synced file by file, then folder by folder, before its one rename makes it visible.
+    """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    if tmp.is_dir():  # left by a crashed writer of this pid
+        shutil.rmtree(tmp)
     write_to(tmp)
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    if tmp.is_dir():
+        for inner in sorted(tmp.rglob("*"), reverse=True):  # files before the folders that name them
+            fsync_path(inner)
+    fsync_path(tmp)
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 def path_bytes(path: Path) -> int:

@@ -34,7 +34,6 @@ Example::
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -42,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from mrl.errors import MrlError
-from mrl.index.storage import fsync_dir
+from mrl.index.storage import atomic_write_path
 
 QUANTS = ("sq8", "fp32")
 DEFAULT_PARAMS = {"graph_max_degree": 32, "window_size": 200, "alpha": 0.95}
@@ -125,21 +124,14 @@ class VamanaAnn:
         return cls(svs.DynamicVamana(*parts, num_threads=threads, debug_load_from_static=not saved_dynamic), quant)
 
     def save(self, folder: Path) -> None:
-        """Write the index as ``folder``, complete or not at all: a temp folder, fsync'd, renamed into place."""
-        tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        with self._lock:
-            self.index.save(*(str(tmp / p) for p in PARTS))
-        for path in sorted(tmp.rglob("*"), reverse=True):  # files first, then their folders
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fsync_dir(tmp)
-        os.replace(tmp, folder)
-        fsync_dir(folder.parent)
+        """Write the index as ``folder``, complete or not at all (see :func:`atomic_write_path`)."""
+
+        def write_to(tmp: Path) -> None:
+            tmp.mkdir()
+            with self._lock:
+                self.index.save(*(str(tmp / p) for p in PARTS))
+
+        atomic_write_path(folder, write_to)
 
     # ---- searching and writing --------------------------------------------------------------
     @property
@@ -172,8 +164,3 @@ class VamanaAnn:
         if len(rows):
             with self._lock:
                 self.index.delete(np.asarray(rows, dtype=np.uint64))
-
-
-def search_grid() -> list[int]:
-    """Search windows tried by auto-tuning (k' raises a window below it)."""
-    return [16, 32, 64, 128, 256, 512, 1024, 2048]
