@@ -19,6 +19,9 @@ faiss HNSW on full vectors is measured twice: as users run it, and on 2 MiB page
     python benchmarks/index_speed.py --n 1000000 --model models/bench/mrl-w --prefix-dims 192 --no-hnswlib \
         --mrl-anns vamana --mrl-hnsw-m 16 --mrl-ef-construction 200 --hnsw-ef-construction 200 --tag p192-vamana
     python benchmarks/index_speed.py --n 1000000 --model models/bench/mrl-w --prefix-dims 192 --no-hnswlib \
+        --mrl-anns vamana --mrl-graph-quants sq8,sq4 --mrl-hnsw-m 16 --mrl-ef-construction 200 \
+        --hnsw-ef-construction 200 --tag p192-vamana-thp
+    python benchmarks/index_speed.py --n 1000000 --model models/bench/mrl-w --prefix-dims 192 --no-hnswlib \
         --mrl-anns ivf --mrl-ivf-quant pq4 --hnsw-ef-construction 200 --tag p192-rotated-ivfpq
 
     Runs from before mrl rotated its vectors (mrl.index.rotation); --no-rotate reproduces them:
@@ -198,6 +201,11 @@ def main() -> None:
     ap.add_argument("--mrl-anns", default="hnsw,ivf", help="mrl first-pass kinds to measure: hnsw, ivf, vamana")
     ap.add_argument("--mrl-ivf-quant", default="sq8", help="codes of mrl's IVF first pass: sq8 or pq4 (fast-scan)")
     ap.add_argument(
+        "--mrl-graph-quants",
+        default="sq8",
+        help="codes of mrl's graph first passes (hnsw, vamana), each measured: sq8, sq4 (vamana: LVQ-8, LVQ-4)",
+    )
+    ap.add_argument(
         "--no-rotate", action="store_true", help="build mrl's indexes on the raw prefix (Index.build(rotate=False))"
     )
     ap.add_argument("--tag", default="", help="suffix of the result files, e.g. p256 for a --prefix-dims 256 run")
@@ -301,10 +309,14 @@ def main() -> None:
         ),
     }
     result["rotated"] = not args.no_rotate
+    runs = [
+        (ann, quant)
+        for ann in args.mrl_anns.split(",")
+        for quant in ([args.mrl_ivf_quant] if ann == "ivf" else args.mrl_graph_quants.split(","))
+    ]
     for pdim in [int(x) for x in args.prefix_dims.split(",")]:
-        for ann in args.mrl_anns.split(","):
+        for ann, quant in runs:
             params, grid = firsts[ann]
-            quant = args.mrl_ivf_quant if ann == "ivf" else "sq8"
             name = f"mrl-{ann}{'-' + quant if quant != 'sq8' else ''}-p{pdim}{'-raw' if args.no_rotate else ''}"
             folder = workdir / name
             shutil.rmtree(folder, ignore_errors=True)
@@ -320,6 +332,7 @@ def main() -> None:
                 rotate=not args.no_rotate,
             )
             build = time.perf_counter() - t0
+            idx.gen.huge_pages.wait()  # time the steady state, not searches racing the move to 2 MiB pages
             st = idx.stats()
             result["systems"][name] = {
                 "ram_bytes": st["ram_bytes"],
@@ -327,6 +340,7 @@ def main() -> None:
                 "mmap_vector_bytes": st["vector_bytes"],
                 "build_s": build,
                 "ann_params": st["ann_params"],
+                "huge_page_bytes": st["huge_page_bytes"],
             }
             c.print(f"{name} built in {build:.0f} s, ANN {st['ann_bytes'] / 2**20:.0f} MiB")
             for a in grid:

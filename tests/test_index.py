@@ -35,7 +35,9 @@ def snapshot(folder: Path) -> dict[str, bytes]:
         ("ivf", "sq8", "float16"),
         ("ivf", "pq4", "float32"),
         ("flat", "fp32", "float32"),
+        ("hnsw", "sq4", "float16"),
         ("vamana", "sq8", "float32"),
+        ("vamana", "sq4", "float32"),
         ("vamana", "fp32", "float16"),
     ],
 )
@@ -167,7 +169,7 @@ def test_pq4_first_pass_needs_ivf_and_an_even_prefix(corpus, tmp_path):
         with pytest.raises(MrlError, match="'pq4' needs --ann ivf and an even prefix dim"):
             Index.build(tmp_path / "i", vectors, docs, prefix_dim=prefix_dim, ann=ann, quant="pq4")
         assert not (tmp_path / "i").exists()
-    with pytest.raises(MrlError, match="--ann vamana stores the prefix as sq8 or fp32, not 'pq4'"):
+    with pytest.raises(MrlError, match="--ann vamana stores the prefix as sq8, sq4, fp32, not 'pq4'"):
         Index.build(tmp_path / "i", vectors, docs, ann="vamana", quant="pq4")
     assert not (tmp_path / "i").exists()
 
@@ -327,3 +329,22 @@ def test_opened_graph_sits_on_huge_pages_and_searches_the_same(tmp_path):
         # madvise splits the mapping at the first whole 2 MiB page inside each array: look there
         assert all(huge_kib_at(-(-address // (2 << 20)) * (2 << 20)) >= 2048 for address, _ in arrays)
     assert np.array_equal(index.ann.search(q, 20, params=params)[1], expected)
+
+
+@pytest.mark.skipif(thp_mode() == "never", reason="transparent huge pages are off on this machine")
+def test_opened_vamana_graph_sits_on_huge_pages_and_searches_the_same(tmp_path):
+    """SVS falls back to 4 KiB pages when no huge pages are reserved: opening advises 2 MiB pages for what it mapped."""
+    pytest.importorskip("svs")
+    vectors = np.random.default_rng(2).standard_normal((40_000, 256)).astype(np.float32)
+    docs = [Document(f"d{i}", "x") for i in range(40_000)]
+    # fp32 codes: 40k x 128 floats, 20 MiB in one mapping, above the size below which mappings are left alone
+    index = Index.build(tmp_path / "i", vectors, docs, prefix_dim=128, ann="vamana", quant="fp32")
+    q = prefix(vectors[:50], 256)
+    expected = index.search_keys(q, 10, shortlist=20, ann_search=64)[0]  # while the pages may still move
+    advice = index.gen.huge_pages
+    assert advice.bytes >= 16 << 20 and index.stats()["huge_page_bytes"] == advice.bytes
+    advice.wait()
+    kernel = tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2])
+    if kernel >= (6, 1):
+        assert max(huge_kib_at(address) for address, _ in advice.spans) >= 16 << 10
+    assert np.array_equal(index.search_keys(q, 10, shortlist=20, ann_search=64)[0], expected)

@@ -268,7 +268,11 @@ def index_build(
         ),
     ] = "hnsw",
     quant: Annotated[
-        str, typer.Option(help="First-pass storage: sq8 (1 byte/dim), fp32, or pq4 (IVF only: 4-bit fast-scan PQ).")
+        str,
+        typer.Option(
+            help="First-pass storage: sq8 (1 byte/dim), sq4 (4 bits/dim), fp32, or pq4 (IVF only: 4-bit fast-scan "
+            "PQ). With vamana, sq8 and sq4 are SVS's LVQ-8 and LVQ-4."
+        ),
     ] = "sq8",
     store: Annotated[str, typer.Option(help="Full vectors on disk: float32 or float16.")] = "float32",
     hnsw_m: Annotated[int, typer.Option(help="HNSW graph degree M (vamana: 2M neighbours a node).")] = 16,

@@ -1,8 +1,8 @@
 """The first pass: a faiss index over the re-normalized prefix, plus how to search it.
 
 Inner product on unit vectors equals cosine. The prefix is stored 8-bit scalar-quantized by default
-(``sq8``: 1 byte a dim), so the ANN structure does not hold a second float copy of the vectors;
-the exact second pass on full vectors absorbs the quantization error. ``pq4`` (IVF only) goes further:
+(``sq8``: 1 byte a dim; ``sq4``: half a byte), so the ANN structure does not hold a second float copy of
+the vectors; the exact second pass on full vectors absorbs the quantization error. ``pq4`` (IVF only) goes further:
 4-bit product-quantization codes over pairs of dims (a quarter byte a dim) that faiss scans with SIMD
 registers ("fast-scan"); it trades the last points of recall for a fifth of sq8's memory and faster scans
 (benchmarks/first_pass.py measures both).
@@ -19,7 +19,8 @@ from mrl.index.vamana import QUANTS as VAMANA_QUANTS
 from mrl.index.vamana import VamanaAnn, svs_module
 
 ANN_KINDS = ("hnsw", "ivf", "flat", "vamana")  # vamana: SVS, mrl.index.vamana
-QUANTS = ("sq8", "fp32", "pq4")
+QUANTS = ("sq8", "sq4", "fp32", "pq4")
+SCALAR_QUANTIZERS = {"sq8": faiss.ScalarQuantizer.QT_8bit, "sq4": faiss.ScalarQuantizer.QT_4bit}
 HNSW_EF_CONSTRUCTION = 80
 # search beams auto-tuning tries on a graph (HNSW efSearch, Vamana window); k' raises one below it
 GRAPH_SEARCH_GRID = (16, 32, 64, 128, 256, 512, 1024, 2048)
@@ -64,7 +65,7 @@ def check_ann(kind: str, quant: str, prefix_dim: int) -> None:
     if quant not in QUANTS:
         raise MrlError(f"unknown quantization '{quant}' (choose {', '.join(QUANTS)})")
     if kind == "vamana" and quant not in VAMANA_QUANTS:
-        raise MrlError(f"--ann vamana stores the prefix as {' or '.join(VAMANA_QUANTS)}, not '{quant}'")
+        raise MrlError(f"--ann vamana stores the prefix as {', '.join(VAMANA_QUANTS)}, not '{quant}'")
     if kind == "vamana":
         svs_module()  # fail before encoding when the optional engine is missing
     if quant == "pq4" and (kind != "ivf" or prefix_dim % 2):
@@ -80,16 +81,16 @@ def build_ann(kind: str, quant: str, vectors: np.ndarray, params: dict) -> faiss
     if kind == "vamana":
         return VamanaAnn.build(vectors, quant, params)
     metric = faiss.METRIC_INNER_PRODUCT
-    sq = faiss.ScalarQuantizer.QT_8bit
+    sq = SCALAR_QUANTIZERS.get(quant)
     if kind == "hnsw":
         m = int(params.get("M", 16))
-        index = faiss.IndexHNSWSQ(dim, sq, m, metric) if quant == "sq8" else faiss.IndexHNSWFlat(dim, m, metric)
+        index = faiss.IndexHNSWSQ(dim, sq, m, metric) if sq is not None else faiss.IndexHNSWFlat(dim, m, metric)
         index.hnsw.efConstruction = int(params.get("efConstruction", 80))
     elif kind == "ivf":
         nlist = int(params.get("nlist") or default_nlist(n))
         params["nlist"] = nlist
         coarse = faiss.IndexFlatIP(dim)
-        if quant == "sq8":
+        if sq is not None:
             index = faiss.IndexIVFScalarQuantizer(coarse, dim, nlist, sq, metric)
         elif quant == "pq4":
             index = faiss.IndexIVFPQFastScan(coarse, dim, nlist, dim // 2, 4, metric)
@@ -98,7 +99,7 @@ def build_ann(kind: str, quant: str, vectors: np.ndarray, params: dict) -> faiss
         index.own_fields = True
         coarse.this.disown()
     else:
-        index = faiss.IndexScalarQuantizer(dim, sq, metric) if quant == "sq8" else faiss.IndexFlatIP(dim)
+        index = faiss.IndexScalarQuantizer(dim, sq, metric) if sq is not None else faiss.IndexFlatIP(dim)
     if not index.is_trained:
         index.train(np.ascontiguousarray(training_sample(vectors)))
     add_in_chunks(index, vectors)

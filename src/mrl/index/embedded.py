@@ -36,7 +36,7 @@ from mrl.index.backend import (
     unknown_ids_error,
 )
 from mrl.index.docstore import DocStore
-from mrl.index.hugepages import HugePageAdvice, advise_huge_pages
+from mrl.index.hugepages import HugePageAdvice, advise_huge_pages, advise_new_mappings, anonymous_mappings
 from mrl.index.manifest import FORMAT_VERSION, MAX_RACES, Manifest, collect_garbage, commit, read_current
 from mrl.index.rotation import rotate_rows, unrotate_rows
 from mrl.index.storage import atomic_write, atomic_write_path, path_bytes, writer_lock
@@ -72,9 +72,10 @@ class Generation:
             deleted[np.load(folder / m.tombstones_file)] = True
         selector, live_bits = None, None
         if m.ann == "vamana":
+            before = anonymous_mappings()
             ann = VamanaAnn.load(folder / m.ann_file, m.quant, writable=bool(deleted.any()))
             ann.hide(np.flatnonzero(deleted))
-            huge = HugePageAdvice()  # SVS allocates its graph and codes on huge pages itself
+            huge = advise_new_mappings(before, background=True)
         else:
             ann = faiss.read_index(str(folder / m.ann_file))
             huge = advise_huge_pages(ann, background=True)  # searches need not wait for the pages to move

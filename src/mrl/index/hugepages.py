@@ -1,11 +1,13 @@
-"""Back a faiss index's large arrays with 2 MiB pages (Linux transparent huge pages).
+"""Back an index's large arrays with 2 MiB pages (Linux transparent huge pages).
 
 Why: a graph search is a chain of dependent random reads across hundreds of MiB (the prefix codes
 and the neighbor lists). With 4 KiB pages almost every read also misses the TLB and waits for a
 page-table walk; with 2 MiB pages the whole structure is covered by a few hundred TLB entries.
 Most distributions set transparent huge pages to ``madvise``, so a process only gets them for the
 memory it asks for, which is what this module does for the arrays faiss allocated when it read the
-index. It changes the physical backing only, never the contents or the results.
+index, and for the mappings SVS made while it loaded one (SVS asks for reserved huge pages, which most
+machines have none of, then falls back to 4 KiB pages without the hint). It changes the physical
+backing only, never the contents or the results.
 
 Example::
 
@@ -27,13 +29,16 @@ import ctypes
 import ctypes.util
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import faiss
 
 MADV_HUGEPAGE = 14
 MADV_COLLAPSE = 25
 HUGE_PAGE = 2 << 20
+# new mappings smaller than this are not an index's arrays but thread stacks (8 MiB) and the like, which
+# MADV_COLLAPSE would fill with whole 2 MiB pages
+LARGE_MAPPING = 16 << 20
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -62,10 +67,14 @@ def large_arrays(index: faiss.Index) -> list[tuple[int, int]]:
 
 @dataclass
 class HugePageAdvice:
-    """What :func:`advise_huge_pages` asked for: the bytes the kernel accepted and the thread moving them, if any."""
+    """What :func:`advise_spans` asked for: the (address, bytes) spans the kernel accepted, the thread moving them."""
 
-    bytes: int = 0
+    spans: list[tuple[int, int]] = field(default_factory=list)
     collapsing: threading.Thread | None = None
+
+    @property
+    def bytes(self) -> int:
+        return sum(length for _, length in self.spans)
 
     def wait(self) -> None:
         """Block until the pages have moved (at once when the move ran in the caller's thread)."""
@@ -74,9 +83,44 @@ class HugePageAdvice:
 
 
 def advise_huge_pages(index: faiss.Index, background: bool = False) -> HugePageAdvice:
-    """Ask for 2 MiB pages under ``index``'s large arrays.
+    """Ask for 2 MiB pages under ``index``'s large arrays (see :func:`advise_spans`)."""
+    return advise_spans(large_arrays(index), background)
 
-    Only whole 2 MiB pages inside each array qualify (the ragged ends keep 4 KiB pages). Moving the
+
+def anonymous_mappings() -> set[tuple[int, int]]:
+    """(start, end) of this process's writable anonymous memory mappings (empty where /proc is missing).
+
+    For engines whose arrays Python cannot reach (SVS): the mappings that appear while one loads an
+    index are the index's (large allocations get mappings of their own).
+    """
+    try:
+        with open("/proc/self/maps") as maps:
+            lines = maps.readlines()
+    except OSError:
+        return set()
+    spans = set()
+    for line in lines:
+        fields = line.split()
+        if len(fields) == 5 and fields[1].startswith("rw"):  # no path: anonymous
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            spans.add((start, end))
+    return spans
+
+
+def advise_new_mappings(before: set[tuple[int, int]], background: bool = False) -> HugePageAdvice:
+    """Ask for 2 MiB pages under the anonymous mappings made since ``before`` (:func:`anonymous_mappings`).
+
+    Advising a mapping that is not the index's (another thread's allocation) is harmless: it changes
+    the backing of that memory, never its contents.
+    """
+    new = anonymous_mappings() - before
+    return advise_spans([(start, end - start) for start, end in new if end - start >= LARGE_MAPPING], background)
+
+
+def advise_spans(spans: list[tuple[int, int]], background: bool = False) -> HugePageAdvice:
+    """Ask for 2 MiB pages under each (address, bytes) span.
+
+    Only whole 2 MiB pages inside each span qualify (the ragged ends keep 4 KiB pages). Moving the
     already-filled pages copies them, about as long as reading the index from disk, so
     ``background=True`` does it in a daemon thread (ctypes releases the GIL) and searches run meanwhile
     on the old pages: the contents never change, only their backing. Where transparent huge pages are
@@ -84,20 +128,20 @@ def advise_huge_pages(index: faiss.Index, background: bool = False) -> HugePageA
     """
     if LIBC is None:
         return HugePageAdvice()
-    spans = []
-    for address, size in large_arrays(index):
+    advised = []
+    for address, size in spans:
         start = -(-address // HUGE_PAGE) * HUGE_PAGE
         end = (address + size) // HUGE_PAGE * HUGE_PAGE
         if end > start and LIBC.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), MADV_HUGEPAGE) == 0:
-            spans.append((start, end - start))
+            advised.append((start, end - start))
 
     def collapse() -> None:
         # MADV_COLLAPSE fails on kernels before 6.1; MADV_HUGEPAGE alone still lets khugepaged do it later
-        for start, length in spans:
+        for start, length in advised:
             LIBC.madvise(ctypes.c_void_p(start), ctypes.c_size_t(length), MADV_COLLAPSE)
 
-    advice = HugePageAdvice(sum(length for _, length in spans))
-    if background and spans:
+    advice = HugePageAdvice(advised)
+    if background and advised:
         advice.collapsing = threading.Thread(target=collapse, name="mrl-huge-pages", daemon=True)
         advice.collapsing.start()
     else:

@@ -27,7 +27,7 @@ class Manifest:
     full_dim: int
     prefix_dim: int
     ann: str  # hnsw | ivf | flat | vamana
-    quant: str  # sq8 | fp32 | pq4: how the ANN stores the prefix
+    quant: str  # sq8 | sq4 | fp32 | pq4: how the ANN stores the prefix
     store: str  # float32 | float16: how full vectors are stored
     ann_params: dict = field(default_factory=dict)
     generation: int = 0

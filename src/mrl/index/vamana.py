@@ -43,7 +43,8 @@ import numpy as np
 from mrl.errors import MrlError
 from mrl.index.storage import atomic_write_path
 
-QUANTS = ("sq8", "fp32")
+QUANTS = ("sq8", "sq4", "fp32")
+LVQ_BITS = {"sq8": 8, "sq4": 4}  # bits a dim of the LVQ code each quant maps to; fp32 is uncompressed
 DEFAULT_PARAMS = {"graph_max_degree": 32, "window_size": 200, "alpha": 0.95}
 PADDING = 32  # bytes each LVQ code starts on: aligned loads, at a few bytes a vector
 PARTS = ("config", "graph", "data")
@@ -100,7 +101,7 @@ class VamanaAnn:
             source = Path(tmp) / "prefix.fvecs"
             svs.write_vecs(np.ascontiguousarray(vectors, dtype=np.float32), str(source))
             data = svs.VectorDataLoader(str(source), svs.float32, dims=vectors.shape[1])
-            loader = svs.LVQLoader(data, primary=8, padding=PADDING) if quant == "sq8" else data
+            loader = svs.LVQLoader(data, primary=LVQ_BITS[quant], padding=PADDING) if quant in LVQ_BITS else data
             return cls(svs.Vamana.build(build, loader, svs.DistanceType.MIP, os.cpu_count() or 1), quant)
 
     @classmethod
@@ -112,8 +113,8 @@ class VamanaAnn:
             raise FileNotFoundError(f"{folder}: incomplete SVS index (needs {', '.join(PARTS)} folders)")
         saved_dynamic = "vamana_dynamic" in (folder / "config" / "svs_config.toml").read_text()
         data = (
-            svs.LVQLoader(str(folder / "data"), padding=PADDING)
-            if quant == "sq8"
+            svs.LVQLoader(str(folder / "data"), padding=PADDING)  # the bits are in the saved config
+            if quant in LVQ_BITS
             else svs.VectorDataLoader(str(folder / "data"), svs.float32)
         )
         parts = (str(folder / "config"), svs.GraphLoader(str(folder / "graph")), data, svs.DistanceType.MIP)
