@@ -5,11 +5,12 @@ one random read of a code per visited node. SVS compresses each prefix with LVQ 
 VLDB 2023, arXiv:2304.04759): 8-bit scalar codes with a scale and bias *per vector*, laid out so a
 distance is a few SIMD instructions on the code as read; its Vamana graph (DiskANN's, Subramanya
 et al., NeurIPS 2019) prunes each node's neighbours for long-range hops. On this project's
-1M x 384 benchmark, mrl with this first pass runs at 1.64x faiss HNSW on the full vectors at recall
-0.99, where faiss's HNSW-SQ8 on the same prefix ran at 0.95x
-(benchmarks/results/index_speed-1000000-p192-vamana.json, -p192-rerank.json). ``quant="sq8"`` maps
-to LVQ-8 (the same byte a dim, with the per-vector range), ``sq4`` to LVQ-4 (half a byte a dim, in SVS's
-"turbo" layout for SIMD), ``fp32`` to uncompressed floats. The rerank on full vectors absorbs the coarser codes.
+1M x 384 benchmark, mrl with this first pass (LVQ-4, on 2 MiB pages: mrl.index.hugepages) runs at 2.16x
+faiss HNSW on the full vectors one query at a time at recall 0.99, where faiss's HNSW-SQ8 on the same
+prefix ran at 0.95x (benchmarks/results/index_speed-1000000-p192-vamana-thp.json, -p192-rerank.json).
+``quant="sq8"`` maps to LVQ-8 (the same byte a dim, with the per-vector range), ``sq4`` to LVQ-4
+(half a byte a dim, in SVS's "turbo" layout for SIMD), ``fp32`` to uncompressed floats. The rerank on
+full vectors absorbs the coarser codes.
 
 SVS ships as a binary wheel under the Intel Simplified Software License (``pip install 'mrl[svs]'``,
 x86-64 Linux); everything else in mrl stays open source and this module is only imported for
