@@ -306,6 +306,11 @@ def thp_mode() -> str:
     return path.read_text().split("[")[1].split("]")[0] if path.exists() else "never"
 
 
+def collapses_at_once() -> bool:
+    """MADV_COLLAPSE (Linux 6.1+) moves the already-filled pages at once; older kernels leave it to khugepaged."""
+    return tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2]) >= (6, 1)
+
+
 @pytest.mark.skipif(thp_mode() == "never", reason="transparent huge pages are off on this machine")
 def test_opened_graph_sits_on_huge_pages_and_searches_the_same(tmp_path):
     """Opening advises 2 MiB pages for the codes and neighbor lists, moved in a thread; results never change."""
@@ -324,8 +329,7 @@ def test_opened_graph_sits_on_huge_pages_and_searches_the_same(tmp_path):
     assert len(arrays) == 2 and arrays[0][1] == 40_000 * 128  # the 8-bit codes, then the neighbor lists
     assert index.stats()["huge_page_bytes"] >= 2 << 20
     index.gen.huge_pages.wait()
-    kernel = tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2])
-    if kernel >= (6, 1):  # MADV_COLLAPSE moves the already-filled pages at once
+    if collapses_at_once():
         # madvise splits the mapping at the first whole 2 MiB page inside each array: look there
         assert all(huge_kib_at(-(-address // (2 << 20)) * (2 << 20)) >= 2048 for address, _ in arrays)
     assert np.array_equal(index.ann.search(q, 20, params=params)[1], expected)
@@ -344,7 +348,6 @@ def test_opened_vamana_graph_sits_on_huge_pages_and_searches_the_same(tmp_path):
     advice = index.gen.huge_pages
     assert advice.bytes >= 16 << 20 and index.stats()["huge_page_bytes"] == advice.bytes
     advice.wait()
-    kernel = tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2])
-    if kernel >= (6, 1):
+    if collapses_at_once():
         assert max(huge_kib_at(address) for address, _ in advice.spans) >= 16 << 10
     assert np.array_equal(index.search_keys(q, 10, shortlist=20, ann_search=64)[0], expected)

@@ -142,9 +142,9 @@ def ann_kind(index: faiss.Index) -> str:
 
 def ann_search_grid(index: faiss.Index | VamanaAnn) -> list[int | None]:
     """Candidate values of the search-time knob for auto-tuning."""
-    if isinstance(index, VamanaAnn) or ann_kind(index) == "hnsw":
+    kind = "vamana" if isinstance(index, VamanaAnn) else ann_kind(index)
+    if kind in ("hnsw", "vamana"):
         return list(GRAPH_SEARCH_GRID)
-    kind = ann_kind(index)
     if kind == "ivf":
         nlist = index.nlist
         return sorted({p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256) if p <= nlist} | {nlist})
