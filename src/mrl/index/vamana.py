@@ -68,9 +68,9 @@ class VamanaAnn:
 
     Two SVS classes sit behind it. A fresh build is searched as SVS's *static* index, which holds exactly
     its codes and graph. SVS's *dynamic* index, needed to add points or hide deleted ones, allocates its
-    storage in large blocks: on 200k prefixes it took 1.4 GiB more resident memory than the static one for
-    the same 68 MiB of codes and graph (measured ad hoc). So a generation is opened dynamic only when it has
-    to be: after an ``add`` (SVS saves it in the dynamic format) or when it has tombstones.
+    storage in large blocks, far more resident memory than the static one holds for the same codes and
+    graph. So a generation is opened dynamic only when it has to be: after an ``add`` (SVS saves it in the
+    dynamic format) or when it has tombstones.
     """
 
     def __init__(self, index, quant: str):
