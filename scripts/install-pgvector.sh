@@ -33,6 +33,8 @@ apt-get "${APT[@]}" update -qq
 rm -rf "$BUILD"/pgvector-*/
 (cd "$BUILD" && apt-get "${APT[@]}" source -qq pgvector 2>&1 | grep -v "unsandboxed" || true)
 SRC=$(ls -d "$BUILD"/pgvector-*/ | head -1)
+# `make test DATA=...` passes DATA down through MAKEFLAGS, and PGXS reads DATA as its list of files to install
+unset MAKEFLAGS MFLAGS MAKELEVEL DATA
 make -s -C "$SRC" PG_CONFIG="/usr/lib/postgresql/$MAJOR/bin/pg_config"
 make -s -C "$SRC" PG_CONFIG="/usr/lib/postgresql/$MAJOR/bin/pg_config" install
 have_vector && echo "built and installed pgvector from Debian's source package ($SRC) for PostgreSQL $MAJOR"

@@ -9,8 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from mrl.cpu import cpu_info, lvq_unsupported_reason
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MRL_DATA", REPO.parent / "shared" / "data"))
+
+# SVS's LVQ codes end the whole process on a non-Intel CPU: those cases run only where the CPU supports them
+NO_LVQ = lvq_unsupported_reason(cpu_info())
+needs_lvq = pytest.mark.skipif(NO_LVQ is not None, reason=f"needs an Intel CPU: {NO_LVQ}")
+refuses_lvq = pytest.mark.skipif(
+    NO_LVQ is None, reason=f"needs a non-Intel CPU to see the refusal ({cpu_info().model})"
+)
 
 
 def pytest_configure(config):

@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import refuses_lvq
 
+from mrl.cpu import cpu_info
 from mrl.index import Index
 
 
@@ -163,8 +165,8 @@ def test_train_bad_input_fails_before_training(tmp_path, rows, args, needle):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("ann", ["hnsw", "vamana"])
-def test_index_build_search_add_delete_cli(tmp_path, data_dir, ann):
+@pytest.mark.parametrize(("ann", "quant"), [("hnsw", "sq8"), ("vamana", "fp32")])  # fp32: SVS's path on any CPU
+def test_index_build_search_add_delete_cli(tmp_path, data_dir, ann, quant):
     from conftest import write_beir_subset
 
     folder = write_beir_subset(data_dir / "scifact", tmp_path / "sf", 10, 60)
@@ -183,6 +185,8 @@ def test_index_build_search_add_delete_cli(tmp_path, data_dir, ann):
         "0.95",
         "--ann",
         ann,
+        "--quant",
+        quant,
         cache=cache,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -219,6 +223,19 @@ def test_index_build_search_add_delete_cli(tmp_path, data_dir, ann):
 def test_search_bad_folder(tmp_path, args, needle):
     proc = mrl(*[a.format(tmp=tmp_path) for a in args])
     assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+@refuses_lvq
+def test_index_build_refuses_lvq_on_this_cpu_with_one_line(tmp_path, scifact_small):
+    """SVS ends the process on LVQ codes off Intel: the CLI says so first, exit 2, nothing written."""
+    out = tmp_path / "idx"
+    corpus = scifact_small / "corpus.jsonl"
+    for quant in (["--quant", "sq8"], []):  # sq8 is the default
+        proc = mrl("index", "build", "--corpus", str(corpus), "--out", str(out), "--ann", "vamana", *quant)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and cpu_info().model in lines[0] and "--quant fp32" in lines[0], proc.stderr
+        assert "not supported on non-Intel hardware" not in proc.stderr and not out.exists()
 
 
 def test_index_build_refuses_pq4_on_a_graph_before_encoding(tmp_path, scifact_small):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import needs_lvq, refuses_lvq
 
+from mrl.cpu import cpu_info, lvq_unsupported_reason, parse_cpuinfo, require_lvq
 from mrl.data import Document, load_documents
 from mrl.encode import prefix
 from mrl.errors import DataError, MrlError
@@ -36,8 +39,8 @@ def snapshot(folder: Path) -> dict[str, bytes]:
         ("ivf", "pq4", "float32"),
         ("flat", "fp32", "float32"),
         ("hnsw", "sq4", "float16"),
-        ("vamana", "sq8", "float32"),
-        ("vamana", "sq4", "float32"),
+        pytest.param("vamana", "sq8", "float32", marks=needs_lvq),
+        pytest.param("vamana", "sq4", "float32", marks=needs_lvq),
         ("vamana", "fp32", "float16"),
     ],
 )
@@ -95,7 +98,10 @@ def test_text_and_vector_queries_single_and_batch(corpus, tmp_path, model):
     assert index.last_timings.shortlist > 0 and index.last_timings.rerank > 0
 
 
-@pytest.mark.parametrize(("ann", "quant"), [("hnsw", "sq8"), ("ivf", "pq4"), ("vamana", "sq8")])
+@pytest.mark.parametrize(
+    ("ann", "quant"),
+    [("hnsw", "sq8"), ("ivf", "pq4"), ("vamana", "fp32"), pytest.param("vamana", "sq8", marks=needs_lvq)],
+)
 def test_reopen_add_upsert_delete(corpus, tmp_path, model, ann, quant):
     _, _, docs, vectors = corpus
     folder = tmp_path / "i"
@@ -182,10 +188,12 @@ def test_duplicate_ids_in_corpus_file(tmp_path):
     assert info.value.line == 3
 
 
-@pytest.mark.parametrize("ann", ["hnsw", "vamana"])
-def test_tune_reaches_target_and_is_stored(corpus, tmp_path, model, ann):
+@pytest.mark.parametrize(("ann", "quant"), [("hnsw", "sq8"), ("vamana", "fp32")])
+def test_tune_reaches_target_and_is_stored(corpus, tmp_path, model, ann, quant):
     _, _, docs, vectors = corpus
-    index = Index.build(tmp_path / "i", vectors, docs, model="default", prefix_dim=64, ann=ann, loaded_model=model)
+    index = Index.build(
+        tmp_path / "i", vectors, docs, model="default", prefix_dim=64, ann=ann, quant=quant, loaded_model=model
+    )
     tuned = tune(index, target_recall=0.95, k=10, sample=100)
     assert tuned["measured_recall"] >= 0.95
     stored = Index.open(tmp_path / "i").manifest.tuned
@@ -222,12 +230,12 @@ WRITER = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("ann", ["hnsw", "vamana"])  # a faiss file, an SVS folder
-def test_kill_during_writes_leaves_last_committed_state(corpus, tmp_path, model, ann):
+@pytest.mark.parametrize(("ann", "quant"), [("hnsw", "sq8"), ("vamana", "fp32")])  # a faiss file, an SVS folder
+def test_kill_during_writes_leaves_last_committed_state(corpus, tmp_path, model, ann, quant):
     """SIGKILL a writer mid-stream; readers never fail meanwhile and the index reopens consistent."""
     _, _, docs, vectors = corpus
     folder = tmp_path / "i"
-    Index.build(folder, vectors, docs, model="default", ann=ann, loaded_model=model)
+    Index.build(folder, vectors, docs, model="default", ann=ann, quant=quant, loaded_model=model)
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
     proc = subprocess.Popen([sys.executable, str(script), str(folder)], stdout=subprocess.PIPE, text=True)
@@ -351,3 +359,45 @@ def test_opened_vamana_graph_sits_on_huge_pages_and_searches_the_same(tmp_path):
     if collapses_at_once():
         assert max(huge_kib_at(address) for address, _ in advice.spans) >= 16 << 10
     assert np.array_equal(index.search_keys(q, 10, shortlist=20, ann_search=64)[0], expected)
+
+
+AMD_CPUINFO = (
+    "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse4_2 avx avx2 fma\n\n"
+)
+INTEL_CPUINFO = (
+    "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz\n"
+    "flags\t\t: fpu sse4_2 avx avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_tile amx_int8\n\n"
+)
+
+
+def test_lvq_is_allowed_on_intel_cpus_only():
+    """The decision behind every LVQ refusal, on the /proc/cpuinfo text of an AMD and an Intel server."""
+    amd, intel = parse_cpuinfo(AMD_CPUINFO, "x86_64"), parse_cpuinfo(INTEL_CPUINFO, "x86_64")
+    assert (amd.vendor_name, amd.model, amd.simd) == ("AMD", "AMD EPYC 7B13", ["avx2"])
+    assert intel.simd == ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"]
+    assert "Intel CPUs only; this is AMD EPYC 7B13 (AMD, x86_64, avx2)" in lvq_unsupported_reason(amd)
+    assert lvq_unsupported_reason(intel) is None
+    assert "x86-64 Intel CPU" in lvq_unsupported_reason(parse_cpuinfo("processor : 0\nCPU part : 0xd0c\n", "aarch64"))
+    with pytest.raises(MrlError, match=r"use --ann vamana --quant fp32 .* or --ann hnsw"):
+        require_lvq("--ann vamana --quant sq8", cpu=amd)
+
+
+@refuses_lvq
+def test_lvq_build_and_open_refused_on_this_cpu_and_nothing_changes(corpus, tmp_path):
+    """SVS would end the process here: mrl raises a clear error first, for a new build and an existing index."""
+    _, _, docs, vectors = corpus
+    model_name = cpu_info().model
+    for quant in ("sq8", "sq4"):
+        with pytest.raises(MrlError, match=f"Intel CPUs only; this is {re.escape(model_name)}.*--quant fp32"):
+            Index.build(tmp_path / "new", vectors, docs, ann="vamana", quant=quant)
+        assert not (tmp_path / "new").exists()
+    # an LVQ index as an Intel machine would have written it: its manifest says sq8
+    folder = tmp_path / "i"
+    Index.build(folder, vectors, docs, ann="vamana", quant="fp32")
+    m = read_current(folder)
+    path = folder / f"manifest-{m.generation:08d}.json"
+    path.write_text(path.read_text().replace('"quant": "fp32"', '"quant": "sq8"'))
+    before = snapshot(folder)
+    with pytest.raises(MrlError, match=r"this index's Vamana graph uses --quant sq8.*rebuild it with"):
+        Index.open(folder)
+    assert snapshot(folder) == before

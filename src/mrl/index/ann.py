@@ -16,7 +16,7 @@ import numpy as np
 from mrl.errors import MrlError
 from mrl.index.vamana import DEFAULT_PARAMS as VAMANA_DEFAULTS
 from mrl.index.vamana import QUANTS as VAMANA_QUANTS
-from mrl.index.vamana import VamanaAnn, svs_module
+from mrl.index.vamana import VamanaAnn, check_cpu, svs_module
 
 ANN_KINDS = ("hnsw", "ivf", "flat", "vamana")  # vamana: SVS, mrl.index.vamana
 QUANTS = ("sq8", "sq4", "fp32", "pq4")
@@ -67,6 +67,7 @@ def check_ann(kind: str, quant: str, prefix_dim: int) -> None:
     if kind == "vamana" and quant not in VAMANA_QUANTS:
         raise MrlError(f"--ann vamana stores the prefix as {', '.join(VAMANA_QUANTS)}, not '{quant}'")
     if kind == "vamana":
+        check_cpu(quant, f"--ann vamana --quant {quant}")  # before SVS could end the process on a non-Intel CPU
         svs_module()  # fail before encoding when the optional engine is missing
     if quant == "pq4" and (kind != "ivf" or prefix_dim % 2):
         raise MrlError(

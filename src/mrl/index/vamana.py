@@ -14,7 +14,9 @@ full vectors absorbs the coarser codes.
 
 SVS ships as a binary wheel under the Intel Simplified Software License (``pip install 'mrl[svs]'``,
 x86-64 Linux); everything else in mrl stays open source and this module is only imported for
-``--ann vamana``.
+``--ann vamana``. Its LVQ codes run on Intel CPUs only: elsewhere SVS ends the whole process, so
+building or opening an LVQ index checks the CPU first (:mod:`mrl.cpu`) and raises a clear error;
+``fp32`` (SVS's open-source float path) runs on any x86-64 CPU.
 
 On disk an index is one folder ``ann-<gen>.svs`` holding SVS's ``config``, ``graph`` and ``data``
 folders, written whole and renamed into place like every other generation file. :meth:`add` extends
@@ -42,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mrl.cpu import require_lvq
 from mrl.errors import MrlError
 from mrl.index.storage import atomic_write_path
 
@@ -50,6 +53,12 @@ LVQ_BITS = {"sq8": 8, "sq4": 4}  # bits a dim of the LVQ code each quant maps to
 DEFAULT_PARAMS = {"graph_max_degree": 32, "window_size": 200, "alpha": 0.95}
 PADDING = 32  # bytes each LVQ code starts on: aligned loads, at a few bytes a vector
 PARTS = ("config", "graph", "data")
+
+
+def check_cpu(quant: str, what: str, advice: str = "use") -> None:
+    """Refuse LVQ codes on a CPU that SVS would end the process on (:mod:`mrl.cpu`); fp32 runs anywhere."""
+    if quant in LVQ_BITS:
+        require_lvq(f"{what} (LVQ-{LVQ_BITS[quant]} codes)", advice)
 
 
 def svs_module():
@@ -90,6 +99,7 @@ class VamanaAnn:
 
         ``params`` gets SVS's defaults filled in, so the manifest records what was built.
         """
+        check_cpu(quant, f"--ann vamana --quant {quant}")
         svs = svs_module()
         for key, value in DEFAULT_PARAMS.items():
             params.setdefault(key, value)
@@ -109,6 +119,7 @@ class VamanaAnn:
     @classmethod
     def load(cls, folder: Path, quant: str, writable: bool = False) -> VamanaAnn:
         """Open a saved index: static unless it was saved dynamic or ``writable`` (to add or hide rows) is asked."""
+        check_cpu(quant, f"{folder}: this index's Vamana graph uses --quant {quant}", "rebuild it with")
         svs = svs_module()
         if not all((folder / p).is_dir() for p in PARTS):
             # an OSError, like a missing faiss file: Generation.load_current retries it when a commit raced
