@@ -14,15 +14,56 @@ from rich.console import Console
 from rich.table import Table
 
 from mrl import __version__
+from mrl.cpu import cpu_info
+
+# engines a result may depend on: module name -> distribution name (recorded when the run imported them)
+ENGINES = {
+    "faiss": "faiss-cpu",
+    "svs": "scalable-vs",
+    "hnswlib": "hnswlib",
+    "scann": "scann",
+    "usearch": "usearch",
+    "pyglass": "pyglass-portable",
+    "diskannpy": "diskannpy",
+    "lancedb": "lancedb",
+    "rabitqlib": "rabitqlib",
+    "pyvsag": "pyvsag",
+    "voyager": "voyager",
+    "psycopg": "psycopg",
+    "qdrant_client": "qdrant-client",
+    "qdrant_edge": "qdrant-edge-py",
+    "torch": "torch",
+    "sentence_transformers": "sentence-transformers",
+    "numpy": "numpy",
+}
+
+
+def engine_versions() -> dict[str, str]:
+    """Installed versions of the engines this process imported, so a figure names what produced it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for module, dist in ENGINES.items():
+        if module in sys.modules:
+            try:
+                out[dist] = version(dist)
+            except PackageNotFoundError:
+                out[dist] = str(getattr(sys.modules[module], "__version__", "unknown"))
+    return out
 
 
 def machine_info() -> dict:
-    """Where a number was measured: benchmark JSON always records it."""
+    """Where a number was measured: benchmark JSON always records it (CPU model, vendor, SIMD, engines)."""
+    cpu = cpu_info()
     info = {
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": cpu.model,
+        "cpu_vendor": cpu.vendor_name,
+        "simd": cpu.simd,
+        "engines": engine_versions(),
     }
     torch = sys.modules.get("torch")  # only if the run used it: importing torch just for this costs seconds
     if torch is not None:
@@ -54,23 +95,34 @@ def write_json(data: dict, path: str | Path) -> Path:
 
 
 def retrieval_table(result: dict, title: str | None = None) -> Table:
-    """One row per (model, dim) with the four metrics, bytes/vector and % of full-dim nDCG kept."""
+    """One row per (model, dim, raw/rotated) with the four metrics, bytes/vector and % of full-dim nDCG kept.
+
+    Rotated rows (``mrl eval --rotate``) follow the raw ones of the same model; a rotation changes
+    nothing at full width, so that row is left out.
+    """
     table = Table(title=title or f"{result['dataset']} ({result['split']})")
-    for col in ("model", "dim", "nDCG@10", "Recall@10", "Recall@100", "MRR@10", "bytes/vec", "% full nDCG"):
-        table.add_column(col, justify="left" if col == "model" else "right")
+    rotated_any = any(model.get("rotated") for model in result["models"])
+    columns = ("model", "dim", *(("prefix",) if rotated_any else ()), "nDCG@10", "Recall@10", "Recall@100", "MRR@10")
+    for col in (*columns, "bytes/vec", "% full nDCG"):
+        table.add_column(col, justify="left" if col in ("model", "prefix") else "right")
     for model in result["models"]:
-        for label, m in model["dims"].items():
-            retained = m.get("retained_ndcg@10")
-            table.add_row(
-                short_name(model["model"]),
-                label if label != "full" else f"full ({model['full_dim']})",
-                f"{m['ndcg@10']:.4f}",
-                f"{m['recall@10']:.4f}",
-                f"{m['recall@100']:.4f}",
-                f"{m['mrr@10']:.4f}",
-                str(m["bytes_per_vector"]),
-                f"{retained:.1f}%" if retained is not None else "-",
-            )
+        views = [("raw", model["dims"])]
+        if model.get("rotated"):
+            views.append(("rotated", {k: v for k, v in model["rotated"].items() if k != "full"}))
+        for view, dims in views:
+            for label, m in dims.items():
+                retained = m.get("retained_ndcg@10")
+                table.add_row(
+                    short_name(model["model"]),
+                    label if label != "full" else f"full ({model['full_dim']})",
+                    *((view,) if rotated_any else ()),
+                    f"{m['ndcg@10']:.4f}",
+                    f"{m['recall@10']:.4f}",
+                    f"{m['recall@100']:.4f}",
+                    f"{m['mrr@10']:.4f}",
+                    str(m["bytes_per_vector"]),
+                    f"{retained:.1f}%" if retained is not None else "-",
+                )
         table.add_section()
     return table
 
@@ -93,7 +145,7 @@ def short_name(model: str) -> str:
 
 
 def plot_quality(result: dict, path: str | Path, metric: str = "ndcg@10") -> Path:
-    """Line plot of ``metric`` against dims (log2 x axis), one line per model."""
+    """Line plot of ``metric`` against dims (log2 x axis), one line per model; dashed: its rotated prefixes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -102,7 +154,17 @@ def plot_quality(result: dict, path: str | Path, metric: str = "ndcg@10") -> Pat
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for model in result["models"]:
         points = sorted((m["dim"], m[metric]) for m in model["dims"].values())
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=short_name(model["model"]))
+        (line,) = ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=short_name(model["model"]))
+        if model.get("rotated"):
+            points = sorted((m["dim"], m[metric]) for m in model["rotated"].values())
+            ax.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                marker="s",
+                linestyle="--",
+                color=line.get_color(),
+                label=f"{short_name(model['model'])}, rotated",
+            )
     ax.set_xscale("log", base=2)
     dims = sorted({m["dim"] for model in result["models"] for m in model["dims"].values()})
     ax.set_xticks(dims, [str(d) for d in dims])
