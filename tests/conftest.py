@@ -76,6 +76,12 @@ def scifact_small(data_dir: Path, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def scifact_400(data_dir: Path, tmp_path_factory) -> Path:
+    """20 SciFact test queries over about 400 documents: enough vectors to fit a 384 x 384 rotation."""
+    return write_beir_subset(data_dir / "scifact", tmp_path_factory.mktemp("scifact_400"), 20, 380)
+
+
+@pytest.fixture(scope="session")
 def model():
     from mrl.model import load_model
 

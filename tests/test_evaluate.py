@@ -51,6 +51,22 @@ def test_sts_spearman_per_dim(model, data_dir, tmp_path):
     lines = (data_dir / "stsbenchmark" / "sts-test.csv").read_text().splitlines()[:80]
     path = tmp_path / "sts.csv"
     path.write_text("\n".join(lines) + "\n")
-    out = evaluate_sts(model, load_sts(path), [64, "full"])
+    out, rotated = evaluate_sts(model, load_sts(path), [64, "full"])
+    assert rotated is None
     assert 60 < out["full"]["spearman"] <= 100
     assert out["64"]["spearman"] < out["full"]["spearman"] + 5
+
+
+def test_rotated_prefixes_are_measured_beside_raw_ones(model, scifact_400):
+    """--rotate: the free baseline. Full width is unchanged by a rotation; a short prefix gains from it."""
+    dataset = load_beir(scifact_400, "test")
+    result = evaluate_retrieval(model, dataset, [32, 128, "full"], progress=False, rotate=True)
+    assert set(result.rotated) == set(result.dims) == {"32", "128", "full"}
+    assert result.rotated["full"]["ndcg@10"] == pytest.approx(result.dims["full"]["ndcg@10"], abs=1e-4)
+    assert result.rotated["32"]["ndcg@10"] > result.dims["32"]["ndcg@10"] + 0.02
+    assert result.rotation == {"fitted_on_vectors": len(dataset.corpus), "of": len(dataset.corpus), "seed": 0}
+    sampled = evaluate_retrieval(model, dataset, [32], progress=False, rotate_sample=384)
+    assert sampled.rotation["fitted_on_vectors"] == 384 and sampled.rotated["32"]["ndcg@10"] > 0
+    assert result.to_json()["rotated"] == result.rotated
+    with pytest.raises(ValueError, match="larger than the corpus"):
+        evaluate_retrieval(model, dataset, [32], progress=False, rotate_sample=len(dataset.corpus) + 1)

@@ -39,6 +39,18 @@ from mrl.errors import MrlError
 from mrl.index.ann import training_sample
 
 
+def check_rotation_sample(rows: int, dim: int, option: str, advice: str) -> None:
+    """Refuse to fit a rotation that ``rows`` vectors do not determine (fewer vectors than dims).
+
+    Its last ``dim - rows`` directions would be arbitrary, so prefixes longer than ``rows`` would mean nothing.
+    """
+    if rows < dim:
+        raise MrlError(
+            f"{option}: a rotation of {dim}-dim vectors needs at least {dim} of them to be determined, "
+            f"got {rows}; {advice}"
+        )
+
+
 def fit_rotation(vectors: np.ndarray) -> np.ndarray:
     """An orthogonal d x d matrix whose rows are the directions of most energy first.
 
