@@ -59,9 +59,27 @@ def test_eval_two_models_writes_table_json_and_plot(scifact_small, tmp_path, mod
     assert "provenance" in result and result["provenance"]["machine"]["cpus"]
 
 
+def test_eval_rotate_reports_raw_and_rotated_prefixes(scifact_400, data_dir, tmp_path):
+    out = tmp_path / "res.json"
+    sts = tmp_path / "sts.csv"
+    sts.write_text("\n".join((data_dir / "stsbenchmark" / "sts-test.csv").read_text().splitlines()[:200]) + "\n")
+    proc = mrl(
+        "eval", "--beir", str(scifact_400), "--dims", "32,64,full", "--rotate", "--sts", str(sts), "--out", str(out)
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "rotated" in proc.stdout and "raw" in proc.stdout
+    entry = json.loads(out.read_text())["models"][0]
+    assert set(entry["rotated"]) == {"32", "64", "full"} and entry["rotation"]["fitted_on_vectors"] > 384
+    assert entry["rotated"]["32"]["ndcg@10"] > entry["dims"]["32"]["ndcg@10"]
+    assert set(entry["sts_rotated"]) == {"32", "64", "full"}  # fitted on the 400 STS sentences themselves
+    assert out.with_suffix(".png").stat().st_size > 10_000
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
+        (["--rotate"], "a rotation of 384-dim vectors needs at least 384 of them to be determined, got"),
+        (["--rotate-sample", "100000"], "--rotate-sample: 100000 vectors asked for, the corpus has"),
         (["--split", "nope"], "unknown split 'nope'"),
         (["--dims", "64,999"], "larger than the model's embedding width (384)"),
         (["--dims", "64,x"], "--dims"),
@@ -153,13 +171,26 @@ def test_train_from_pairs_with_mined_negatives(scifact_small, tmp_path):
         ([{"anchor": "a", "positive": "b", "negative": "c"}], ["--dims", "384,1024"], "larger than the model"),
         ([{"anchor": "a", "positive": "b", "negative": "c"}], ["--dims", "384,abc"], "--dims"),
         ([{"anchor": "a", "positive": "b", "negative": "c"}], ["--model", "/nonexistent/m"], "model folder not found"),
+        ([{"anchor": "a", "positive": "b", "negative": "c"}], ["--rotate"], "--rotate needs a corpus"),
+        ([{"anchor": "a", "positive": "b", "negative": "c"}], ["--rotate-corpus", "c.jsonl"], "needs --rotate"),
+        (
+            [{"anchor": "a", "positive": "b", "negative": "c"}],
+            ["--rotate", "--rotate-corpus", "{corpus}"],
+            "needs at least 384 of them to be determined, got ",
+        ),
+        (
+            [{"anchor": "a", "positive": "b", "negative": "c"}],
+            ["--distill-weight", "1", "--no-matryoshka"],
+            "--distill-weight needs Matryoshka training",
+        ),
     ],
 )
-def test_train_bad_input_fails_before_training(tmp_path, rows, args, needle):
+def test_train_bad_input_fails_before_training(tmp_path, rows, args, needle, scifact_small):
     data = tmp_path / "t.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out"
-    proc = mrl("train", "--triplets", str(data), "--out", str(out), *args)
+    corpus = str(scifact_small / "corpus.jsonl")  # about 40 documents: too few for a 384 x 384 rotation
+    proc = mrl("train", "--triplets", str(data), "--out", str(out), *(a.format(corpus=corpus) for a in args))
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert needle in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()

@@ -59,11 +59,22 @@ def eval_cmd(
     cache_dir: Annotated[
         Path | None, typer.Option(help="Embedding cache folder (default: $MRL_CACHE_DIR or ~/.cache/mrl).")
     ] = None,
+    rotate: Annotated[
+        bool,
+        typer.Option(
+            help="Also measure every dim on rotated vectors: the rotation mrl's index stores them in, fitted "
+            "on the evaluated corpus (STS: on its sentences). It is the free baseline any model gets."
+        ),
+    ] = False,
+    rotate_sample: Annotated[
+        int | None, typer.Option(help="Fit the rotation on this many random corpus vectors (implies --rotate).")
+    ] = None,
 ) -> None:
     """Measure retrieval quality (nDCG@10, Recall@10/100, MRR@10) at each prefix dim, for one or more models.
 
     The corpus is encoded once per model at full width and cached; each dim is a re-normalized prefix.
-    Example: mrl eval --model default --model models/scifact-mrl --beir ../shared/data/scifact --out r.json
+    With --rotate each dim is measured raw and on rotated vectors (dashed lines in the plot).
+    Example: mrl eval --model default --model models/scifact-mrl --beir ../shared/data/scifact --rotate --out r.json
     """
     from mrl.data import load_beir, load_sts
     from mrl.encode import EmbeddingCache
@@ -79,7 +90,12 @@ def eval_cmd(
         raise MrlError(f"--dims: {exc}") from None
     if batch_size <= 0:
         raise MrlError("--batch-size must be positive")
+    rotate = rotate or rotate_sample is not None
     dataset = load_beir(beir, split) if beir else None
+    if dataset and rotate_sample is not None and not 0 < rotate_sample <= len(dataset.corpus):
+        raise MrlError(
+            f"--rotate-sample: {rotate_sample} vectors asked for, the corpus has {len(dataset.corpus)} documents"
+        )
     sts_data = load_sts(sts) if sts else None
     if dataset:
         err.print(
@@ -100,12 +116,16 @@ def eval_cmd(
         if dataset:
             err.print(f"[bold]evaluating[/bold] {spec}")
             try:
-                evaluation = evaluate_retrieval(m, dataset, dim_list, cache=cache, batch_size=batch_size)
+                evaluation = evaluate_retrieval(
+                    m, dataset, dim_list, cache=cache, batch_size=batch_size, rotate=rotate, rotate_sample=rotate_sample
+                )
             except ValueError as exc:
                 raise MrlError(str(exc)) from None
             entry = evaluation.to_json()
         if sts_data:
-            entry["sts"] = evaluate_sts(m, sts_data, dim_list, batch_size=batch_size)
+            entry["sts"], sts_rotated = evaluate_sts(m, sts_data, dim_list, batch_size=batch_size, rotate=rotate)
+            if sts_rotated is not None:
+                entry["sts_rotated"] = sts_rotated
         result["models"].append(entry)
 
     if dataset:
@@ -168,12 +188,28 @@ def train_cmd(
     mine_margin: Annotated[float, typer.Option(help="Skip candidates scoring above (1-margin) x positive.")] = 0.05,
     mine_skip_top: Annotated[int, typer.Option(help="Ignore the best N candidates when mining.")] = 0,
     mine_depth: Annotated[int, typer.Option(help="How deep in the ranking to look for a negative.")] = 50,
+    rotate: Annotated[
+        bool,
+        typer.Option(
+            help="Before training, append the rotation that puts the model's energy in its first dims, fitted "
+            "on --rotate-corpus (or --mine-negatives-from): the prefixes start at the free baseline."
+        ),
+    ] = False,
+    rotate_corpus: Annotated[
+        Path | None, typer.Option(help="corpus.jsonl whose vectors the --rotate rotation is fitted on.")
+    ] = None,
+    distill_weight: Annotated[
+        float,
+        typer.Option(help="> 0: each prefix also learns the full vector's ranking of the batch (KL term weight)."),
+    ] = 0.0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")] = False,
 ) -> None:
     """Fine-tune a Sentence-Transformers model with MatryoshkaLoss so short prefixes keep their quality.
 
     Logs the loss at each dim and, with --dev-beir, nDCG@10 at each dim every epoch (best epoch kept).
+    The recipe that beats a rotation of a plain fine-tune: start from that fine-tune (--model), add
+    --rotate --distill-weight 1 --dims 384,256,128,64,32 (see the README's training results).
     Example: mrl train --triplets data.jsonl --dims 384,256,128,64 --epochs 3 --out models/mrl
     Multi-GPU: accelerate launch -m mrl.cli train ... (or torchrun --nproc_per_node N -m mrl.cli train ...).
     """
@@ -199,9 +235,15 @@ def train_cmd(
         max_seq_length=max_seq_length,
         max_steps=max_steps,
         seed=seed,
+        rotate=rotate,
+        distill_weight=distill_weight,
     )
     if mine_negatives_from and not pairs:
         raise MrlError("--mine-negatives-from needs --pairs to mine for")
+    if rotate_corpus and not rotate:
+        raise MrlError("--rotate-corpus needs --rotate")
+    if rotate and not resume and not (rotate_corpus or mine_negatives_from):
+        raise MrlError("--rotate needs a corpus to fit the rotation on: give --rotate-corpus corpus.jsonl")
     all_triplets = [
         t for path in triplets or [] for t in load_triplets(path, anchor_column, positive_column, negative_column)
     ]
@@ -210,9 +252,25 @@ def train_cmd(
         raise MrlError("no training data: give --triplets and/or --pairs")
     dev = load_beir(dev_beir, dev_split) if dev_beir else None
     corpus = load_corpus(mine_negatives_from) if mine_negatives_from else None
+    rotation_corpus = load_corpus(rotate_corpus) if rotate_corpus else corpus
     base = load_model(model)
     config.validate(embedding_dim(base))
+    if rotate and not resume:
+        from mrl.index.rotation import check_rotation_sample
+
+        assert rotation_corpus is not None
+        check_rotation_sample(len(rotation_corpus), embedding_dim(base), "--rotate-corpus", "give a larger corpus")
     prepare_output(out, overwrite, resume)  # refuse before spending minutes on mining
+    rotation_vectors = None
+    if rotate and not resume:
+        from mrl.data.beir import texts_fingerprint
+        from mrl.encode import EmbeddingCache
+
+        assert rotation_corpus is not None
+        err.print(f"fitting the rotation on {len(rotation_corpus)} corpus vectors")
+        rotation_vectors, _ = EmbeddingCache().get_or_encode(
+            base, texts_fingerprint(rotation_corpus), list(rotation_corpus.values())
+        )
     extra = {}
     if corpus is not None:
         mined, counts = mine_hard_negatives(
@@ -222,7 +280,16 @@ def train_cmd(
         all_triplets, all_pairs, extra = all_triplets + mined, [], {"mining": counts}
     err.print(f"training on {len(all_triplets)} triplets and {len(all_pairs)} pairs")
     meta = train(
-        config, out, all_triplets, all_pairs, dev, overwrite=False, resume=resume, extra_metadata=extra, model=base
+        config,
+        out,
+        all_triplets,
+        all_pairs,
+        dev,
+        overwrite=False,
+        resume=resume,
+        extra_metadata=extra,
+        model=base,
+        rotation_vectors=rotation_vectors,
     )
     err.print(f"saved {out} ({meta['train_seconds']:.0f} s; epochs: {meta['epoch_seconds']} s)")
     if meta["final_dev_metrics"]:
@@ -628,12 +695,23 @@ def _print_sts(result: dict) -> None:
     from mrl.report import console, short_name
 
     table = Table(title="STS Spearman x100 by dim")
-    for col in ("model", "dim", "Spearman", "% full"):
+    rotated_any = any("sts_rotated" in model for model in result["models"])
+    for col in ("model", "dim", *(("prefix",) if rotated_any else ()), "Spearman", "% full"):
         table.add_column(col)
     for model in result["models"]:
-        for label, m in model["sts"].items():
-            kept = m.get("retained_spearman")
-            table.add_row(short_name(model["model"]), label, f"{m['spearman']:.2f}", f"{kept:.1f}%" if kept else "-")
+        views = [("raw", model["sts"])]
+        if "sts_rotated" in model:
+            views.append(("rotated", {k: v for k, v in model["sts_rotated"].items() if k != "full"}))
+        for view, dims in views:
+            for label, m in dims.items():
+                kept = m.get("retained_spearman")
+                table.add_row(
+                    short_name(model["model"]),
+                    label,
+                    *((view,) if rotated_any else ()),
+                    f"{m['spearman']:.2f}",
+                    f"{kept:.1f}%" if kept else "-",
+                )
     console().print(table)
 
 
