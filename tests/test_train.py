@@ -198,3 +198,67 @@ def test_768_dim_model_trains_evaluates_and_indexes(nli, tmp_path, scifact_small
     )
     hits = index.search("vitamin D", k=5)
     assert len(hits) == 5 and index.stats()["full_dim"] == 768
+
+
+def test_distill_loss_is_matryoshka_mnrl_plus_the_recorded_kl(nli):
+    """Without distillation it equals sentence-transformers' MatryoshkaLoss(MNRL); with it, that plus each KL."""
+    from mrl.losses import MatryoshkaDistillLoss
+
+    model = load_model("default")
+    model.eval()  # no dropout: the three losses see the same embeddings
+    batch = nli[:8]
+    features = [_features(model, [getattr(t, c) for t in batch]) for c in ("anchor", "positive", "negative")]
+    dims, weights = [384, 128, 32], [1.0, 1.0, 2.0]
+    labels = torch.zeros(8)
+    with torch.no_grad():
+        library = losses.MatryoshkaLoss(model, losses.MultipleNegativesRankingLoss(model), dims, weights)(
+            features, labels
+        )
+        plain = MatryoshkaDistillLoss(model, losses.MultipleNegativesRankingLoss(model), dims, weights, 0.0)
+        assert torch.isclose(plain(features, labels), library, atol=1e-5)
+        distilled = MatryoshkaDistillLoss(model, losses.MultipleNegativesRankingLoss(model), dims, weights, 0.5)
+        value = distilled(features, labels)
+    rank, kl = distilled.pop_dim_losses(), distilled.pop_distill_losses()
+    assert set(rank) == {384, 128, 32} and set(kl) == {128, 32}  # the full width is the teacher, not a student
+    assert all(v > 0 for v in kl.values()) and kl[32] > kl[128]  # the shorter prefix ranks less like the full one
+    expected = sum(w * rank[d] for d, w in zip(dims, weights, strict=True)) + 0.5 * (kl[128] + 2.0 * kl[32])
+    assert value.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_rotate_then_distill_trains_a_plain_folder_whose_raw_prefix_is_rotated(nli, tmp_path, scifact_small):
+    """--rotate appends the corpus rotation before training: at step 0 the raw prefix is the rotated one."""
+    import numpy as np
+
+    from mrl.encode import encode_texts
+    from mrl.index.rotation import fit_rotation
+    from mrl.model import append_rotation
+
+    corpus = list(load_beir(scifact_small, "test").corpus.values())
+    base = load_model("default")
+    base.max_seq_length = 64
+    vectors = encode_texts(base, corpus * 10, progress=False)  # repeated: a 384 x 384 fit needs >= 384 vectors
+    rotation = fit_rotation(vectors)
+    texts = ["vitamin D and fractures", "aspirin lowers stroke risk"]
+    rotated = append_rotation(load_model("default"), rotation)
+    assert np.allclose(rotated.encode(texts), base.encode(texts) @ rotation.T, atol=1e-5)
+
+    config = TrainConfig(dims=[384, 64, 32], dim_weights=[1, 2, 2], rotate=True, distill_weight=1.0)
+    config.batch_size, config.max_steps, config.max_seq_length = 8, 2, 64
+    meta = train(config, tmp_path / "m", triplets=nli, rotation_vectors=vectors)
+    assert meta["rotation"] == {"fitted_on_vectors": len(vectors)}
+    logged = [row for row in meta["log_history"] if "loss" in row][-1]
+    assert {"loss_dim_32", "distill_dim_32", "distill_dim_64"} <= set(logged)
+    loaded = SentenceTransformer(str(tmp_path / "m"))
+    assert [type(m).__name__ for m in loaded][-2:] == ["Dense", "Normalize"]
+    emb = loaded.encode(texts)
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+
+    for bad, vecs, needle in (
+        (TrainConfig(rotate=True, max_steps=1), None, "needs a corpus to fit the rotation on"),
+        (TrainConfig(rotate=True, max_steps=1), vectors[:100], "needs at least 384 of them"),
+        (TrainConfig(distill_weight=1.0, matryoshka=False), None, "needs Matryoshka training"),
+        (TrainConfig(distill_weight=-1.0), None, "must be >= 0"),
+    ):
+        with pytest.raises(MrlError, match=needle):
+            train(bad, tmp_path / "new", triplets=nli, rotation_vectors=vecs)
+        assert not (tmp_path / "new").exists()

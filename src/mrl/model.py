@@ -120,3 +120,30 @@ def check_dims(model, dims: list[int]) -> list[int]:
                 stacklevel=2,
             )
     return dims
+
+
+def append_rotation(model, rotation):
+    """Append a d x d rotation (a bias-free Dense layer) and a Normalize to ``model``, in place; returns it.
+
+    Why: a rotation fitted to the model's own corpus vectors (:func:`mrl.index.rotation.fit_rotation`)
+    puts their energy in the first dims, so the raw prefix of the rotated model already ranks the way
+    mrl's index ranks a rotated prefix. Training from there (``mrl train --rotate``) starts the
+    Matryoshka prefixes at that free baseline instead of below it. The result stays a plain
+    Sentence-Transformers folder: any tool that truncates its vectors gets the rotated prefix.
+    The layer is trainable; the Normalize keeps the output unit-length once its weights move.
+    """
+    import numpy as np
+    import torch
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize
+
+    width = embedding_dim(model)
+    rotation = np.asarray(rotation, dtype=np.float32)
+    if rotation.shape != (width, width):
+        raise MrlError(f"a rotation for this {width}-dim model must be {width} x {width}, not {rotation.shape}")
+    device = next(model.parameters()).device
+    dense = Dense(
+        width, width, bias=False, activation_function=torch.nn.Identity(), init_weight=torch.from_numpy(rotation)
+    )
+    model.append(dense.to(device))
+    model.append(Normalize())
+    return model

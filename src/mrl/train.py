@@ -14,6 +14,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from mrl.data import BeirDataset, Pair, Triplet
 from mrl.errors import MrlError
 from mrl.model import METADATA_FILE, embedding_dim, load_model
@@ -41,6 +43,8 @@ class TrainConfig:
     max_seq_length: int | None = None
     max_steps: int = -1
     seed: int = 42
+    rotate: bool = False  # append a rotation fitted to the corpus before training (mrl.model.append_rotation)
+    distill_weight: float = 0.0  # > 0: each prefix also learns the full vector's ranking (MatryoshkaDistillLoss)
 
     def validate(self, width: int) -> None:
         if self.loss not in LOSSES:
@@ -68,6 +72,10 @@ class TrainConfig:
             raise MrlError("--epochs must be positive")
         if self.triplet_margin <= 0:
             raise MrlError("--triplet-margin must be positive")
+        if self.distill_weight < 0:
+            raise MrlError("--distill-weight must be >= 0")
+        if self.distill_weight > 0 and (not self.matryoshka or self.loss != "mnrl"):
+            raise MrlError("--distill-weight needs Matryoshka training with --loss mnrl")
 
 
 def data_fingerprint(triplets: list[Triplet], pairs: list[Pair]) -> str:
@@ -82,8 +90,10 @@ def data_fingerprint(triplets: list[Triplet], pairs: list[Pair]) -> str:
 def build_loss(model, config: TrainConfig):
     """The inner loss, wrapped in a recording MatryoshkaLoss unless this is the control run.
 
-    The triplet loss uses cosine distance with a margin of ``triplet_margin``: the library default
-    (Euclidean, margin 5) can never be satisfied by unit vectors, whose distances are at most 2.
+    With ``distill_weight`` > 0 the wrapper is :class:`~mrl.losses.MatryoshkaDistillLoss`, which adds
+    each prefix's distance to the full vector's ranking. The triplet loss uses cosine distance with a
+    margin of ``triplet_margin``: the library default (Euclidean, margin 5) can never be satisfied by
+    unit vectors, whose distances are at most 2.
     """
     from sentence_transformers.sentence_transformer import losses
 
@@ -97,8 +107,10 @@ def build_loss(model, config: TrainConfig):
         )
     if not config.matryoshka:
         return inner
-    from mrl.losses import RecordingMatryoshkaLoss
+    from mrl.losses import MatryoshkaDistillLoss, RecordingMatryoshkaLoss
 
+    if config.distill_weight > 0:
+        return MatryoshkaDistillLoss(model, inner, config.dims, config.dim_weights, config.distill_weight)
     return RecordingMatryoshkaLoss(model, inner, config.dims, config.dim_weights, config.n_dims_per_step)
 
 
@@ -135,6 +147,8 @@ def _callbacks(loss, epoch_seconds: list[float]):
             if logs is None or "loss" not in logs or not hasattr(loss, "pop_dim_losses"):
                 return
             extra = {f"loss_dim_{d}": round(v, 4) for d, v in loss.pop_dim_losses().items()}
+            if hasattr(loss, "pop_distill_losses"):
+                extra |= {f"distill_dim_{d}": round(v, 4) for d, v in loss.pop_distill_losses().items()}
             logs.update(extra)
             if state.log_history:
                 state.log_history[-1].update(extra)
@@ -182,8 +196,13 @@ def train(
     resume: bool = False,
     extra_metadata: dict | None = None,
     model=None,
+    rotation_vectors=None,
 ) -> dict:
-    """Train and save a normal Sentence-Transformers folder plus ``mrl.json``; returns that metadata."""
+    """Train and save a normal Sentence-Transformers folder plus ``mrl.json``; returns that metadata.
+
+    With ``config.rotate``, ``rotation_vectors`` are the starting model's embeddings of the corpus
+    (see :func:`corpus_rotation`): the fitted rotation is appended to the model before training.
+    """
     import torch
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
@@ -193,8 +212,25 @@ def train(
     out = Path(out)
     triplets, pairs = triplets or [], pairs or []
     model = model or load_model(config.model)
-    config.validate(embedding_dim(model))
+    width = embedding_dim(model)
+    config.validate(width)
+    if config.rotate and not resume:  # checked before anything on disk changes
+        from mrl.index.rotation import check_rotation_sample
+
+        if rotation_vectors is None:
+            raise MrlError("--rotate needs a corpus to fit the rotation on (--rotate-corpus)")
+        check_rotation_sample(len(rotation_vectors), width, "--rotate-corpus", "give a larger corpus")
     prepare_output(out, overwrite, resume)
+    rotation_meta = None
+    if config.rotate:
+        from mrl.index.rotation import fit_rotation
+        from mrl.model import append_rotation
+
+        if resume:  # the checkpoint holds the trained layer; this one only gives its weights a place to load into
+            append_rotation(model, np.eye(width, dtype=np.float32))
+        else:
+            append_rotation(model, fit_rotation(rotation_vectors))
+            rotation_meta = {"fitted_on_vectors": len(rotation_vectors)}
     if config.max_seq_length:
         model.max_seq_length = config.max_seq_length
     train_dataset = _datasets(triplets, pairs, config.loss)
@@ -256,6 +292,7 @@ def train(
         "log_history": trainer.state.log_history,
         "dev_history": evaluator.history if evaluator else [],
         "final_dev_metrics": final_dev,
+        "rotation": rotation_meta,
         **(extra_metadata or {}),
     }
     (out / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str))
