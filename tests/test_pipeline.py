@@ -23,9 +23,15 @@ dev_queries = 6
 dev_distractors = 20
 epochs = 1.0
 batch_size = 8
+dims = [384, 128, 64, 32]
+dim_weights = [1.0, 1.0, 2.0, 2.0]
+matryoshka_init = "control"
+rotate = true
+distill_weight = 1.0
+matryoshka_epochs = 0.5
 [eval]
 beir = "{data}/scifact"
-corpus_distractors = 30
+corpus_distractors = 120
 [index]
 shortlists = [10, 40]
 """
@@ -61,6 +67,8 @@ def load_config_text(text: str):
         ("[eval]\nbeir = '/nope'\n", "eval.beir: folder '/nope' not found"),
         ("[train]\ndims = [384, 64]\ndim_weights = [1.0]\n", "one weight per train.dims"),
         ("[index]\nprefix_dim = 48\n", "index.prefix_dim 48"),
+        ("[train]\nmatryoshka_init = 'ctrl'\n", "train.matryoshka_init must be 'base' or 'control'"),
+        ("[train]\nmatryoshka_init = 'control'\ncontrol = false\n", "needs train.control = true"),
         ("[model\n", "invalid TOML"),
     ],
 )
@@ -84,7 +92,14 @@ def test_tiny_run_writes_report_and_resumes(tmp_path, data_dir):
         assert (out / name).stat().st_size > 500, name
     assert set(first["eval"]["models"]) == {"base", "control", "matryoshka"}
     assert set(first["eval"]["models"]["matryoshka"]) == {"64", "128", "256", "full"}
-    assert "| matryoshka - control |" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "| matryoshka - control |" in report and "| matryoshka - control (rotated) |" in report
+    assert set(first["eval"]["rotated"]) == {"base", "control", "matryoshka"}
+    assert "| control (rotated) |" in report and "At 64 dims the best vectors are the " in report
+    # the Matryoshka phase started from the control, with the corpus rotation appended
+    assert json.loads((out / "stages" / "train-matryoshka.json").read_text())["outputs"]["init"].endswith("control")
+    trained = json.loads((Path(first["models"]["matryoshka"]) / "mrl.json").read_text())
+    assert trained["rotation"]["fitted_on_vectors"] > 384 and trained["config"]["distill_weight"] == 1.0
     assert first["index"]["rotated"] and "Prefix 64 dims of the rotated vectors" in (out / "report.md").read_text()
     stages = {p.stem: json.loads(p.read_text()) for p in (out / "stages").glob("*.json")}
     assert set(stages) == {"data", "train-control", "train-matryoshka", "eval", "index"}

@@ -39,6 +39,12 @@ class TrainSection:
     learning_rate: float = 3e-5
     control: bool = True  # also train the plain loss, to show what Matryoshka adds
     seed: int = 42
+    # the Matryoshka run: from the base model, or a second phase on top of the control ("control")
+    matryoshka_init: str = "base"
+    rotate: bool = False  # append the corpus rotation to its starting model first (mrl train --rotate)
+    distill_weight: float = 0.0  # > 0: prefixes also learn the full vector's ranking (mrl train --distill-weight)
+    matryoshka_epochs: float | None = None  # default: epochs
+    matryoshka_learning_rate: float | None = None  # default: learning_rate
 
 
 @dataclass
@@ -47,6 +53,7 @@ class EvalSection:
     split: str = "test"
     dims: list[int] = field(default_factory=lambda: [64, 128, 256, 384])
     corpus_distractors: int = 0  # 0 = full corpus; N = judged docs + N others (faster)
+    rotate: bool = True  # also report every model on rotated prefixes (the free baseline), as mrl eval --rotate
 
 
 @dataclass
@@ -82,7 +89,7 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
         ok = isinstance(value, bool)
     elif hint is int or text == "int | None":
         ok = isinstance(value, int) and not isinstance(value, bool)
-    elif hint is float:
+    elif hint is float or text == "float | None":
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         value = float(value) if ok else value
     else:
@@ -132,6 +139,10 @@ def _check_values(c: RunConfig, path: Path) -> None:
             raise MrlError(f"{path}: train.triplets: file '{f}' not found")
     if c.train.dim_weights is not None and len(c.train.dim_weights) != len(c.train.dims):
         raise MrlError(f"{path}: train.dim_weights needs one weight per train.dims entry")
+    if c.train.matryoshka_init not in ("base", "control"):
+        raise MrlError(f"{path}: train.matryoshka_init must be 'base' or 'control', not '{c.train.matryoshka_init}'")
+    if c.train.matryoshka_init == "control" and not c.train.control:
+        raise MrlError(f"{path}: train.matryoshka_init = 'control' needs train.control = true")
     if c.index.prefix_dim not in c.eval.dims:
         raise MrlError(f"{path}: index.prefix_dim {c.index.prefix_dim} should be one of eval.dims {c.eval.dims}")
     if not 0 < c.index.target_recall <= 1:

@@ -19,7 +19,7 @@ from rich.console import Console
 from mrl import __version__
 from mrl.config import RunConfig
 from mrl.data import BeirDataset, Document, load_beir, load_triplets
-from mrl.data.beir import positive_pairs, split_queries, subset
+from mrl.data.beir import positive_pairs, split_queries, subset, texts_fingerprint
 from mrl.encode import EmbeddingCache, encode_texts, prefix
 from mrl.evaluate import evaluate_retrieval, exact_search
 from mrl.metrics import retrieval_metrics, run_from_rows
@@ -80,11 +80,12 @@ class Pipeline:
         models = {"base": getattr(self.base, "mrl_source", c.model.base)}
         variants = [("control", False)] if c.train.control else []
         for variant, matryoshka in [*variants, ("matryoshka", True)]:
+            init = models["control"] if matryoshka and c.train.matryoshka_init == "control" else c.model.base
             out = self.stage(
                 f"train-{variant}",
                 {"model": asdict(c.model), "train": asdict(c.train)},
-                ["data"],
-                lambda m=matryoshka, v=variant: self._train(data, v, m),
+                ["data", *(["train-control"] if init != c.model.base else [])],
+                lambda m=matryoshka, v=variant, i=init: self._train(data, v, m, i, train_data),
             )
             models[variant] = out["model"]
         evaluation = self.stage(
@@ -124,14 +125,7 @@ class Pipeline:
         triplets = [t for f in c.triplets for t in load_triplets(f)]
         counts: dict = {"pairs": len(pairs), "extra_triplets": len(triplets)}
         if c.mine_negatives:
-            corpus = train_data.corpus
-            if c.mine_corpus_distractors:
-                import random
-
-                corpus = subset(
-                    train_part, list(train_part.qrels), c.mine_corpus_distractors, random.Random(c.seed)
-                ).corpus
-            mined, mining = mine_hard_negatives(self.base, pairs, corpus, cache=self.cache)
+            mined, mining = mine_hard_negatives(self.base, pairs, self._mining_corpus(train_data), cache=self.cache)
             triplets += mined
             counts["mining"] = mining
             pairs = []
@@ -144,7 +138,8 @@ class Pipeline:
                 handle.write(json.dumps({"anchor": p.anchor, "positive": p.positive}) + "\n")
         return {"file": str(path), "triplets": len(triplets), "pairs": len(pairs), **counts}
 
-    def _train(self, data: dict, variant: str, matryoshka: bool) -> dict:
+    def _train(self, data: dict, variant: str, matryoshka: bool, init: str, train_data: BeirDataset) -> dict:
+        """Train one variant from ``init`` (the base model, or the control for a second Matryoshka phase)."""
         from mrl.data import Pair, Triplet
         from mrl.model import load_model
         from mrl.train import TrainConfig, train
@@ -154,20 +149,46 @@ class Pipeline:
         triplets = [Triplet(r["anchor"], r["positive"], r["negative"]) for r in rows if "negative" in r]
         pairs = [Pair(r["anchor"], r["positive"]) for r in rows if "negative" not in r]
         config = TrainConfig(
-            model=m.base,
+            model=init,
             dims=c.dims,
             loss=c.loss,
             matryoshka=matryoshka,
             dim_weights=c.dim_weights,
-            epochs=c.epochs,
+            epochs=(c.matryoshka_epochs or c.epochs) if matryoshka else c.epochs,
             batch_size=c.batch_size,
-            learning_rate=c.learning_rate,
+            learning_rate=(c.matryoshka_learning_rate or c.learning_rate) if matryoshka else c.learning_rate,
             max_seq_length=m.max_seq_length,
             seed=c.seed,
+            rotate=matryoshka and c.rotate,
+            distill_weight=c.distill_weight if matryoshka else 0.0,
         )
+        model = load_model(init)
+        if m.max_seq_length:
+            model.max_seq_length = m.max_seq_length
+        rotation_vectors = None
+        if config.rotate:  # fitted on the corpus the negatives were mined from, encoded by the starting model
+            corpus = self._mining_corpus(train_data)
+            rotation_vectors, _ = self.cache.get_or_encode(model, texts_fingerprint(corpus), list(corpus.values()))
         out = self.out / "models" / variant
-        meta = train(config, out, triplets, pairs, self.dev, overwrite=True, model=load_model(m.base))
-        return {"model": str(out), "train_seconds": meta["train_seconds"], "epoch_seconds": meta["epoch_seconds"]}
+        meta = train(
+            config, out, triplets, pairs, self.dev, overwrite=True, model=model, rotation_vectors=rotation_vectors
+        )
+        return {
+            "model": str(out),
+            "init": init,
+            "train_seconds": meta["train_seconds"],
+            "epoch_seconds": meta["epoch_seconds"],
+        }
+
+    def _mining_corpus(self, train_data: BeirDataset) -> dict[str, str]:
+        """The training corpus: all of it, or the training queries' judged documents plus distractors."""
+        import random
+
+        c = self.config.train
+        if not c.mine_corpus_distractors:
+            return train_data.corpus
+        train_part, _ = split_queries(train_data, c.dev_queries, c.dev_distractors, c.seed)
+        return subset(train_part, list(train_part.qrels), c.mine_corpus_distractors, random.Random(c.seed)).corpus
 
     def _eval_data(self) -> BeirDataset:
         import random
@@ -181,12 +202,17 @@ class Pipeline:
     def _eval(self, models: dict) -> dict:
         from mrl.model import load_model
 
+        c = self.config.eval
         data = self._eval_data()
         out: dict = {"dataset": data.name, "split": data.split, "documents": len(data.corpus), "models": {}}
+        if c.rotate:
+            out["rotated"] = {}
         for name, spec in models.items():
             model = self.base if name == "base" else load_model(spec)
-            result = evaluate_retrieval(model, data, list(self.config.eval.dims), cache=self.cache, model_name=name)
+            result = evaluate_retrieval(model, data, list(c.dims), cache=self.cache, model_name=name, rotate=c.rotate)
             out["models"][name] = result.dims
+            if c.rotate:
+                out["rotated"][name] = result.rotated
         return out
 
     def _index(self, model_path: str, train_data: BeirDataset) -> dict:

@@ -16,12 +16,36 @@ def _plt():
     return plt
 
 
+def best_at(ev: dict, dim: str, exclude: str | None = None) -> tuple[str, str, float] | None:
+    """The (model, "raw" | "rotated", nDCG@10) with the highest nDCG@10 at ``dim``, leaving out model ``exclude``."""
+    views = [(name, "raw", dims) for name, dims in ev["models"].items()]
+    views += [(name, "rotated", dims) for name, dims in ev.get("rotated", {}).items()]
+    scored = [(name, view, dims[dim]["ndcg@10"]) for name, view, dims in views if dim in dims and name != exclude]
+    return max(scored, key=lambda x: x[2]) if scored else None
+
+
+def best_sentence(ev: dict, dim: str) -> str:
+    """One sentence naming the best vectors at ``dim`` and their margin over the best of the other models."""
+    best = best_at(ev, dim)
+    if best is None:
+        return ""
+    name, view, value = best
+    said = f"At {dim} dims the best vectors are the {name} model's {view} prefix (nDCG@10 {value:.4f})"
+    rival = best_at(ev, dim, exclude=name)
+    if rival is None:
+        return said + "."
+    return f"{said}, {value - rival[2]:+.4f} against the best other, the {rival[0]} model's {rival[1]} prefix."
+
+
 def write_report(report: dict, out: Path) -> Path:
     ev = report["eval"]
     quality = {
         "dataset": ev["dataset"],
         "split": ev["split"],
-        "models": [{"model": name, "dims": dims} for name, dims in ev["models"].items()],
+        "models": [
+            {"model": name, "dims": dims, "rotated": ev.get("rotated", {}).get(name)}
+            for name, dims in ev["models"].items()
+        ],
     }
     plot_quality(quality, out / "ndcg_by_dim.png")
     _plot_recall_qps(report["index"], out / "recall_vs_qps.png")
@@ -39,7 +63,9 @@ def write_report(report: dict, out: Path) -> Path:
         "| model | " + " | ".join(dims) + " |",
         "|---|" + "---:|" * len(dims),
     ]
-    for name, per_dim in ev["models"].items():
+    rows = [(name, per_dim) for name, per_dim in ev["models"].items()]
+    rows += [(f"{name} (rotated)", per_dim) for name, per_dim in ev.get("rotated", {}).items()]
+    for name, per_dim in rows:
         lines.append(
             f"| {name} | "
             + " | ".join(
@@ -53,9 +79,16 @@ def write_report(report: dict, out: Path) -> Path:
     if "control" in ev["models"] and "matryoshka" in ev["models"]:
         gains = [ev["models"]["matryoshka"][d]["ndcg@10"] - ev["models"]["control"][d]["ndcg@10"] for d in dims]
         lines.append("| matryoshka - control | " + " | ".join(f"{g:+.4f}" for g in gains) + " |")
+    if "control" in ev.get("rotated", {}) and "matryoshka" in ev["models"]:
+        ctrl = ev["rotated"]["control"]
+        gains = [ev["models"]["matryoshka"][d]["ndcg@10"] - ctrl[d]["ndcg@10"] for d in dims]
+        lines.append("| matryoshka - control (rotated) | " + " | ".join(f"{g:+.4f}" for g in gains) + " |")
     lines += [
         "",
-        "(percent: of the same model's full-dim nDCG@10)",
+        "(percent: of the same model's full-dim nDCG@10; rotated: prefixes of the vectors in the rotation "
+        "mrl's index fits to this corpus, which needs no training. The full-dim column is the same either way.)",
+        "",
+        best_sentence(ev, "64" if "64" in dims else str(report["config"]["index"]["prefix_dim"])),
         "",
         "![nDCG@10 by dims](ndcg_by_dim.png)",
         "![bytes per vector against quality](bytes_vs_quality.png)",
