@@ -39,9 +39,11 @@ def snapshot(folder: Path) -> dict[str, bytes]:
         ("ivf", "pq4", "float32"),
         ("flat", "fp32", "float32"),
         ("hnsw", "sq4", "float16"),
+        ("hnsw", "fp16", "float32"),
         pytest.param("vamana", "sq8", "float32", marks=needs_lvq),
         pytest.param("vamana", "sq4", "float32", marks=needs_lvq),
         ("vamana", "fp32", "float16"),
+        ("vamana", "fp16", "float32"),
     ],
 )
 def test_two_pass_matches_exact_search_with_full_shortlist(corpus, tmp_path, model, ann, quant, store):
@@ -100,7 +102,7 @@ def test_text_and_vector_queries_single_and_batch(corpus, tmp_path, model):
 
 @pytest.mark.parametrize(
     ("ann", "quant"),
-    [("hnsw", "sq8"), ("ivf", "pq4"), ("vamana", "fp32"), pytest.param("vamana", "sq8", marks=needs_lvq)],
+    [("hnsw", "sq8"), ("ivf", "pq4"), ("vamana", "fp16"), pytest.param("vamana", "sq8", marks=needs_lvq)],
 )
 def test_reopen_add_upsert_delete(corpus, tmp_path, model, ann, quant):
     _, _, docs, vectors = corpus
@@ -175,7 +177,7 @@ def test_pq4_first_pass_needs_ivf_and_an_even_prefix(corpus, tmp_path):
         with pytest.raises(MrlError, match="'pq4' needs --ann ivf and an even prefix dim"):
             Index.build(tmp_path / "i", vectors, docs, prefix_dim=prefix_dim, ann=ann, quant="pq4")
         assert not (tmp_path / "i").exists()
-    with pytest.raises(MrlError, match="--ann vamana stores the prefix as sq8, sq4, fp32, not 'pq4'"):
+    with pytest.raises(MrlError, match="--ann vamana stores the prefix as sq8, sq4, fp16, fp32, not 'pq4'"):
         Index.build(tmp_path / "i", vectors, docs, ann="vamana", quant="pq4")
     assert not (tmp_path / "i").exists()
 

@@ -19,8 +19,12 @@ from mrl.index.vamana import QUANTS as VAMANA_QUANTS
 from mrl.index.vamana import VamanaAnn, check_cpu, svs_module
 
 ANN_KINDS = ("hnsw", "ivf", "flat", "vamana")  # vamana: SVS, mrl.index.vamana
-QUANTS = ("sq8", "sq4", "fp32", "pq4")
-SCALAR_QUANTIZERS = {"sq8": faiss.ScalarQuantizer.QT_8bit, "sq4": faiss.ScalarQuantizer.QT_4bit}
+QUANTS = ("sq8", "sq4", "fp16", "fp32", "pq4")
+SCALAR_QUANTIZERS = {
+    "sq8": faiss.ScalarQuantizer.QT_8bit,
+    "sq4": faiss.ScalarQuantizer.QT_4bit,
+    "fp16": faiss.ScalarQuantizer.QT_fp16,
+}
 HNSW_EF_CONSTRUCTION = 80
 # search beams auto-tuning tries on a graph (HNSW efSearch, Vamana window); k' raises one below it
 GRAPH_SEARCH_GRID = (16, 32, 64, 128, 256, 512, 1024, 2048)

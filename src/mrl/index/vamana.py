@@ -9,8 +9,8 @@ et al., NeurIPS 2019) prunes each node's neighbours for long-range hops. On this
 faiss HNSW on the full vectors one query at a time at recall 0.99, where faiss's HNSW-SQ8 on the same
 prefix ran at 0.95x (benchmarks/results/index_speed-1000000-p192-vamana-thp.json, -p192-rerank.json).
 ``quant="sq8"`` maps to LVQ-8 (the same byte a dim, with the per-vector range), ``sq4`` to LVQ-4
-(half a byte a dim, in SVS's "turbo" layout for SIMD), ``fp32`` to uncompressed floats. The rerank on
-full vectors absorbs the coarser codes.
+(half a byte a dim, in SVS's "turbo" layout for SIMD), ``fp16`` and ``fp32`` to uncompressed floats.
+The rerank on full vectors absorbs the coarser codes.
 
 SVS ships as a binary wheel under the Intel Simplified Software License (``pip install 'mrl[svs]'``,
 x86-64 Linux); everything else in mrl stays open source and this module is only imported for
@@ -48,8 +48,9 @@ from mrl.cpu import require_lvq
 from mrl.errors import MrlError
 from mrl.index.storage import atomic_write_path
 
-QUANTS = ("sq8", "sq4", "fp32")
-LVQ_BITS = {"sq8": 8, "sq4": 4}  # bits a dim of the LVQ code each quant maps to; fp32 is uncompressed
+QUANTS = ("sq8", "sq4", "fp16", "fp32")
+LVQ_BITS = {"sq8": 8, "sq4": 4}  # bits a dim of the LVQ code each quant maps to; fp16/fp32 are uncompressed
+FLOATS = {"fp16": np.float16, "fp32": np.float32}  # SVS's open-source float paths, which run on any x86-64 CPU
 DEFAULT_PARAMS = {"graph_max_degree": 32, "window_size": 200, "alpha": 0.95}
 PADDING = 32  # bytes each LVQ code starts on: aligned loads, at a few bytes a vector
 PARTS = ("config", "graph", "data")
@@ -108,13 +109,17 @@ class VamanaAnn:
             window_size=int(params["window_size"]),
             alpha=float(params["alpha"]),
         )
+        threads = os.cpu_count() or 1
+        if quant in FLOATS:  # the float paths build from the array itself
+            data = np.ascontiguousarray(vectors, dtype=FLOATS[quant])
+            return cls(svs.Vamana.build(build, data, svs.DistanceType.MIP, threads), quant)
         with tempfile.TemporaryDirectory(prefix="mrl-svs-") as tmp:
             # LVQ compresses from a file loader, and only the static index builds from one
             source = Path(tmp) / "prefix.fvecs"
             svs.write_vecs(np.ascontiguousarray(vectors, dtype=np.float32), str(source))
             data = svs.VectorDataLoader(str(source), svs.float32, dims=vectors.shape[1])
-            loader = svs.LVQLoader(data, primary=LVQ_BITS[quant], padding=PADDING) if quant in LVQ_BITS else data
-            return cls(svs.Vamana.build(build, loader, svs.DistanceType.MIP, os.cpu_count() or 1), quant)
+            loader = svs.LVQLoader(data, primary=LVQ_BITS[quant], padding=PADDING)
+            return cls(svs.Vamana.build(build, loader, svs.DistanceType.MIP, threads), quant)
 
     @classmethod
     def load(cls, folder: Path, quant: str, writable: bool = False) -> VamanaAnn:
@@ -128,7 +133,7 @@ class VamanaAnn:
         data = (
             svs.LVQLoader(str(folder / "data"), padding=PADDING)  # the bits are in the saved config
             if quant in LVQ_BITS
-            else svs.VectorDataLoader(str(folder / "data"), svs.float32)
+            else svs.VectorDataLoader(str(folder / "data"), svs.float16 if quant == "fp16" else svs.float32)
         )
         parts = (str(folder / "config"), svs.GraphLoader(str(folder / "graph")), data, svs.DistanceType.MIP)
         threads = os.cpu_count() or 1
