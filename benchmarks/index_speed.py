@@ -193,6 +193,12 @@ def main() -> None:
     ap.add_argument("--hnsw-ef-construction", type=int, default=100, help="efConstruction of the HNSW peers")
     ap.add_argument("--single", type=int, default=300, help="queries timed one at a time per point")
     ap.add_argument("--no-hnswlib", action="store_true")
+    ap.add_argument(
+        "--peers",
+        default=",".join(PEER_KINDS),
+        help="extra peers on the full vectors: " + ", ".join(PEER_KINDS) + " (svs-*: Intel CPUs only, else skipped)",
+    )
+    ap.add_argument("--peer-pca-dim", type=int, default=256, help="dims of the PCA and LeanVec peers' first pass")
     ap.add_argument("--quick", action="store_true", help="fewer operating points")
     ap.add_argument("--mrl-hnsw-m", type=int, default=16, help="M of mrl's prefix HNSW (vamana: 2M neighbours a node)")
     ap.add_argument(
@@ -266,6 +272,8 @@ def main() -> None:
             c.print(result["points"][-1])
     del hnsw
     gc.collect()
+
+    measure_peers(args, base, queries, truth, result, efs)
 
     if not args.no_hnswlib:
         try:
@@ -386,6 +394,93 @@ def main() -> None:
     print_summary(result)
 
 
+# the same idea as mrl without Matryoshka: quantized codes or a projection walked first, full vectors to rerank
+PEER_KINDS = ("hnsw-sq8-refine", "pca-hnsw-refine", "svs-lvq8", "svs-leanvec")
+REFINE_FACTORS = (1, 2, 4, 8)
+
+
+def measure_peers(args, base: np.ndarray, queries: np.ndarray, truth: np.ndarray, result: dict, efs: list[int]) -> None:
+    """Build and measure each of --peers; an Intel-only peer on another CPU is recorded as skipped, with why."""
+    from mrl.cpu import cpu_info, lvq_unsupported_reason
+
+    c = console()
+    dim = base.shape[1]
+    for kind in [k for k in args.peers.split(",") if k]:
+        if kind not in PEER_KINDS:
+            raise SystemExit(f"--peers: unknown peer '{kind}' (choose from {', '.join(PEER_KINDS)})")
+        if kind.startswith("svs-"):
+            reason = lvq_unsupported_reason(cpu_info())
+            if reason is not None:
+                result["systems"][kind] = {"skipped": reason}
+                c.print(f"{kind}: skipped ({reason})")
+                continue
+            measure_svs_peer(kind, args, base, queries, truth, result)
+            continue
+        if kind == "hnsw-sq8-refine":
+            index = faiss.index_factory(dim, f"HNSW{args.hnsw_m},SQ8,Refine(Flat)", faiss.METRIC_INNER_PRODUCT)
+            setting = {"M": args.hnsw_m, "efConstruction": args.hnsw_ef_construction}
+        else:
+            p = args.peer_pca_dim
+            index = faiss.index_factory(dim, f"PCA{p},HNSW{args.hnsw_m},Refine(Flat)", faiss.METRIC_INNER_PRODUCT)
+            setting = {"M": args.hnsw_m, "efConstruction": args.hnsw_ef_construction, "pca_dims": p}
+        graph = faiss.downcast_index(faiss.downcast_index(index.base_index))
+        hnsw_index = faiss.downcast_index(graph.index) if isinstance(graph, faiss.IndexPreTransform) else graph
+        hnsw_index.hnsw.efConstruction = args.hnsw_ef_construction
+        t0 = time.perf_counter()
+        index.train(base[np.random.default_rng(0).choice(len(base), min(len(base), 100_000), replace=False)])
+        index.add(base)
+        build = time.perf_counter() - t0
+        name = f"faiss-{kind}"
+        result["systems"][name] = {"ram_bytes": int(faiss.serialize_index(index).nbytes), "build_s": build, **setting}
+        c.print(f"{name} built in {build:.0f} s")
+        for ef in efs:
+            for factor in REFINE_FACTORS:
+                params = faiss.IndexRefineSearchParameters(
+                    k_factor=factor, base_index_params=faiss.SearchParametersHNSW(efSearch=max(ef, factor * K))
+                )
+                search = lambda q, p=params, i=index: i.search(q, K, params=p)[1]  # noqa: E731
+                result["points"].append(
+                    point(name, {"efSearch": ef, "k_factor": factor}, truth, search, queries, args.single)
+                )
+        del index
+        gc.collect()
+
+
+def measure_svs_peer(kind: str, args, base: np.ndarray, queries: np.ndarray, truth: np.ndarray, result: dict) -> None:
+    """SVS Vamana on the full vectors, over LVQ-8 codes or LeanVec (reduced dims walked, full dims to rerank)."""
+    import svs
+
+    dim = base.shape[1]
+    with tempfile.TemporaryDirectory(prefix="svs-peer-") as tmp:
+        source = f"{tmp}/x.fvecs"
+        svs.write_vecs(np.ascontiguousarray(base), source)
+        data = svs.VectorDataLoader(source, svs.float32, dims=dim)
+        if kind == "svs-lvq8":
+            loader = svs.LVQLoader(data, primary=8, padding=32)
+            setting = {"graph_max_degree": 2 * args.hnsw_m}
+        else:
+            loader = svs.LeanVecLoader(data, args.peer_pca_dim)
+            setting = {"graph_max_degree": 2 * args.hnsw_m, "leanvec_dims": args.peer_pca_dim}
+        build_params = svs.VamanaBuildParameters(
+            graph_max_degree=2 * args.hnsw_m, window_size=args.hnsw_ef_construction, alpha=0.95
+        )
+        t0 = time.perf_counter()
+        index = svs.Vamana.build(build_params, loader, svs.DistanceType.MIP, os.cpu_count() or 1)
+        build = time.perf_counter() - t0
+        index.save(f"{tmp}/c", f"{tmp}/g", f"{tmp}/d")
+        size = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file() and not f.name.endswith(".fvecs"))
+    name = f"svs-vamana-{kind.removeprefix('svs-')}-full"
+    result["systems"][name] = {"ram_bytes": size, "build_s": build, **setting}
+    for window in (32, 48, 64, 96, 128, 160, 192, 256):
+
+        def search(q, w=window):
+            index.num_threads = 1 if len(q) == 1 else (os.cpu_count() or 1)
+            index.search_window_size = max(w, K)
+            return index.search(q, K)[0].astype(np.int64)
+
+        result["points"].append(point(name, {"window": window}, truth, search, queries, args.single))
+
+
 def best_at(points: list[dict], recall: float, keep) -> dict | None:
     """The fastest single-query point at ``recall`` or better among systems whose name ``keep`` accepts."""
     ok = [p for p in points if keep(p["system"]) and p["recall@10"] >= recall]
@@ -426,7 +521,32 @@ def summarize(result: dict) -> dict:
         if mine and exact:
             entry["qps_single_ratio_vs_exact"] = mine["qps_single"] / exact["qps_single"]
             entry["qps_batch_ratio_vs_exact"] = mine["qps_batch"] / exact["qps_batch"]
+        entry["vs_peers"] = versus_every_peer(result, target, mine)
         out[str(target)] = entry
+    return out
+
+
+def versus_every_peer(result: dict, target: float, mine: dict | None) -> dict:
+    """mrl's best point against each other system's best at ``target``: who wins, single and batch, and RAM."""
+    pts, out = result["points"], {}
+    for system, info in result["systems"].items():
+        if mrl(system) or system == "exact":
+            continue
+        if "skipped" in info:
+            out[system] = {"skipped": info["skipped"]}
+            continue
+        same = partial(str.__eq__, system)
+        peer = best_at(pts, target, same)
+        if peer is None or mine is None:
+            out[system] = {"reached": peer is not None, "mrl_reached": mine is not None}
+            continue
+        mine_ram = result["systems"][mine["system"].replace("-funnel128", "")]["ram_bytes"]
+        out[system] = {
+            "point": peer,
+            "qps_single_ratio": mine["qps_single"] / peer["qps_single"],
+            "qps_batch_ratio": best_batch(pts, target, mrl) / best_batch(pts, target, same),
+            "ram_ratio": mine_ram / info["ram_bytes"],
+        }
     return out
 
 
@@ -456,6 +576,24 @@ def print_summary(result: dict) -> None:
             )
         ratios = {k: round(v, 2) for k, v in entry.items() if "_ratio_vs_" in k}
         table.add_row(target, "ratios", json.dumps(ratios), *[""] * 6)
+        for system, versus in entry.get("vs_peers", {}).items():
+            if "point" not in versus:
+                table.add_row(target, system, json.dumps(versus)[:60], *[""] * 6)
+                continue
+            verdict = "mrl faster" if versus["qps_single_ratio"] > 1 else "mrl SLOWER"
+            p = versus["point"]
+            table.add_row(
+                target,
+                f"vs {system}",
+                f"{verdict}: x{versus['qps_single_ratio']:.2f} single, x{versus['qps_batch_ratio']:.2f} batch, "
+                f"x{versus['ram_ratio']:.2f} RAM",
+                f"{p['recall@10']:.4f}",
+                f"{p['qps_single']:.0f}",
+                f"{p['p50_ms']:.2f}",
+                f"{p['p99_ms']:.2f}",
+                f"{p['qps_batch']:.0f}",
+                f"{result['systems'][system]['ram_bytes'] / 2**20:.0f}",
+            )
     console().print(table)
 
 
