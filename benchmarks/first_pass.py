@@ -10,9 +10,10 @@ engines differ only in the first pass. Same data and queries as index_speed.py. 
 - faiss-ivf-pq-fastscan: ``--ann ivf --quant pq4``, IVF with 4-bit PQ codes (2 dims a code) scanned with SIMD;
 - scann: ScaNN's k-means tree with SOAR spilling, anisotropic 4-bit hashing and int8 reordering;
 - usearch-i8: usearch's HNSW on int8 codes (scaled so the largest prefix component maps to 127);
-- glass-sq8: pyglass (zilliztech), an HNSW walk that prefetches the next neighbours' codes, over 8-bit codes.
+- glass-sq8: pyglass (zilliztech), an HNSW walk that prefetches the next neighbours' codes, over 8-bit codes;
+- vsag-sq8, vsag-sq4, vsag-fp16: VSAG's HGraph (Ant Group) over 8-bit, 4-bit or float16 codes.
 
-ScaNN, usearch and pyglass are benchmark-only dependencies: ``pip install -e '.[bench]'``.
+ScaNN, usearch, pyglass and pyvsag are benchmark-only dependencies: ``pip install -e '.[bench]'``.
 
     python benchmarks/first_pass.py --n 1000000 --model models/bench/mrl-w --prefix-dim 256 --no-rotate
     python benchmarks/first_pass.py --n 1000000 --model models/bench/mrl-w --prefix-dim 192 --engines glass-sq8 \
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import shutil
 import sys
@@ -159,7 +161,57 @@ class GlassSQ8:
         return np.asarray(self.searcher.batch_search(q, kp)[0], dtype=np.int64)
 
 
-ENGINES = {e.name: e for e in (IvfPqFastScan, Scann, UsearchI8, GlassSQ8)}
+class VsagHGraph:
+    """VSAG's HGraph (Ant Group, Apache-2.0): a hierarchical graph over quantized codes; knob = ef_search.
+
+    Built like mrl's graph (32 neighbours a node on the bottom layer, construction beam 200). pyvsag answers
+    one query a call, so its batch figure is a loop on one core.
+    """
+
+    quant = "sq8"
+
+    def __init__(self, vectors: np.ndarray, tmp: Path):
+        import pyvsag
+
+        n, dim = vectors.shape
+        self.params = {"base_quantization_type": self.quant, "max_degree": 32, "ef_construction": 200}
+        config = {"dtype": "float32", "metric_type": "ip", "dim": dim, "index_param": dict(self.params)}
+        config["index_param"]["build_thread_count"] = faiss.omp_get_max_threads()
+        self.index = pyvsag.Index("hgraph", json.dumps(config))
+        self.index.build(vectors=np.ascontiguousarray(vectors), ids=np.arange(n), num_elements=n, dim=dim)
+        self.index.save(str(tmp / "vsag.index"))
+        self.bytes = folder_bytes(tmp)
+        ids = np.asarray(self.index.knn_search(vector=vectors[0], k=1, parameters=self._params(16))[0])
+        assert ids[0] == 0, "pyvsag answered (distances, ids), not (ids, distances)"
+
+    @staticmethod
+    def _params(ef: int) -> str:
+        return json.dumps({"hgraph": {"ef_search": ef}})
+
+    def shortlist(self, q: np.ndarray, knob: int, kp: int) -> np.ndarray:
+        params = self._params(knob)
+        out = np.full((len(q), kp), -1, dtype=np.int64)
+        for i, row in enumerate(q):
+            ids = np.asarray(self.index.knn_search(vector=np.ascontiguousarray(row), k=kp, parameters=params)[0])
+            out[i, : len(ids)] = ids
+        return out
+
+
+class VsagSQ8(VsagHGraph):
+    name = "vsag-sq8"
+
+
+class VsagSQ4(VsagHGraph):
+    name = "vsag-sq4"
+    quant = "sq4_uniform"
+
+
+class VsagFP16(VsagHGraph):
+    name = "vsag-fp16"
+    quant = "fp16"
+
+
+ENGINES = {e.name: e for e in (IvfPqFastScan, Scann, UsearchI8, GlassSQ8, VsagSQ8, VsagSQ4, VsagFP16)}
 
 
 def main() -> None:
