@@ -330,15 +330,14 @@ def index_build(
     ann: Annotated[
         str,
         typer.Option(
-            help="First-pass index: hnsw, ivf, flat, or vamana (Intel SVS's graph over LVQ codes: "
-            "pip install 'mrl[svs]')."
+            help="First-pass index: hnsw, ivf, flat, or vamana (Intel SVS's Vamana graph: pip install 'mrl[svs]')."
         ),
     ] = "hnsw",
     quant: Annotated[
         str,
         typer.Option(
-            help="First-pass storage: sq8 (1 byte/dim), sq4 (4 bits/dim), fp32, or pq4 (IVF only: 4-bit fast-scan "
-            "PQ). With vamana, sq8 and sq4 are SVS's LVQ-8 and LVQ-4."
+            help="First-pass storage: sq8 (1 byte/dim), sq4 (4 bits/dim), fp16, fp32, or pq4 (IVF only: 4-bit "
+            "fast-scan PQ). With vamana, sq8 and sq4 are SVS's LVQ-8 and LVQ-4 (Intel CPUs only)."
         ),
     ] = "sq8",
     store: Annotated[str, typer.Option(help="Full vectors on disk: float32 or float16.")] = "float32",

