@@ -284,3 +284,38 @@ def test_index_build_rotates_by_default_and_no_rotate_opts_out(tmp_path, scifact
         proc = mrl("index", "build", "--corpus", str(corpus), "--out", str(out), "--prefix-dim", "32", *flag)
         assert proc.returncode == 0, proc.stderr
         assert Index.open(out).stats()["rotated"] is rotated
+
+
+def test_skip_empty_documents_in_eval_and_index_build(tmp_path, data_dir):
+    from test_data import _with_empty_documents
+
+    folder = _with_empty_documents(data_dir, tmp_path / "sf")
+    proc = mrl("eval", "--beir", str(folder), "--dims", "64,full")
+    assert proc.returncode == 2 and "field 'text': is empty (--skip-empty" in proc.stderr
+    out = tmp_path / "r.json"
+    proc = mrl("eval", "--beir", str(folder), "--dims", "64,full", "--skip-empty", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (
+        "skipped 2 document(s) with no text" in proc.stderr and "1 judgement(s) name a skipped document" in proc.stderr
+    )
+    result = json.loads(out.read_text())
+    assert len(result["skipped_documents"]) == 2 and len(result["judgements_on_skipped"]) == 1
+    assert result["counts"]["skipped_documents"] == 2
+    idx = tmp_path / "idx"
+    proc = mrl("index", "build", "--corpus", str(folder / "corpus.jsonl"), "--out", str(idx), "--prefix-dim", "32")
+    assert proc.returncode == 2 and not idx.exists()
+    proc = mrl(
+        "index",
+        "build",
+        "--corpus",
+        str(folder / "corpus.jsonl"),
+        "--out",
+        str(idx),
+        "--prefix-dim",
+        "32",
+        "--skip-empty",
+        "--no-rotate",
+    )
+    assert proc.returncode == 0 and "skipped 2 document(s)" in proc.stderr
+    rows = len((folder / "corpus.jsonl").read_text().splitlines())
+    assert Index.open(idx).stats()["documents"] == rows - 2

@@ -163,3 +163,39 @@ def test_sts_bad_score(tmp_path):
     with pytest.raises(DataError, match="outside") as info:
         load_sts(path)
     assert info.value.field == "score" and info.value.line == 1
+
+
+def _with_empty_documents(data_dir: Path, folder: Path) -> Path:
+    """A real SciFact subset in which two documents (one judged relevant) lost their title and text."""
+    from conftest import write_beir_subset
+
+    write_beir_subset(data_dir / "scifact", folder, 10, 20)
+    rows = [json.loads(line) for line in (folder / "corpus.jsonl").read_text().splitlines()]
+    judged = (folder / "qrels" / "test.tsv").read_text().splitlines()[1].split("\t")[1]
+    emptied = [judged, next(r["_id"] for r in rows if r["_id"] != judged)]
+    for r in rows:
+        if r["_id"] in emptied:
+            r["title"], r["text"] = "", "  "
+    write_jsonl(folder / "corpus.jsonl", rows)
+    return folder
+
+
+def test_empty_documents_stop_the_load_unless_skipped(data_dir, tmp_path):
+    from mrl.data import load_documents
+
+    folder = _with_empty_documents(data_dir, tmp_path / "sf")
+    with pytest.raises(DataError, match="field 'text': is empty \\(--skip-empty leaves such documents out"):
+        load_beir(folder, "test")
+    data = load_beir(folder, "test", skip_empty=True)
+    rows = (folder / "corpus.jsonl").read_text().splitlines()
+    assert len(data.skipped) == 2 and len(data.corpus) == len(rows) - 2
+    assert all(json.loads(rows[s.line - 1])["_id"] == s.id for s in data.skipped)  # the lines are right
+    judged = data.judgements_on_skipped
+    assert len(judged) == 1 and judged[0]["corpus-id"] in {s.id for s in data.skipped}
+    # the judgement stays: the document counts as not found
+    assert judged[0]["corpus-id"] in data.qrels[judged[0]["query-id"]]
+    assert data.counts["skipped_documents"] == 2 and data.counts["judgements_on_skipped"] == 1
+    with pytest.raises(DataError, match="is empty"):
+        load_documents(folder / "corpus.jsonl")
+    docs = load_documents(folder / "corpus.jsonl", skip_empty=True)
+    assert len(docs) == len(rows) - 2 and [s.id for s in docs.skipped] == [s.id for s in data.skipped]

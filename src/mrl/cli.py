@@ -69,6 +69,7 @@ def eval_cmd(
     rotate_sample: Annotated[
         int | None, typer.Option(help="Fit the rotation on this many random corpus vectors (implies --rotate).")
     ] = None,
+    skip_empty: Annotated[bool, typer.Option(help=SKIP_EMPTY_HELP)] = False,
 ) -> None:
     """Measure retrieval quality (nDCG@10, Recall@10/100, MRR@10) at each prefix dim, for one or more models.
 
@@ -91,7 +92,9 @@ def eval_cmd(
     if batch_size <= 0:
         raise MrlError("--batch-size must be positive")
     rotate = rotate or rotate_sample is not None
-    dataset = load_beir(beir, split) if beir else None
+    dataset = load_beir(beir, split, skip_empty=skip_empty) if beir else None
+    if dataset and dataset.skipped:
+        _report_skipped(dataset.skipped, dataset.judgements_on_skipped)
     if dataset and rotate_sample is not None and not 0 < rotate_sample <= len(dataset.corpus):
         raise MrlError(
             f"--rotate-sample: {rotate_sample} vectors asked for, the corpus has {len(dataset.corpus)} documents"
@@ -110,6 +113,9 @@ def eval_cmd(
     result: dict = {"dataset": dataset.name if dataset else sts.name, "split": split, "models": []}
     if dataset:
         result["counts"] = dataset.counts
+        if dataset.skipped:
+            result["skipped_documents"] = [s.to_json() for s in dataset.skipped]
+            result["judgements_on_skipped"] = dataset.judgements_on_skipped
     cache = EmbeddingCache(cache_dir)
     for spec, m in zip(specs, models, strict=True):
         entry: dict = {"model": getattr(m, "mrl_source", spec), "full_dim": embedding_dim(m), "dims": {}}
@@ -138,6 +144,24 @@ def eval_cmd(
         if dataset:
             plot_path = plot_quality(result, plot or out.with_suffix(".png"))
             err.print(f"wrote {plot_path}")
+
+
+SKIP_EMPTY_HELP = (
+    "Leave out documents with no text instead of stopping; they are counted and listed (and in the JSON), and "
+    "judgements that name them are reported and count as not found."
+)
+
+
+def _report_skipped(skipped, judgements_on_skipped=()) -> None:
+    from mrl.data.skipped import describe
+
+    err.print(f"[yellow]{describe(skipped)}[/yellow]")
+    if judgements_on_skipped:
+        err.print(
+            f"[yellow]{len(judgements_on_skipped)} judgement(s) name a skipped document; they stay and count as "
+            f"not found: {', '.join(j['query-id'] + '->' + j['corpus-id'] for j in judgements_on_skipped[:10])}"
+            "[/yellow]"
+        )
 
 
 def _int_list(spec: str, option: str) -> list[int]:
@@ -202,6 +226,7 @@ def train_cmd(
         float,
         typer.Option(help="> 0: each prefix also learns the full vector's ranking of the batch (KL term weight)."),
     ] = 0.0,
+    skip_empty: Annotated[bool, typer.Option(help=SKIP_EMPTY_HELP)] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")] = False,
 ) -> None:
@@ -250,9 +275,12 @@ def train_cmd(
     all_pairs = [p for path in pairs or [] for p in load_pairs(path, anchor_column, positive_column)]
     if not all_triplets and not all_pairs:
         raise MrlError("no training data: give --triplets and/or --pairs")
-    dev = load_beir(dev_beir, dev_split) if dev_beir else None
-    corpus = load_corpus(mine_negatives_from) if mine_negatives_from else None
-    rotation_corpus = load_corpus(rotate_corpus) if rotate_corpus else corpus
+    dev = load_beir(dev_beir, dev_split, skip_empty=skip_empty) if dev_beir else None
+    skipped: list = []
+    corpus = load_corpus(mine_negatives_from, skip_empty, skipped) if mine_negatives_from else None
+    rotation_corpus = load_corpus(rotate_corpus, skip_empty, skipped) if rotate_corpus else corpus
+    if skipped or (dev and dev.skipped):
+        _report_skipped(skipped + (dev.skipped if dev else []), dev.judgements_on_skipped if dev else [])
     base = load_model(model)
     config.validate(embedding_dim(base))
     if rotate and not resume:
@@ -376,6 +404,7 @@ def index_build(
     ] = True,
     shards: Annotated[int, typer.Option(help="qdrant: shard number (a cluster spreads shards over nodes).")] = 1,
     replicas: Annotated[int, typer.Option(help="qdrant: replication factor.")] = 1,
+    skip_empty: Annotated[bool, typer.Option(help=SKIP_EMPTY_HELP)] = False,
 ) -> None:
     """Encode a corpus once and build a two-pass index: ANN over the prefix, full vectors for the rerank.
 
@@ -404,7 +433,9 @@ def index_build(
         from mrl.index.ann import check_ann
 
         check_ann(ann, quant, prefix_dim)
-    documents = load_documents(corpus, id_field, text_field)
+    documents = load_documents(corpus, id_field, text_field, skip_empty=skip_empty)
+    if documents.skipped:
+        _report_skipped(documents.skipped)
     if backend == "embedded" and out.exists() and any(out.iterdir()) and not overwrite:
         raise MrlError(f"{out}: folder exists and is not empty (use --overwrite)")
     loaded, vectors = _encode_documents(model, documents, batch_size, cache_dir)
@@ -469,12 +500,15 @@ def index_add(
     upsert: Annotated[bool, typer.Option(help="Replace documents whose id exists instead of refusing.")] = False,
     id_field: Annotated[str | None, typer.Option(help="Id column.")] = None,
     text_field: Annotated[str, typer.Option(help="Text column.")] = "text",
+    skip_empty: Annotated[bool, typer.Option(help=SKIP_EMPTY_HELP)] = False,
 ) -> None:
     """Add (or with --upsert, add or replace) documents atomically: all become visible at once, or none."""
     from mrl.data import load_documents
     from mrl.index import open_index
 
-    documents = load_documents(file, id_field, text_field)
+    documents = load_documents(file, id_field, text_field, skip_empty=skip_empty)
+    if documents.skipped:
+        _report_skipped(documents.skipped)
     index = open_index(location)
     count = index.upsert(documents) if upsert else index.add(documents)
     err.print(f"{'upserted' if upsert else 'added'} {count} documents; index holds {index.count}")

@@ -45,6 +45,7 @@ class TrainSection:
     distill_weight: float = 0.0  # > 0: prefixes also learn the full vector's ranking (mrl train --distill-weight)
     matryoshka_epochs: float | None = None  # default: epochs
     matryoshka_learning_rate: float | None = None  # default: learning_rate
+    skip_empty: bool = False  # leave out documents with no text instead of stopping (reported in the report)
 
 
 @dataclass
@@ -54,6 +55,7 @@ class EvalSection:
     dims: list[int] = field(default_factory=lambda: [64, 128, 256, 384])
     corpus_distractors: int = 0  # 0 = full corpus; N = judged docs + N others (faster)
     rotate: bool = True  # also report every model on rotated prefixes (the free baseline), as mrl eval --rotate
+    skip_empty: bool = False  # leave out documents with no text instead of stopping (reported in the report)
 
 
 @dataclass

@@ -72,7 +72,7 @@ class Pipeline:
         self.base = load_model(c.model.base)
         if c.model.max_seq_length:
             self.base.max_seq_length = c.model.max_seq_length
-        train_data = load_beir(c.train.beir, c.train.split)
+        train_data = load_beir(c.train.beir, c.train.split, skip_empty=c.train.skip_empty)
         train_part, self.dev = split_queries(train_data, c.train.dev_queries, c.train.dev_distractors, c.train.seed)
         data = self.stage(
             "data", {"model": asdict(c.model), "train": asdict(c.train)}, [], lambda: self._data(train_data, train_part)
@@ -194,9 +194,11 @@ class Pipeline:
         import random
 
         c = self.config.eval
-        data = load_beir(c.beir, c.split)
+        data = load_beir(c.beir, c.split, skip_empty=c.skip_empty)
         if c.corpus_distractors:
-            data = subset(data, list(data.qrels), c.corpus_distractors, random.Random(0))
+            sub = subset(data, list(data.qrels), c.corpus_distractors, random.Random(0))
+            sub.skipped, sub.judgements_on_skipped = data.skipped, data.judgements_on_skipped
+            return sub
         return data
 
     def _eval(self, models: dict) -> dict:
@@ -205,6 +207,9 @@ class Pipeline:
         c = self.config.eval
         data = self._eval_data()
         out: dict = {"dataset": data.name, "split": data.split, "documents": len(data.corpus), "models": {}}
+        if data.skipped:
+            out["skipped_documents"] = [s.to_json() for s in data.skipped]
+            out["judgements_on_skipped"] = data.judgements_on_skipped
         if c.rotate:
             out["rotated"] = {}
         for name, spec in models.items():

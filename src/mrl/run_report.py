@@ -58,6 +58,15 @@ def write_report(report: dict, out: Path) -> Path:
         f"{ev['dataset']} {ev['split']}, {ev['documents']} documents. Models: "
         + ", ".join(f"{k} = `{v}`" for k, v in report["models"].items()),
         "",
+        *(
+            [
+                f"{len(ev['skipped_documents'])} documents without text were left out (`skip_empty`); "
+                f"{len(ev['judgements_on_skipped'])} judgements name them and count as not found.",
+                "",
+            ]
+            if ev.get("skipped_documents")
+            else []
+        ),
         "## nDCG@10 by dims",
         "",
         "| model | " + " | ".join(dims) + " |",

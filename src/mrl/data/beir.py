@@ -11,7 +11,8 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mrl.data.records import read_delimited, read_jsonl, text_field
+from mrl.data.records import has_no_text, read_delimited, read_jsonl, text_field
+from mrl.data.skipped import EMPTY_HINT, SkippedDocument
 from mrl.errors import DataError
 
 
@@ -25,6 +26,9 @@ class BeirDataset:
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]
     counts: dict[str, int] = field(default_factory=dict)
+    skipped: list[SkippedDocument] = field(default_factory=list)  # documents without text (skip_empty)
+    # judgements naming a skipped document: kept in qrels (they count as not found), listed here
+    judgements_on_skipped: list[dict] = field(default_factory=list)
 
     def corpus_fingerprint(self) -> str:
         """A hash of the ids and texts, used to key the embedding cache."""
@@ -62,7 +66,7 @@ def subset(
 ) -> BeirDataset:
     """The given queries with their judged documents plus ``distractors`` random other documents."""
     qrels = {q: data.qrels[q] for q in query_ids}
-    needed = sorted({d for docs in qrels.values() for d in docs})
+    needed = sorted({d for docs in qrels.values() for d in docs if d in data.corpus})  # skipped ones are not
     others = sorted(set(data.corpus) - set(needed))
     rng.shuffle(others)
     corpus = {d: data.corpus[d] for d in needed + others[:distractors]}
@@ -76,7 +80,13 @@ def positive_pairs(data: BeirDataset) -> list:
     """(query, judged-relevant document) training pairs from a split's qrels."""
     from mrl.data.pairs import Pair
 
-    return [Pair(data.queries[q], data.corpus[d]) for q in data.qrels for d, rel in data.qrels[q].items() if rel > 0]
+    # a judgement on a document left out by skip_empty has no text to train on (load_beir reported it)
+    return [
+        Pair(data.queries[q], data.corpus[d])
+        for q in data.qrels
+        for d, rel in data.qrels[q].items()
+        if rel > 0 and d in data.corpus
+    ]
 
 
 def texts_fingerprint(texts: dict[str, str]) -> str:
@@ -94,15 +104,30 @@ def doc_text(row: dict, path: Path, line: int) -> str:
     title = row.get("title") or ""
     if not isinstance(title, str):
         raise DataError(f"expected text, got {type(title).__name__}", path, line, "title")
-    text = text_field(row, "text", path, line, allow_empty=bool(title.strip()))
+    text = text_field(row, "text", path, line, allow_empty=bool(title.strip()), empty=EMPTY_HINT)
     return f"{title} {text}".strip() if title else text
 
 
-def load_corpus(path: str | Path) -> dict[str, str]:
-    """``{doc_id: "title text"}`` from a BEIR corpus.jsonl; duplicate ids are an error."""
-    corpus = _load_by_id(Path(path), doc_text)
+def load_corpus(
+    path: str | Path, skip_empty: bool = False, skipped: list[SkippedDocument] | None = None
+) -> dict[str, str]:
+    """``{doc_id: "title text"}`` from a BEIR corpus.jsonl; duplicate ids are an error.
+
+    A document with no title and an empty text stops the load, unless ``skip_empty``: then it is left
+    out and appended to ``skipped``.
+    """
+    path = Path(path)
+    skipped = skipped if skipped is not None else []
+
+    def text_or_skip(row: dict, p: Path, line: int) -> str | None:
+        if skip_empty and has_no_text(row):
+            skipped.append(SkippedDocument(str(p), line, _id(row, "_id", p, line)))
+            return None
+        return doc_text(row, p, line)
+
+    corpus = {k: v for k, v in _load_by_id(path, text_or_skip).items() if v is not None}
     if not corpus:
-        raise DataError("corpus is empty", path)
+        raise DataError("corpus is empty" + (" (every document has no text)" if skipped else ""), path)
     return corpus
 
 
@@ -138,11 +163,13 @@ def load_qrels(path: str | Path) -> dict[str, dict[str, int]]:
     return qrels
 
 
-def load_beir(source: str | Path, split: str = "test") -> BeirDataset:
+def load_beir(source: str | Path, split: str = "test", skip_empty: bool = False) -> BeirDataset:
     """Load one split of a BEIR folder (or ``hf:<name>``), checking that every qrels id exists.
 
     Only queries that have judgements in the split are kept, as BEIR does; the number of queries
-    in ``queries.jsonl`` but not in the split is reported in ``counts``.
+    in ``queries.jsonl`` but not in the split is reported in ``counts``. With ``skip_empty``,
+    documents without text are left out and listed in ``skipped``; judgements that name them stay
+    (they count as not found) and are listed in ``judgements_on_skipped``.
     """
     if str(source).startswith("hf:"):
         return _load_beir_hf(str(source)[3:], split)
@@ -154,10 +181,11 @@ def load_beir(source: str | Path, split: str = "test") -> BeirDataset:
     if not qrels_path.exists():
         known = sorted(p.stem for p in qrels_dir.glob("*.tsv")) if qrels_dir.is_dir() else []
         raise DataError(f"unknown split '{split}' (available: {', '.join(known) or 'none'})", qrels_path)
-    corpus = load_corpus(folder / "corpus.jsonl")
+    skipped: list[SkippedDocument] = []
+    corpus = load_corpus(folder / "corpus.jsonl", skip_empty, skipped)
     queries = load_queries(folder / "queries.jsonl")
     qrels = load_qrels(qrels_path)
-    return _assemble(folder.name, split, corpus, queries, qrels, qrels_path)
+    return _assemble(folder.name, split, corpus, queries, qrels, qrels_path, skipped)
 
 
 def _assemble(
@@ -167,12 +195,17 @@ def _assemble(
     queries: dict[str, str],
     qrels: dict[str, dict[str, int]],
     qrels_path: str | Path,
+    skipped: list[SkippedDocument] | None = None,
 ) -> BeirDataset:
+    skipped_ids = {s.id for s in skipped or []}
+    on_skipped = []
     for qid, docs in qrels.items():
         if qid not in queries:
             raise DataError(f"query id '{qid}' is not in queries.jsonl", qrels_path, field="query-id")
-        for did in docs:
-            if did not in corpus:
+        for did, score in docs.items():
+            if did in skipped_ids:
+                on_skipped.append({"query-id": qid, "corpus-id": did, "score": score})
+            elif did not in corpus:
                 raise DataError(f"document id '{did}' is not in corpus.jsonl", qrels_path, field="corpus-id")
     if not qrels:
         raise DataError("no judgements in this split", qrels_path)
@@ -183,7 +216,9 @@ def _assemble(
         "queries_not_in_split": len(queries) - len(split_queries),
         "judgements": sum(len(d) for d in qrels.values()),
     }
-    return BeirDataset(name, split, corpus, split_queries, qrels, counts)
+    if skipped:
+        counts |= {"skipped_documents": len(skipped), "judgements_on_skipped": len(on_skipped)}
+    return BeirDataset(name, split, corpus, split_queries, qrels, counts, list(skipped or []), on_skipped)
 
 
 def _id(row: dict, key: str, path: Path, line: int) -> str:

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mrl.data.records import read_rows, text_field
+from mrl.data.records import has_no_text, read_rows, text_field
+from mrl.data.skipped import EMPTY_HINT, DocumentList, SkippedDocument
 from mrl.errors import DataError
 
 
@@ -23,9 +24,15 @@ class Document:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def load_documents(path: str | Path, id_field: str | None = None, text_field_name: str = "text") -> list[Document]:
-    """Read documents; ``id_field`` defaults to ``_id`` if present in the first row, else ``id``."""
-    docs: list[Document] = []
+def load_documents(
+    path: str | Path, id_field: str | None = None, text_field_name: str = "text", skip_empty: bool = False
+) -> DocumentList:
+    """Read documents; ``id_field`` defaults to ``_id`` if present in the first row, else ``id``.
+
+    A document with no text at all (no title, empty text) stops the load, unless ``skip_empty``: then it is
+    left out and recorded in the result's ``skipped``.
+    """
+    docs = DocumentList()
     seen: dict[str, int] = {}
     for line, row in read_rows(path):
         key = id_field or ("_id" if "_id" in row else "id")
@@ -38,7 +45,10 @@ def load_documents(path: str | Path, id_field: str | None = None, text_field_nam
             raise DataError(f"duplicate id '{raw_id}' (first on line {seen[raw_id]})", path, line, key)
         seen[raw_id] = line
         title = row.get("title") or ""
-        body = text_field(row, text_field_name, path, line, allow_empty=bool(str(title).strip()))
+        if skip_empty and has_no_text(row, text_field_name):
+            docs.skipped.append(SkippedDocument(str(path), line, raw_id))
+            continue
+        body = text_field(row, text_field_name, path, line, allow_empty=bool(str(title).strip()), empty=EMPTY_HINT)
         text = f"{title} {body}".strip() if title else body
         meta = row.get("metadata") if isinstance(row.get("metadata"), dict) else {}
         extra = {k: v for k, v in row.items() if k not in (key, "title", text_field_name, "metadata")}
@@ -48,5 +58,5 @@ def load_documents(path: str | Path, id_field: str | None = None, text_field_nam
             raise DataError("metadata values must be JSON-serialisable", path, line) from None
         docs.append(Document(raw_id, text, {**meta, **extra}))
     if not docs:
-        raise DataError("no documents found", path)
+        raise DataError("no documents found" + (" with text" if docs.skipped else ""), path)
     return docs

@@ -96,8 +96,19 @@ def read_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     raise DataError(f"unknown file type '{suffix}', expected one of {', '.join(TABULAR_SUFFIXES)}", path)
 
 
-def text_field(row: dict[str, Any], field: str, path: str | Path, line: int, allow_empty: bool = False) -> str:
-    """Return ``row[field]`` as a stripped-checked string, or raise naming file, line and field."""
+def has_no_text(row: dict[str, Any], field: str = "text") -> bool:
+    """No title and a blank ``field``: a document with nothing to embed (a missing or non-text field is an error)."""
+    value = row.get(field)
+    return not str(row.get("title") or "").strip() and isinstance(value, str) and not value.strip()
+
+
+def text_field(
+    row: dict[str, Any], field: str, path: str | Path, line: int, allow_empty: bool = False, empty: str = "is empty"
+) -> str:
+    """Return ``row[field]`` as a stripped-checked string, or raise naming file, line and field.
+
+    ``empty`` is the message for a blank value (callers that can skip such rows say how).
+    """
     if field not in row:
         raise DataError(f"missing column (row has: {', '.join(map(str, row)) or 'nothing'})", path, line, field)
     value = row[field]
@@ -106,5 +117,5 @@ def text_field(row: dict[str, Any], field: str, path: str | Path, line: int, all
     if not isinstance(value, str):
         raise DataError(f"expected text, got {type(value).__name__}", path, line, field)
     if not allow_empty and not value.strip():
-        raise DataError("is empty", path, line, field)
+        raise DataError(empty, path, line, field)
     return value
