@@ -319,3 +319,18 @@ def test_skip_empty_documents_in_eval_and_index_build(tmp_path, data_dir):
     assert proc.returncode == 0 and "skipped 2 document(s)" in proc.stderr
     rows = len((folder / "corpus.jsonl").read_text().splitlines())
     assert Index.open(idx).stats()["documents"] == rows - 2
+
+
+def test_push_without_a_network_fails_with_one_line(tmp_path, model):
+    folder = tmp_path / "m"
+    model.save(str(folder))
+    proc = subprocess.run(
+        [sys.executable, "-m", "mrl.cli", "push", str(folder), "my-org/my-model"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "could not push" in proc.stderr and "Traceback" not in proc.stderr
+    proc = mrl("push", str(tmp_path / "nope"), "my-org/my-model")
+    assert proc.returncode == 2 and "model folder not found" in proc.stderr

@@ -72,6 +72,11 @@ def test_train_saves_loadable_model_with_metadata(nli, tmp_path, scifact_small):
     final = saved["final_dev_metrics"]
     assert {"dev_dim64_ndcg@10", "dev_dim128_ndcg@10", "dev_dim384_ndcg@10"} <= set(final)
     assert not (out / "checkpoints").exists()
+    card = (out / "README.md").read_text()  # sentence-transformers' card, plus mrl's per-dim section
+    assert "sentence-transformers" in card and "## Matryoshka dims (mrl)" in card
+    for d in (384, 128, 64):
+        assert f"| {d} | {final[f'dev_dim{d}_ndcg@10']:.4f} | - | {4 * d} | {d} |" in card  # 39 docs: no rotation
+    assert f"`{saved['data_fingerprint']}`" in card and "Recommended `truncate_dim`" in card
     # truncating to a dim the model was not trained at warns
     model = load_model(str(out))
     with pytest.warns(UserWarning, match=r"dims \[256\] were not among"):
@@ -262,3 +267,31 @@ def test_rotate_then_distill_trains_a_plain_folder_whose_raw_prefix_is_rotated(n
         with pytest.raises(MrlError, match=needle):
             train(bad, tmp_path / "new", triplets=nli, rotation_vectors=vecs)
         assert not (tmp_path / "new").exists()
+
+
+def test_model_card_section_recommends_the_smallest_dim_that_keeps_95_percent(tmp_path):
+    from mrl.model_card import card_section, recommended_dim, write_model_card
+
+    assert recommended_dim({384: 0.70, 128: 0.68, 64: 0.67, 32: 0.60}) == 64  # 0.67 >= 0.95 x 0.70, 0.60 is not
+    meta = {
+        "base_model": "all-MiniLM-L6-v2",
+        "matryoshka_dims": [384, 64],
+        "trained_dims": [384, 64],
+        "data_fingerprint": "abc",
+        "examples": {"triplets": 3, "pairs": 0},
+        "rotation": {"fitted_on_vectors": 5183},
+        "final_dev_metrics": {
+            "dev_dim384_ndcg@10": 0.7,
+            "dev_dim64_ndcg@10": 0.69,
+            "dev_dim384_rotated_ndcg@10": 0.7,
+            "dev_dim64_rotated_ndcg@10": 0.68,
+        },
+    }
+    section = card_section(meta)
+    assert "| 64 | 0.6900 | 0.6800 | 256 | 64 |" in section and "truncate_dim=64" in section
+    assert "fitted on 5183 vectors" in section
+    (tmp_path / "mrl.json").write_text(json.dumps(meta))
+    (tmp_path / "README.md").write_text("# card\n")
+    write_model_card(tmp_path)
+    write_model_card(tmp_path)  # again: the section is replaced, not added twice
+    assert (tmp_path / "README.md").read_text().count("## Matryoshka dims (mrl)") == 1

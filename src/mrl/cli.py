@@ -722,6 +722,38 @@ def run_cmd(
     err.print(f"wrote {out}/report.md, report.json and plots ({sum(report['stage_seconds'].values()):.0f} s of stages)")
 
 
+@app.command("push")
+def push_cmd(
+    model_dir: Annotated[Path, typer.Argument(help="A trained model folder (mrl train's --out).")],
+    repo_id: Annotated[str, typer.Argument(help="Hugging Face repo, e.g. my-org/scifact-mrl.")],
+    private: Annotated[bool, typer.Option(help="Create the repo private.")] = False,
+) -> None:
+    """Upload a model folder, with its model card (per-dim quality, recommended truncate_dim), to the Hugging Face hub.
+
+    The token comes from $HF_TOKEN or `huggingface-cli login`. Example: mrl push models/my-mrl my-org/my-mrl
+    """
+    from mrl.model import METADATA_FILE, resolve_model
+    from mrl.model_card import write_model_card
+
+    if not model_dir.is_dir():
+        raise MrlError(f"{model_dir}: model folder not found")
+    resolve_model(str(model_dir))  # a Sentence-Transformers folder, or a clear error
+    if (model_dir / METADATA_FILE).is_file():
+        write_model_card(model_dir)  # the card matches mrl.json at upload time
+    try:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        url = api.upload_folder(folder_path=str(model_dir), repo_id=repo_id, ignore_patterns=["checkpoints/*"])
+    except Exception as exc:  # no network, offline mode, no token, no rights: one line, not a traceback
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise MrlError(
+            f"could not push {model_dir} to the Hugging Face hub as {repo_id}: {type(exc).__name__}: {reason}"
+        ) from None
+    err.print(f"pushed {model_dir} to {url}")
+
+
 def _print_sts(result: dict) -> None:
     from rich.table import Table
 

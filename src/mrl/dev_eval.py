@@ -7,7 +7,7 @@ from sentence_transformers.sentence_transformer.evaluation import SentenceEvalua
 
 from mrl.data import BeirDataset
 from mrl.encode import encode_texts, prefix
-from mrl.evaluate import exact_search
+from mrl.evaluate import corpus_rotation, exact_search
 from mrl.metrics import retrieval_metrics
 
 
@@ -27,6 +27,9 @@ class MatryoshkaRetrievalEvaluator(SentenceEvaluator):
         self.batch_size = batch_size
         self.primary_metric = "mean_ndcg@10"
         self.history: list[dict[str, float]] = []
+        # also nDCG@10 of rotated prefixes (dim<d>_rotated_ndcg@10), e.g. for the final model card; model
+        # selection stays on the raw prefixes
+        self.rotate = False
 
     def __call__(self, model, output_path: str | None = None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
         doc_ids = list(self.dataset.corpus)
@@ -39,6 +42,12 @@ class MatryoshkaRetrievalEvaluator(SentenceEvaluator):
             for key, value in retrieval_metrics(self.dataset.qrels, run).items():
                 metrics[f"dim{dim}_{key}"] = value
         metrics["mean_ndcg@10"] = float(np.mean([metrics[f"dim{d}_ndcg@10"] for d in self.dims]))
+        if self.rotate and len(doc_ids) >= docs.shape[1]:  # fewer vectors than dims do not determine a rotation
+            rotation, _ = corpus_rotation(docs)
+            docs_r, queries_r = docs @ rotation.T, queries @ rotation.T
+            for dim in self.dims:
+                run = exact_search(prefix(queries_r, dim), prefix(docs_r, dim), doc_ids, 100, qids)
+                metrics[f"dim{dim}_rotated_ndcg@10"] = retrieval_metrics(self.dataset.qrels, run)["ndcg@10"]
         self.history.append({"epoch": epoch, "steps": steps, **metrics})
         metrics = self.prefix_name_to_metrics(metrics, self.name)
         self.store_metrics_in_model_card_data(model, metrics, epoch, steps)

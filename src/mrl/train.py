@@ -19,6 +19,7 @@ import numpy as np
 from mrl.data import BeirDataset, Pair, Triplet
 from mrl.errors import MrlError
 from mrl.model import METADATA_FILE, embedding_dim, load_model
+from mrl.model_card import write_model_card
 
 LOSSES = ("mnrl", "cached-mnrl", "triplet")
 CHECKPOINTS = "checkpoints"
@@ -275,6 +276,8 @@ def train(
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     train_seconds = time.perf_counter() - started
 
+    if evaluator:
+        evaluator.rotate = True  # the final measurement, for mrl.json and the model card: rotated prefixes too
     final_dev = evaluator(model) if evaluator else None
     model.save(str(out))
     shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
@@ -296,4 +299,5 @@ def train(
         **(extra_metadata or {}),
     }
     (out / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str))
+    write_model_card(out)
     return metadata
