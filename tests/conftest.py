@@ -128,3 +128,16 @@ def postgres_dsn():
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL for the tests: {exc}")
         pytest.skip(f"PostgreSQL for the tests: {exc}")
+
+
+def check_ids_where(index, docs) -> None:
+    """The metadata lookup behind the framework integrations, the same on every backend."""
+    from mrl.data import Document
+
+    assert index.ids_where("n", 5) == [docs[5].id]
+    index.upsert([Document(docs[5].id, "moved to another row", {"n": 999})])
+    assert index.ids_where("n", 5) == [] and index.ids_where("n", 999) == [docs[5].id]
+    index.add([Document("c-a", "first chunk on vitamin D", {"src": "s 1"}), Document("c-b", "second", {"src": "s 1"})])
+    assert index.ids_where("src", "s 1") == ["c-a", "c-b"]
+    index.delete(["c-a"])
+    assert index.ids_where("src", "s 1") == ["c-b"] and index.ids_where("src", "nope") == []

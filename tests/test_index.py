@@ -403,3 +403,10 @@ def test_lvq_build_and_open_refused_on_this_cpu_and_nothing_changes(corpus, tmp_
     with pytest.raises(MrlError, match=r"this index's Vamana graph uses --quant sq8.*rebuild it with"):
         Index.open(folder)
     assert snapshot(folder) == before
+
+
+def test_ids_where_finds_live_documents_by_metadata(corpus, tmp_path, model):
+    from conftest import check_ids_where
+
+    _, _, docs, vectors = corpus
+    check_ids_where(Index.build(tmp_path / "i", vectors, docs, model="default", loaded_model=model), docs)

@@ -264,3 +264,9 @@ def test_halfvec_storage(postgres_dsn, corpus):
     assert reopened.stats()["store"] == "float16"
     reopened.close()
     index.close()
+
+
+def test_ids_where_finds_live_documents_by_metadata(pg_index, corpus):
+    from conftest import check_ids_where
+
+    check_ids_where(pg_index, corpus[2])

@@ -135,3 +135,9 @@ def test_cli_on_qdrant_edge(scifact_small, tmp_path):
     assert "extra-1" not in [h["id"] for h in again["results"][0]]
     gone = run("index", "delete", location, "--ids", "extra-1")
     assert gone.returncode == 2 and "unknown ids: extra-1" in gone.stderr
+
+
+def test_ids_where_finds_live_documents_by_metadata(q_index, corpus):
+    from conftest import check_ids_where
+
+    check_ids_where(q_index, corpus[2])

@@ -205,6 +205,10 @@ class SearchBackend(ABC):
         """The live documents among ``ids`` (absent ids are simply not in the result)."""
 
     @abstractmethod
+    def ids_where(self, key: str, value: str | int | bool) -> list[str]:
+        """Ids of the live documents whose metadata holds ``key: value`` (e.g. every chunk of one source document)."""
+
+    @abstractmethod
     def add(self, documents: list[Document], vectors: np.ndarray | None = None) -> int:
         """Add new documents (ids must be new; nothing is written otherwise); encodes when no vectors are given."""
 

@@ -52,6 +52,19 @@ class DocStore:
                 out.setdefault(doc_id, []).append(row)
         return out
 
+    def rows_where(self, key: str, value, below: int) -> dict[str, list[int]]:
+        """The committed rows whose metadata holds ``key: value``, by id (the caller filters tombstones)."""
+        path = "$." + json.dumps(key)  # quoted: a key may hold dots or spaces
+        with self.lock:
+            found = self.conn.execute(
+                "SELECT row, id FROM docs WHERE row < ? AND json_extract(metadata, ?) = ?",
+                (below, path, json.loads(json.dumps(value))),
+            ).fetchall()
+        out: dict[str, list[int]] = {}
+        for row, doc_id in found:
+            out.setdefault(doc_id, []).append(row)
+        return out
+
     def fetch(self, rows: list[int]) -> dict[int, tuple[str, str, dict]]:
         """``{row: (id, text, metadata)}`` for the given rows."""
         out: dict[int, tuple[str, str, dict]] = {}

@@ -355,6 +355,12 @@ class Index(SearchBackend):
         found = self.docs.fetch([r for rs in rows.values() for r in rs])
         return {doc_id: Document(doc_id, found[rs[0]][1], found[rs[0]][2]) for doc_id, rs in rows.items()}
 
+    def ids_where(self, key: str, value) -> list[str]:
+        g = self.gen
+        matching = self.docs.rows_where(key, value, below=g.manifest.rows)
+        live = self._live_rows(list(matching))  # an upsert may have moved an id to a row without the match
+        return sorted(i for i, rows in matching.items() if set(rows) & set(live.get(i, [])))
+
     # ---- writing --------------------------------------------------------------------------
     def add(self, documents: list[Document], vectors: np.ndarray | None = None) -> int:
         """Add new documents (ids must be new); encodes texts when no vectors are given."""

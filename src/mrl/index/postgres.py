@@ -375,6 +375,13 @@ class PostgresIndex(DatabaseBackend):
             rows = conn.execute(sql, (list(ids),)).fetchall()
         return {r[0]: Document(r[0], r[1], r[2]) for r in rows}
 
+    def ids_where(self, key: str, value) -> list[str]:
+        from psycopg.types.json import Jsonb
+
+        with self.pool.connection() as conn:
+            rows = conn.execute(f"SELECT id FROM {self.table} WHERE metadata @> %s ORDER BY id", (Jsonb({key: value}),))
+            return [r[0] for r in rows.fetchall()]
+
     def add(self, documents: list[Document], vectors: np.ndarray | None = None) -> int:
         return self._write(documents, vectors, replace=False)
 

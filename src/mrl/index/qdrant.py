@@ -184,6 +184,19 @@ class ClientEngine:
 
         self.client.delete(self.collection, points_selector=models.PointIdsList(points=ids), wait=True)
 
+    def ids_where(self, key: str, value) -> list[str]:
+        from qdrant_client import models
+
+        match = models.Filter(must=[models.FieldCondition(key=f"metadata.{key}", match=models.MatchValue(value=value))])
+        out, offset = [], None
+        while True:
+            points, offset = self.client.scroll(
+                self.collection, scroll_filter=match, limit=1024, offset=offset, with_payload=["id"]
+            )
+            out += [p.payload["id"] for p in points]
+            if offset is None:
+                return out
+
     def count(self) -> int:
         return self.client.count(self.collection, exact=True).count
 
@@ -315,6 +328,18 @@ class EdgeEngine:
 
     def delete(self, ids: list[str]) -> None:
         self.shard.update(self._qe().UpdateOperation.delete_points(ids))
+
+    def ids_where(self, key: str, value) -> list[str]:
+        qe = self._qe()
+        match = qe.Filter(must=[qe.FieldCondition(key=f"metadata.{key}", match=qe.MatchValue(value))])
+        out, offset = [], None
+        while True:
+            points, offset = self.shard.scroll(
+                qe.ScrollRequest(offset=offset, limit=1024, filter=match, with_payload=True, with_vector=False)
+            )
+            out += [p.payload["id"] for p in points]
+            if offset is None:
+                return out
 
     def count(self) -> int:
         return self.shard.count(self._qe().CountRequest(exact=True))
@@ -482,6 +507,10 @@ class QdrantIndex(DatabaseBackend):
         with self.lock:
             payloads = self.engine.retrieve([point_id(i) for i in ids])
         return {p["id"]: Document(p["id"], p["text"], p["metadata"]) for p in payloads}
+
+    def ids_where(self, key: str, value) -> list[str]:
+        with self.lock:
+            return sorted(self.engine.ids_where(key, value))
 
     def add(self, documents: list[Document], vectors: np.ndarray | None = None) -> int:
         unit = self.vectors_for(documents, vectors)
