@@ -7,14 +7,14 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo test lint bench-reference browser postgres
+.PHONY: setup demo test lint docs docs-check bench-reference browser postgres
 
 # torch first, pinned: the CPU wheel of 2.13.0 is on disk; an unpinned torch would pull a multi-GB CUDA build.
 $(BIN)/mrl: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,postgres,qdrant,svs]'
+	$(BIN)/pip install -q -e '.[dev,postgres,qdrant,svs,langchain,llama-index]'
 	touch $(BIN)/mrl
 
 setup: $(BIN)/mrl
@@ -33,8 +33,15 @@ browser:
 postgres:
 	@scripts/install-pgvector.sh || [ -z "$$CI" ]
 
-test: setup browser postgres
+test: setup browser postgres docs-check
 	MRL_DATA=$(DATA) $(BIN)/python -m pytest -q -ra
+
+# the documentation site: broken links, missing pages and API references that do not resolve fail the build
+docs-check: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir build/site
+
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
