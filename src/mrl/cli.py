@@ -70,6 +70,20 @@ def eval_cmd(
         int | None, typer.Option(help="Fit the rotation on this many random corpus vectors (implies --rotate).")
     ] = None,
     skip_empty: Annotated[bool, typer.Option(help=SKIP_EMPTY_HELP)] = False,
+    mteb: Annotated[
+        bool, typer.Option("--mteb", help="Also run --beir through the mteb package (a custom task, offline), per dim.")
+    ] = False,
+    mteb_task: Annotated[
+        str | None, typer.Option(help="Run a named MTEB task per dim, e.g. SciFact (downloads its data: network).")
+    ] = None,
+    ignore_identical_ids: Annotated[
+        bool,
+        typer.Option(
+            "--ignore-identical-ids/--keep-identical-ids",
+            help="Drop a retrieved document whose id equals the query id (BEIR's convention, the default) or keep "
+            "it (MTEB's retrieval default). Applies to mrl's and mteb's scores alike, and is recorded.",
+        ),
+    ] = True,
 ) -> None:
     """Measure retrieval quality (nDCG@10, Recall@10/100, MRR@10) at each prefix dim, for one or more models.
 
@@ -83,8 +97,10 @@ def eval_cmd(
     from mrl.model import check_dims, embedding_dim, load_model
     from mrl.report import plot_quality, print_table, retrieval_table, write_json
 
-    if beir is None and sts is None:
-        raise MrlError("give --beir (retrieval) and/or --sts (similarity) data to evaluate on")
+    if beir is None and sts is None and mteb_task is None:
+        raise MrlError("give --beir (retrieval), --sts (similarity) and/or --mteb-task data to evaluate on")
+    if mteb and beir is None:
+        raise MrlError("--mteb runs the --beir folder through mteb: give --beir (or --mteb-task NAME)")
     try:
         dim_list = parse_dims(dims)
     except ValueError as exc:
@@ -110,7 +126,8 @@ def eval_cmd(
     for m in models:
         check_dims(m, [embedding_dim(m) if d == "full" else int(d) for d in dim_list])
 
-    result: dict = {"dataset": dataset.name if dataset else sts.name, "split": split, "models": []}
+    name = dataset.name if dataset else sts.name if sts else mteb_task
+    result: dict = {"dataset": name, "split": split, "ignore_identical_ids": ignore_identical_ids, "models": []}
     if dataset:
         result["counts"] = dataset.counts
         if dataset.skipped:
@@ -123,11 +140,28 @@ def eval_cmd(
             err.print(f"[bold]evaluating[/bold] {spec}")
             try:
                 evaluation = evaluate_retrieval(
-                    m, dataset, dim_list, cache=cache, batch_size=batch_size, rotate=rotate, rotate_sample=rotate_sample
+                    m,
+                    dataset,
+                    dim_list,
+                    cache=cache,
+                    batch_size=batch_size,
+                    rotate=rotate,
+                    rotate_sample=rotate_sample,
+                    ignore_identical_ids=ignore_identical_ids,
                 )
             except ValueError as exc:
                 raise MrlError(str(exc)) from None
             entry = evaluation.to_json()
+        if mteb or mteb_task:
+            from mrl.mteb_eval import local_task, named_task, run_mteb
+
+            if mteb:
+                err.print(f"[bold]mteb[/bold] {spec} on {dataset.name}")
+                entry["mteb"] = run_mteb(m, local_task(dataset, ignore_identical_ids), dim_list)
+            if mteb_task:
+                err.print(f"[bold]mteb task {mteb_task}[/bold] {spec}")
+                task = named_task(mteb_task, ignore_identical_ids)
+                entry["mteb_task"] = {"name": mteb_task, "dims": run_mteb(m, task, dim_list)}
         if sts_data:
             entry["sts"], sts_rotated = evaluate_sts(m, sts_data, dim_list, batch_size=batch_size, rotate=rotate)
             if sts_rotated is not None:
@@ -136,6 +170,8 @@ def eval_cmd(
 
     if dataset:
         print_table(retrieval_table(result))
+    if mteb or mteb_task:
+        _print_mteb(result)
     if sts_data:
         _print_sts(result)
     if out:
@@ -752,6 +788,26 @@ def push_cmd(
             f"could not push {model_dir} to the Hugging Face hub as {repo_id}: {type(exc).__name__}: {reason}"
         ) from None
     err.print(f"pushed {model_dir} to {url}")
+
+
+def _print_mteb(result: dict) -> None:
+    from rich.table import Table
+
+    from mrl.report import console, short_name
+
+    table = Table(title=f"nDCG@10 by mteb (ignore_identical_ids={result['ignore_identical_ids']})")
+    for col in ("model", "task", "dim", "mteb", "mrl"):
+        table.add_column(col, justify="left" if col in ("model", "task") else "right")
+    for model in result["models"]:
+        runs = [(result["dataset"], model.get("mteb"), model.get("dims", {}))]
+        if "mteb_task" in model:
+            runs.append((model["mteb_task"]["name"], model["mteb_task"]["dims"], {}))
+        for task, per_dim, ours in runs:
+            for label, m in (per_dim or {}).items():
+                mine = ours.get(label, {}).get("ndcg@10")
+                row = [short_name(model["model"]), task, label, f"{m['ndcg@10']:.4f}"]
+                table.add_row(*row, f"{mine:.4f}" if mine is not None else "-")
+    console().print(table)
 
 
 def _print_sts(result: dict) -> None:
