@@ -76,6 +76,7 @@ def eval_cmd(
     mteb_task: Annotated[
         str | None, typer.Option(help="Run a named MTEB task per dim, e.g. SciFact (downloads its data: network).")
     ] = None,
+    engine: Annotated[str, typer.Option("--backend", "--model-backend", help=ENGINE_HELP)] = "torch",
     ignore_identical_ids: Annotated[
         bool,
         typer.Option(
@@ -122,7 +123,9 @@ def eval_cmd(
             f"{dataset.counts['queries']} queries, {dataset.counts['judgements']} judgements[/dim]"
         )
     specs = model or ["default"]
-    models = [load_model(spec) for spec in specs]  # load all first: a bad second model fails fast
+    models = [load_model(spec, backend=engine) for spec in specs]  # load all first: a bad second model fails fast
+    if engine != "torch" and (mteb or mteb_task):
+        raise MrlError("--mteb runs sentence-transformers models: use --backend torch with it")
     for m in models:
         check_dims(m, [embedding_dim(m) if d == "full" else int(d) for d in dim_list])
 
@@ -182,6 +185,10 @@ def eval_cmd(
             err.print(f"wrote {plot_path}")
 
 
+ENGINE_HELP = (
+    "Where the model runs: torch, onnx or onnx-int8 (ONNX Runtime on the model's exported onnx/ files: "
+    "mrl export MODEL --onnx [--quantize int8])."
+)
 SKIP_EMPTY_HELP = (
     "Leave out documents with no text instead of stopping; they are counted and listed (and in the JSON), and "
     "judgements that name them are reported and count as not found."
@@ -370,12 +377,14 @@ index_app = typer.Typer(no_args_is_help=True, help="Build and maintain a two-pas
 app.add_typer(index_app, name="index")
 
 
-def _encode_documents(model_spec: str | None, documents, batch_size: int, cache_dir: Path | None):
+def _encode_documents(
+    model_spec: str | None, documents, batch_size: int, cache_dir: Path | None, engine: str = "torch"
+):
     from mrl.data.beir import texts_fingerprint
     from mrl.encode import EmbeddingCache
     from mrl.model import load_model
 
-    model = load_model(model_spec)
+    model = load_model(model_spec, backend=engine)
     texts = {d.id: d.text for d in documents}
     vectors, _ = EmbeddingCache(cache_dir).get_or_encode(
         model, texts_fingerprint(texts), list(texts.values()), batch_size=batch_size
@@ -441,6 +450,9 @@ def index_build(
     shards: Annotated[int, typer.Option(help="qdrant: shard number (a cluster spreads shards over nodes).")] = 1,
     replicas: Annotated[int, typer.Option(help="qdrant: replication factor.")] = 1,
     skip_empty: Annotated[bool, typer.Option(help=SKIP_EMPTY_HELP)] = False,
+    engine: Annotated[
+        str, typer.Option("--model-backend", help=ENGINE_HELP + " (--backend names the storage here)")
+    ] = "torch",
 ) -> None:
     """Encode a corpus once and build a two-pass index: ANN over the prefix, full vectors for the rerank.
 
@@ -474,7 +486,7 @@ def index_build(
         _report_skipped(documents.skipped)
     if backend == "embedded" and out.exists() and any(out.iterdir()) and not overwrite:
         raise MrlError(f"{out}: folder exists and is not empty (use --overwrite)")
-    loaded, vectors = _encode_documents(model, documents, batch_size, cache_dir)
+    loaded, vectors = _encode_documents(model, documents, batch_size, cache_dir, engine)
     recorded = getattr(loaded, "mrl_source", model)
     hnsw_ef = ef_construction or HNSW_EF_CONSTRUCTION
     if backend == "postgres":
@@ -624,6 +636,7 @@ def search_cmd(
         str | None, typer.Option(help="Rerank stages, e.g. 64,128,full (first must be the index's prefix dim).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    engine: Annotated[str, typer.Option("--backend", "--model-backend", help=ENGINE_HELP)] = "torch",
 ) -> None:
     """Search an index: prefix ANN shortlist, then exact rerank on the full vectors.
 
@@ -638,6 +651,8 @@ def search_cmd(
     from mrl.report import console
 
     index = open_index(location)
+    if engine != "torch":
+        index.use_backend(engine)
     if target_recall is not None:
         current = index.tuned or {}
         if current.get("target_recall") != target_recall or current.get("k") != k:
@@ -697,9 +712,11 @@ def serve_cmd(
     max_text_chars: Annotated[int, typer.Option(help="Longest query text accepted.")] = 2000,
     max_batch: Annotated[int, typer.Option(help="Most queries per search request.")] = 64,
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body.")] = 1_000_000,
+    engine: Annotated[str, typer.Option("--backend", "--model-backend", help=ENGINE_HELP)] = "torch",
 ) -> None:
     """Serve an index over HTTP: POST /search, POST /documents, DELETE /documents/{id}, /health, /stats,
-    /metrics (Prometheus), OpenAPI docs at /docs, and a search page at /.
+    /metrics (Prometheus), OpenAI-compatible POST /v1/embeddings and GET /v1/models, OpenAPI docs at /docs,
+    and a search page at /.
 
     Example: mrl serve idx/scifact --port 8000 --api-key-file keys.txt
     """
@@ -713,6 +730,8 @@ def serve_cmd(
     if hashes is None and host not in LOOPBACK:
         raise MrlError(f"refusing to serve on {host} without --api-key-file (without keys mrl binds to loopback only)")
     index = open_index(location)
+    if engine != "torch":
+        index.use_backend(engine)
     _ = index.model  # load before accepting requests, not on the first one
     limits = Limits(max_k=max_k, max_text_chars=max_text_chars, max_batch=max_batch, max_body_bytes=max_body_bytes)
     if hashes is None:
@@ -756,6 +775,38 @@ def run_cmd(
 
     console().print(Markdown((out / "report.md").read_text()))
     err.print(f"wrote {out}/report.md, report.json and plots ({sum(report['stage_seconds'].values()):.0f} s of stages)")
+
+
+@app.command("export")
+def export_cmd(
+    model_dir: Annotated[str, typer.Argument(help="A model folder, or 'default' (then --out is needed).")],
+    onnx: Annotated[bool, typer.Option("--onnx", help="Export to ONNX (onnx/model.onnx in the folder).")] = False,
+    quantize: Annotated[
+        str | None, typer.Option(help="int8: also onnx/model_qint8.onnx (dynamic int8 weights, per channel).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write a copy of the model folder here and export into it.")] = None,
+) -> None:
+    """Export a model for ONNX Runtime, then use it with --backend onnx (or onnx-int8) on eval, search and serve.
+
+    Example: mrl export models/my-mrl --onnx --quantize int8
+    """
+    from mrl.model import load_model
+    from mrl.onnx_backend import export_onnx
+
+    if not onnx:
+        raise MrlError("say what to export: --onnx")
+    if quantize not in (None, "int8"):
+        raise MrlError(f"--quantize must be int8, not '{quantize}'")
+    folder = Path(model_dir)
+    if out is not None:
+        if out.exists() and any(out.iterdir()):
+            raise MrlError(f"{out}: folder exists and is not empty")
+        load_model(model_dir).save(str(out))
+        folder = out
+    elif not folder.is_dir():
+        raise MrlError(f"{model_dir}: not a model folder (give --out to export a copy of it)")
+    for path in export_onnx(folder, quantize):
+        err.print(f"wrote {path} ({path.stat().st_size / 2**20:.0f} MiB)")
 
 
 @app.command("push")

@@ -55,11 +55,26 @@ def resolve_model(spec: str | None) -> str:
     return spec  # a hub id such as 'sentence-transformers/all-mpnet-base-v2'
 
 
-def load_model(spec: str | None, device: str | None = None):
-    """Load a ``SentenceTransformer``; any failure becomes one clear :class:`MrlError`."""
+BACKENDS = ("torch", "onnx", "onnx-int8")
+
+
+def load_model(spec: str | None, device: str | None = None, backend: str = "torch"):
+    """Load a ``SentenceTransformer``; any failure becomes one clear :class:`MrlError`.
+
+    ``backend="onnx"`` (or ``"onnx-int8"``) returns an :class:`mrl.onnx_backend.OnnxEncoder` over the
+    folder's exported model instead (``mrl export MODEL --onnx``).
+    """
     from sentence_transformers import SentenceTransformer
 
+    if backend not in BACKENDS:
+        raise MrlError(f"--backend must be one of {', '.join(BACKENDS)}, not '{backend}'")
     resolved = resolve_model(spec)
+    if backend != "torch":
+        from mrl.onnx_backend import OnnxEncoder
+
+        if not Path(resolved).is_dir():
+            raise MrlError(f"{spec}: --backend {backend} needs a local model folder with an exported ONNX model")
+        return OnnxEncoder(resolved, quantized=backend == "onnx-int8")
     try:
         model = SentenceTransformer(resolved, device=device)
     except Exception as exc:  # corrupt weights, missing files, no network for a hub id
@@ -94,6 +109,10 @@ def model_fingerprint(model) -> str:
     else:
         h.update(source.encode())
     h.update(str(model.max_seq_length).encode())
+    backend = getattr(model, "backend", "torch")
+    if backend in ("onnx", "onnx-int8"):  # ONNX Runtime's outputs differ from torch's in the last digits
+        h.update(backend.encode())
+        return h.hexdigest()[:16]
     dtype = str(next(model.parameters()).dtype)
     if dtype != "torch.float32":  # a cast model encodes differently; float32 keys stay as they were
         h.update(dtype.encode())

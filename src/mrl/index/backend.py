@@ -240,6 +240,12 @@ class SearchBackend(ABC):
             self._model = load_model(self.model_name)
         return self._model
 
+    def use_backend(self, backend: str) -> None:
+        """Encode queries and new documents with the index's model on another backend (``onnx``, ``onnx-int8``)."""
+        from mrl.model import load_model
+
+        self._model = load_model(self.model_name, backend=backend)
+
     def encode(self, texts: list[str]) -> np.ndarray:
         from mrl.encode import encode_texts
 

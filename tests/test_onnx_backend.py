@@ -1,0 +1,67 @@
+"""ONNX export and ONNX Runtime encoding of a real model: the same vectors as torch, int8 close in quality."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mrl.data import load_beir
+from mrl.evaluate import evaluate_retrieval
+from mrl.model import load_model
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("onnx") / "m"
+    cmd = [sys.executable, "-m", "mrl.cli", "export", "default", "--onnx", "--quantize", "int8", "--out", str(folder)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (folder / "onnx" / "model.onnx").is_file() and (folder / "onnx" / "model_qint8.onnx").is_file()
+    return folder
+
+
+def test_onnx_embeddings_equal_torch(exported, scifact_small):
+    texts = [*list(load_beir(scifact_small, "test").corpus.values())[:24], "vitamin D", "a"]
+    torch_model = load_model(str(exported))
+    onnx_model = load_model(str(exported), backend="onnx")
+    want = torch_model.encode(texts, batch_size=8)
+    got = onnx_model.encode(texts, batch_size=8)
+    assert got.shape == want.shape and np.abs(got - want).max() < 1e-4
+    assert onnx_model.get_embedding_dimension() == 384
+
+
+def test_int8_vectors_stay_close_to_float_at_every_prefix(exported, scifact_small):
+    """int8 weights perturb each vector a little (the nDCG@10 drift on all of SciFact: benchmarks/encode_speed.py)."""
+    from mrl.encode import prefix
+
+    texts = list(load_beir(scifact_small, "test").corpus.values())
+    full = load_model(str(exported)).encode(texts, batch_size=16)
+    int8 = load_model(str(exported), backend="onnx-int8").encode(texts, batch_size=16)
+    for dim in (64, 128, 384):
+        cosine = np.sum(prefix(full, dim) * prefix(int8, dim), axis=1)
+        assert cosine.mean() > 0.99 and cosine.min() > 0.97, (dim, cosine.mean(), cosine.min())
+
+
+def test_eval_and_search_with_the_onnx_backend(exported, scifact_small, tmp_path):
+    out = tmp_path / "r.json"
+    cmd = [sys.executable, "-m", "mrl.cli", "eval", "--model", str(exported), "--beir", str(scifact_small)]
+    proc = subprocess.run(
+        [*cmd, "--dims", "64,full", "--backend", "onnx", "--out", str(out)], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    onnx_ndcg = json.loads(out.read_text())["models"][0]["dims"]["full"]["ndcg@10"]
+    torch_ndcg = evaluate_retrieval(
+        load_model(str(exported)), load_beir(scifact_small, "test"), ["full"], progress=False
+    )
+    assert onnx_ndcg == pytest.approx(torch_ndcg.dims["full"]["ndcg@10"], abs=1e-4)
+    missing = subprocess.run(
+        [sys.executable, "-m", "mrl.cli", "eval", "--beir", str(scifact_small), "--backend", "onnx"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert missing.returncode == 2 and "mrl export" in missing.stderr
