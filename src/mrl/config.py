@@ -41,6 +41,8 @@ class TrainSection:
     seed: int = 42
     # the Matryoshka run: from the base model, or a second phase on top of the control ("control")
     matryoshka_init: str = "base"
+    adaptor: bool = False  # the Matryoshka run is a Matryoshka adaptor on the frozen start model (mrl train --adaptor)
+    adaptor_steps: int = 300
     rotate: bool = False  # append the corpus rotation to its starting model first (mrl train --rotate)
     distill_weight: float = 0.0  # > 0: prefixes also learn the full vector's ranking (mrl train --distill-weight)
     matryoshka_epochs: float | None = None  # default: epochs
@@ -143,6 +145,8 @@ def _check_values(c: RunConfig, path: Path) -> None:
         raise MrlError(f"{path}: train.dim_weights needs one weight per train.dims entry")
     if c.train.matryoshka_init not in ("base", "control"):
         raise MrlError(f"{path}: train.matryoshka_init must be 'base' or 'control', not '{c.train.matryoshka_init}'")
+    if c.train.adaptor and (c.train.rotate or c.train.distill_weight):
+        raise MrlError(f"{path}: train.adaptor trains on its own: drop train.rotate and train.distill_weight")
     if c.train.matryoshka_init == "control" and not c.train.control:
         raise MrlError(f"{path}: train.matryoshka_init = 'control' needs train.control = true")
     if c.index.prefix_dim not in c.eval.dims:

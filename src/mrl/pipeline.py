@@ -165,11 +165,23 @@ class Pipeline:
         model = load_model(init)
         if m.max_seq_length:
             model.max_seq_length = m.max_seq_length
+        out = self.out / "models" / variant
+        if matryoshka and c.adaptor:
+            from mrl.adaptor import AdaptorConfig
+            from mrl.train import train_adaptor_model
+
+            head = AdaptorConfig(
+                dims=c.dims, dim_weights=c.dim_weights, steps=c.adaptor_steps, batch_size=c.batch_size, seed=c.seed
+            )
+            corpus = self._mining_corpus(train_data)
+            meta = train_adaptor_model(
+                config, out, corpus, triplets, pairs, self.dev, True, model=model, cache=self.cache, adaptor=head
+            )
+            return {"model": str(out), "init": init, "adaptor": True, "train_seconds": meta["train_seconds"]}
         rotation_vectors = None
         if config.rotate:  # fitted on the corpus the negatives were mined from, encoded by the starting model
             corpus = self._mining_corpus(train_data)
             rotation_vectors, _ = self.cache.get_or_encode(model, texts_fingerprint(corpus), list(corpus.values()))
-        out = self.out / "models" / variant
         meta = train(
             config, out, triplets, pairs, self.dev, overwrite=True, model=model, rotation_vectors=rotation_vectors
         )

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mrl.adaptor import AdaptorConfig
 from mrl.data import BeirDataset, Pair, Triplet
 from mrl.errors import MrlError
 from mrl.model import METADATA_FILE, embedding_dim, load_model
@@ -296,6 +297,91 @@ def train(
         "dev_history": evaluator.history if evaluator else [],
         "final_dev_metrics": final_dev,
         "rotation": rotation_meta,
+        **(extra_metadata or {}),
+    }
+    (out / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str))
+    write_model_card(out)
+    return metadata
+
+
+def train_adaptor_model(
+    config: TrainConfig,
+    out: str | Path,
+    corpus: dict[str, str],
+    triplets: list[Triplet] | None = None,
+    pairs: list[Pair] | None = None,
+    dev: BeirDataset | None = None,
+    overwrite: bool = False,
+    model=None,
+    cache=None,
+    adaptor: AdaptorConfig | None = None,
+    extra_metadata: dict | None = None,
+) -> dict:
+    """Freeze ``config.model`` and train a Matryoshka adaptor on its embeddings (:mod:`mrl.adaptor`); save the folder.
+
+    ``corpus`` gives the unlabelled documents (and the starting rotation); the training rows' anchors serve
+    as unlabelled queries. The corpus is encoded through ``cache`` (an :class:`mrl.encode.EmbeddingCache`);
+    a training text that is also a corpus document reuses that document's vector.
+    """
+    from mrl.adaptor import AdaptorConfig, config_json, train_adaptor
+    from mrl.data.beir import texts_fingerprint
+    from mrl.dev_eval import MatryoshkaRetrievalEvaluator
+    from mrl.encode import EmbeddingCache, encode_texts
+
+    out = Path(out)
+    triplets, pairs = triplets or [], pairs or []
+    if triplets and pairs:
+        raise MrlError("the adaptor trains on triplets or on pairs, not a mix of the two")
+    rows = triplets or pairs
+    if not rows:
+        raise MrlError("no training data: give --triplets and/or --pairs")
+    model = model or load_model(config.model)
+    width = embedding_dim(model)
+    adaptor = adaptor or AdaptorConfig(
+        dims=list(config.dims), dim_weights=config.dim_weights, batch_size=config.batch_size, seed=config.seed
+    )
+    adaptor.validate(width)
+    if len(corpus) < width:
+        from mrl.index.rotation import check_rotation_sample
+
+        check_rotation_sample(len(corpus), width, "--adaptor-corpus", "give a larger corpus")
+    prepare_output(out, overwrite, resume=False)
+    started = time.perf_counter()
+    texts = list(corpus.values())
+    docs, _ = (cache or EmbeddingCache()).get_or_encode(model, texts_fingerprint(corpus), texts)
+    known = {t: i for i, t in enumerate(texts)}
+
+    def embed(column: list[str]) -> np.ndarray:
+        fresh = sorted({t for t in column if t not in known})
+        vectors = dict(zip(fresh, encode_texts(model, fresh, progress=False), strict=True)) if fresh else {}
+        return np.stack([docs[known[t]] if t in known else vectors[t] for t in column])
+
+    columns = ("anchor", "positive", "negative") if triplets else ("anchor", "positive")
+    labelled = tuple(embed([getattr(r, c) for r in rows]) for c in columns)
+    queries = embed(sorted({r.anchor for r in rows}))
+    head, history = train_adaptor(adaptor, labelled, docs, queries)
+    head.append_to(model)
+    train_seconds = time.perf_counter() - started
+    evaluator = MatryoshkaRetrievalEvaluator(dev, adaptor.dims) if dev else None
+    if evaluator:
+        evaluator.rotate = True
+    final_dev = evaluator(model) if evaluator else None
+    model.save(str(out))
+    metadata = {
+        "base_model": getattr(model, "mrl_source", config.model),
+        "matryoshka_dims": sorted(adaptor.dims, reverse=True),
+        "trained_dims": sorted(adaptor.dims, reverse=True),
+        "data_fingerprint": data_fingerprint(triplets, pairs),
+        "examples": {"triplets": len(triplets), "pairs": len(pairs), "corpus": len(corpus)},
+        "config": asdict(config),
+        "adaptor": config_json(adaptor),
+        "device": "cpu",
+        "train_seconds": round(train_seconds, 1),
+        "epoch_seconds": [],
+        "log_history": [{"loss": h["rank"] + h["distill"], **h} for h in history],
+        "dev_history": evaluator.history if evaluator else [],
+        "final_dev_metrics": final_dev,
+        "rotation": {"fitted_on_vectors": len(docs)},
         **(extra_metadata or {}),
     }
     (out / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str))
