@@ -1,3 +1,3 @@
 """mrl: Matryoshka embeddings end to end -- train, measure per dim, two-pass search."""
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"

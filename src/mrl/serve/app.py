@@ -23,6 +23,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mrl import __version__
 from mrl.data import Document
 from mrl.errors import MrlError
 from mrl.index.backend import SearchBackend, SearchTimings, unit_vectors
@@ -113,7 +114,7 @@ def create_app(index: SearchBackend, api_key_hashes: list[str] | None = None, li
 
     app = FastAPI(
         title="mrl",
-        version="0.1.0",
+        version=__version__,
         lifespan=lifespan,
         description="Two-pass Matryoshka search: ANN shortlist on a short prefix, exact rerank on full vectors.",
     )
