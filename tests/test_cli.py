@@ -302,20 +302,10 @@ def test_skip_empty_documents_in_eval_and_index_build(tmp_path, data_dir):
     assert len(result["skipped_documents"]) == 2 and len(result["judgements_on_skipped"]) == 1
     assert result["counts"]["skipped_documents"] == 2
     idx = tmp_path / "idx"
-    proc = mrl("index", "build", "--corpus", str(folder / "corpus.jsonl"), "--out", str(idx), "--prefix-dim", "32")
+    build = ["index", "build", "--corpus", str(folder / "corpus.jsonl"), "--out", str(idx), "--prefix-dim", "32"]
+    proc = mrl(*build)
     assert proc.returncode == 2 and not idx.exists()
-    proc = mrl(
-        "index",
-        "build",
-        "--corpus",
-        str(folder / "corpus.jsonl"),
-        "--out",
-        str(idx),
-        "--prefix-dim",
-        "32",
-        "--skip-empty",
-        "--no-rotate",
-    )
+    proc = mrl(*build, "--skip-empty", "--no-rotate")
     assert proc.returncode == 0 and "skipped 2 document(s)" in proc.stderr
     rows = len((folder / "corpus.jsonl").read_text().splitlines())
     assert Index.open(idx).stats()["documents"] == rows - 2

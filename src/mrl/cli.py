@@ -96,7 +96,7 @@ def eval_cmd(
     from mrl.encode import EmbeddingCache
     from mrl.evaluate import evaluate_retrieval, evaluate_sts, parse_dims
     from mrl.model import check_dims, embedding_dim, load_model
-    from mrl.report import plot_quality, print_table, retrieval_table, write_json
+    from mrl.report import plot_quality, print_table, retrieval_table, sts_table, write_json
 
     if beir is None and sts is None and mteb_task is None:
         raise MrlError("give --beir (retrieval), --sts (similarity) and/or --mteb-task data to evaluate on")
@@ -176,7 +176,7 @@ def eval_cmd(
     if mteb or mteb_task:
         _print_mteb(result)
     if sts_data:
-        _print_sts(result)
+        print_table(sts_table(result))
     if out:
         write_json(result, out)
         err.print(f"wrote {out}")
@@ -893,32 +893,6 @@ def _print_mteb(result: dict) -> None:
                 mine = ours.get(label, {}).get("ndcg@10")
                 row = [short_name(model["model"]), task, label, f"{m['ndcg@10']:.4f}"]
                 table.add_row(*row, f"{mine:.4f}" if mine is not None else "-")
-    console().print(table)
-
-
-def _print_sts(result: dict) -> None:
-    from rich.table import Table
-
-    from mrl.report import console, short_name
-
-    table = Table(title="STS Spearman x100 by dim")
-    rotated_any = any("sts_rotated" in model for model in result["models"])
-    for col in ("model", "dim", *(("prefix",) if rotated_any else ()), "Spearman", "% full"):
-        table.add_column(col)
-    for model in result["models"]:
-        views = [("raw", model["sts"])]
-        if "sts_rotated" in model:
-            views.append(("rotated", {k: v for k, v in model["sts_rotated"].items() if k != "full"}))
-        for view, dims in views:
-            for label, m in dims.items():
-                kept = m.get("retained_spearman")
-                table.add_row(
-                    short_name(model["model"]),
-                    label,
-                    *((view,) if rotated_any else ()),
-                    f"{m['spearman']:.2f}",
-                    f"{kept:.1f}%" if kept else "-",
-                )
     console().print(table)
 
 

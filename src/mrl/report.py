@@ -94,6 +94,14 @@ def write_json(data: dict, path: str | Path) -> Path:
     return path
 
 
+def prefix_views(raw: dict, rotated: dict | None) -> list[tuple[str, dict]]:
+    """("raw", per-dim) and, when measured, ("rotated", per-dim without full, which a rotation leaves as it is)."""
+    views = [("raw", raw)]
+    if rotated:
+        views.append(("rotated", {k: v for k, v in rotated.items() if k != "full"}))
+    return views
+
+
 def retrieval_table(result: dict, title: str | None = None) -> Table:
     """One row per (model, dim, raw/rotated) with the four metrics, bytes/vector and % of full-dim nDCG kept.
 
@@ -106,10 +114,7 @@ def retrieval_table(result: dict, title: str | None = None) -> Table:
     for col in (*columns, "bytes/vec", "% full nDCG"):
         table.add_column(col, justify="left" if col in ("model", "prefix") else "right")
     for model in result["models"]:
-        views = [("raw", model["dims"])]
-        if model.get("rotated"):
-            views.append(("rotated", {k: v for k, v in model["rotated"].items() if k != "full"}))
-        for view, dims in views:
+        for view, dims in prefix_views(model["dims"], model.get("rotated")):
             for label, m in dims.items():
                 retained = m.get("retained_ndcg@10")
                 table.add_row(
@@ -124,6 +129,26 @@ def retrieval_table(result: dict, title: str | None = None) -> Table:
                     f"{retained:.1f}%" if retained is not None else "-",
                 )
         table.add_section()
+    return table
+
+
+def sts_table(result: dict) -> Table:
+    """Spearman x100 per model and dim, raw and (``mrl eval --rotate``) rotated."""
+    table = Table(title="STS Spearman x100 by dim")
+    rotated_any = any("sts_rotated" in model for model in result["models"])
+    for col in ("model", "dim", *(("prefix",) if rotated_any else ()), "Spearman", "% full"):
+        table.add_column(col)
+    for model in result["models"]:
+        for view, dims in prefix_views(model["sts"], model.get("sts_rotated")):
+            for label, m in dims.items():
+                kept = m.get("retained_spearman")
+                table.add_row(
+                    short_name(model["model"]),
+                    label,
+                    *((view,) if rotated_any else ()),
+                    f"{m['spearman']:.2f}",
+                    f"{kept:.1f}%" if kept else "-",
+                )
     return table
 
 
