@@ -54,6 +54,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from index_speed import K, add_data_args, benchmark_vectors, best_at, point  # noqa: E402
 
 DEFAULT = "faiss-hnsw-sq8"
+PEER = "faiss-hnsw-full (peer)"
 
 
 def folder_bytes(path: Path) -> int:
@@ -222,13 +223,19 @@ def main() -> None:
     ap.add_argument("--single", type=int, default=300, help="queries timed one at a time per point")
     ap.add_argument("--no-rotate", action="store_true", help="the raw prefix (Index.build(rotate=False))")
     ap.add_argument(
+        "--with-peer",
+        action="store_true",
+        help="also faiss HNSW on the full vectors (M 32, efConstruction 200), the peer of index_speed.py, in this run",
+    )
+    ap.add_argument("--tag", default="", help="suffix of the result file")
+    ap.add_argument(
         "--shortlists",
         default="100,150,200",
         help="k' values of the graph engines (faiss, usearch, glass); a rotated prefix needs shorter ones",
     )
     args = ap.parse_args()
     shortlists = [int(x) for x in args.shortlists.split(",")]
-    graph_grid = tuple((ef, kp) for ef in (128, 160, 192, 256, 384) for kp in shortlists if kp <= ef)
+    graph_grid = tuple((ef, kp) for ef in (64, 96, 128, 160, 192, 256, 384) for kp in shortlists if kp <= ef)
 
     _, base, queries, info = benchmark_vectors(args)
     p = args.prefix_dim
@@ -239,6 +246,22 @@ def main() -> None:
     result = {"n": args.n, "dim": base.shape[1], "prefix_dim": p, "k": K, "data": info, "points": [], "systems": {}}
     result["rotated"] = not args.no_rotate
     c = console()
+    if args.with_peer:
+        peer = faiss.IndexHNSWFlat(base.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+        peer.hnsw.efConstruction = 200
+        t0 = time.perf_counter()
+        peer.add(base)
+        result["systems"][PEER] = {
+            "ram_bytes": int(faiss.serialize_index(peer).nbytes),
+            "build_s": time.perf_counter() - t0,
+        }
+        for ef in (64, 96, 128, 160, 192, 256, 384):
+            params = faiss.SearchParametersHNSW(efSearch=ef)
+            search = lambda q, p=params: peer.search(q, K, params=p)[1]  # noqa: E731
+            result["points"].append(point(PEER, {"knob": ef, "shortlist": K}, truth, search, queries, args.single))
+            c.print(result["points"][-1])
+        del peer
+        gc.collect()
 
     work = Path(tempfile.mkdtemp(prefix="mrl-first-pass-"))
     t0 = time.perf_counter()
@@ -280,7 +303,7 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
 
     result["summary"] = summarize(result)
-    out = ROOT / "benchmarks" / "results" / f"first_pass-{args.n}-p{p}.json"
+    out = ROOT / "benchmarks" / "results" / f"first_pass-{args.n}-p{p}{'-' + args.tag if args.tag else ''}.json"
     write_json(result, out)
     print_summary(result)
 
@@ -290,12 +313,15 @@ def summarize(result: dict) -> dict:
     out = {}
     for target in (0.95, 0.99):
         ref = best_at(result["points"], target, DEFAULT.__eq__)
+        peer = best_at(result["points"], target, PEER.__eq__)
         entry = {}
         for name in result["systems"]:
             best = best_at(result["points"], target, name.__eq__)
             entry[name] = best and {
                 **best,
                 "qps_single_ratio_vs_default": ref and best["qps_single"] / ref["qps_single"],
+                **({"qps_single_ratio_vs_peer": best["qps_single"] / peer["qps_single"]} if peer else {}),
+                **({"qps_batch_ratio_vs_peer": best["qps_batch"] / peer["qps_batch"]} if peer else {}),
             }
         out[str(target)] = entry
     return out
@@ -303,13 +329,24 @@ def summarize(result: dict) -> dict:
 
 def print_summary(result: dict) -> None:
     table = Table(title=f"first pass on the {result['prefix_dim']}-dim prefix of {result['n']:,} x {result['dim']}")
-    for col in ("target", "engine", "knob", "k'", "recall@10", "QPS single", "QPS batch", f"x {DEFAULT}", "MiB"):
+    for col in (
+        "target",
+        "engine",
+        "knob",
+        "k'",
+        "recall@10",
+        "QPS single",
+        "QPS batch",
+        f"x {DEFAULT}",
+        "x peer",
+        "MiB",
+    ):
         table.add_column(col, justify="right")
     for target, entry in result["summary"].items():
         for name, best in entry.items():
             mib = f"{result['systems'][name]['ram_bytes'] / 2**20:.0f}"
             if not best:
-                table.add_row(target, name, "not reached", *["-"] * 5, mib)
+                table.add_row(target, name, "not reached", *["-"] * 6, mib)
                 continue
             ratio = best.get("qps_single_ratio_vs_default")
             table.add_row(
@@ -321,6 +358,7 @@ def print_summary(result: dict) -> None:
                 f"{best['qps_single']:.0f}",
                 f"{best['qps_batch']:.0f}",
                 f"{ratio:.2f}" if ratio else "-",
+                f"{best['qps_single_ratio_vs_peer']:.2f}" if "qps_single_ratio_vs_peer" in best else "-",
                 mib,
             )
     console().print(table)

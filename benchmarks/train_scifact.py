@@ -10,6 +10,7 @@ selected on. Roles: ``base`` (no training), ``control`` (plain MNRL, no Matryosh
 
     python benchmarks/train_scifact.py                               # control-5ep + the recommended recipe
     python benchmarks/train_scifact.py --variants control-5ep,mrl-adaptor --seeds 42,43,44   # spread over seeds
+    python benchmarks/train_scifact.py --variants ""     # only recompute spread, criteria, verdict and plot
     python benchmarks/train_scifact.py --list                        # the variants and their settings
 
 A variant with ``init`` starts from another variant's trained model of the same seed (trained first
@@ -39,7 +40,7 @@ from mrl.evaluate import evaluate_retrieval, evaluate_sts
 from mrl.mining import mine_hard_negatives
 from mrl.model import load_model
 from mrl.report import console, write_json
-from mrl.train import TrainConfig, train, train_adaptor_model
+from mrl.train import TrainConfig, last_complete_checkpoint, train, train_adaptor_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "train_scifact.json"
@@ -185,6 +186,7 @@ def main() -> None:
             bench.run(name, seed)
     results["spread"] = spread(results["runs"])
     results["criteria"] = criteria(results["runs"])
+    results["verdict"] = verdict(results)
     write_json(results, RESULTS)
     plot(results, RESULTS.with_suffix(".png"))
     print_table(results)
@@ -280,6 +282,8 @@ class Bench:
             rotation_vectors, _ = self.cache.get_or_encode(
                 model, self.train_split.corpus_fingerprint(), list(corpus.values())
             )
+        # a run killed mid-training goes on from its last complete checkpoint (the trainer restores its RNG state)
+        resume = not self.args.retrain and last_complete_checkpoint(out) is not None
         return train(
             config,
             out,
@@ -287,6 +291,7 @@ class Bench:
             pairs=None if negatives else self.pairs,
             dev=self.dev,
             overwrite=True,
+            resume=resume,
             model=model,
             rotation_vectors=rotation_vectors,
         )
@@ -343,6 +348,25 @@ def criteria(runs: dict, recipe: str = "mrl-adaptor", control: str = "control-5e
             and min(entry["sts64_minus_control_rotated"].values()) >= 0
         )
         out[name] = entry
+    return out
+
+
+def verdict(results: dict, recipe: str = "mrl-adaptor", control: str = "control-5ep") -> dict:
+    """Over every seed: the recipe's smallest margin over the control's rotated prefix, against the spreads.
+
+    A gain is claimed only where that smallest margin exceeds the seed-to-seed range of both the recipe's cell
+    and the control's rotated cell (``spread``); with a single seed nothing is claimed.
+    """
+    per_seed = [c for name, c in results["criteria"].items() if results["runs"][name]["variant"] == recipe]
+    mine, base = results["spread"].get(recipe), results["spread"].get(control)
+    if len(per_seed) < 2 or not mine or not base:
+        return {}
+    out: dict = {"seeds": mine["seeds"], "met_every_seed": all(c["met"] for c in per_seed)}
+    for view in ("raw", "rotated"):
+        for dim in MUST:
+            smallest = min(c["margin_over_control_rotated"][view][dim] for c in per_seed)
+            noise = max(mine["ndcg@10"][view][dim]["range"], base["ndcg@10"]["rotated"][dim]["range"])
+            out[f"{view}_{dim}"] = {"min_margin": smallest, "spread": noise, "claimed": smallest > noise}
     return out
 
 

@@ -1,0 +1,152 @@
+"""Markdown tables of the committed results, for the README and the docs (every figure read from its file).
+
+    python benchmarks/summarize.py speed        # every index_speed run at recall@10 0.99 against faiss HNSW full
+    python benchmarks/summarize.py training     # train_scifact.json: every run raw and rotated per dim
+    python benchmarks/summarize.py earlier      # train_scifact.json: the runs from before rotated prefixes
+    python benchmarks/summarize.py criteria     # train_scifact.json: the recipe against the rotated control
+    python benchmarks/summarize.py verdict      # train_scifact.json: those margins against the spread over seeds
+
+The docs paste these tables under a ``<!-- figures: <file> -->`` marker, and tests/test_docs.py checks that each
+figure is in the file the marker names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DIMS = ("32", "64", "128", "256", "full")
+
+
+def cpu_of(run: dict) -> str:
+    """The CPU a result file records (files from before mrl.cpu record only the architecture)."""
+    machine = run.get("provenance", {}).get("machine", {})
+    if "cpu_model" in machine:
+        return f"{machine['cpu_model']} ({', '.join(machine.get('simd', [])) or 'no AVX2'})"
+    return "not recorded (x86-64, 2 cores)"
+
+
+def engine_of(system: str) -> str:
+    """Which engine an mrl system name ran: faiss (open source) or SVS, whose LVQ codes are closed and Intel-only."""
+    if "vamana" not in system:
+        return "faiss (open source)"
+    if "fp16" in system or "fp32" in system:
+        return "SVS floats (Intel's wheel)"
+    return f"SVS LVQ-{4 if 'sq4' in system else 8} (closed, Intel CPUs only)"
+
+
+def speed(target: str = "0.99") -> str:
+    """One row per index_speed result: mrl's best first pass against faiss HNSW on full vectors at ``target``."""
+    rows = [
+        "| file | dims | mrl's first pass | engine | CPU | mrl recall@10 | single-query vs faiss HNSW | batch | RAM |",
+        "| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for path in sorted(RESULTS.glob("index_speed-*.json")):
+        run = json.loads(path.read_text())
+        s = run.get("summary", {}).get(target, {})
+        mine = s.get("mrl")
+        if not mine or "qps_single_ratio_vs_faiss_hnsw" not in s:
+            rows.append(f"| {path.name} | {run['dim']} | target not reached | | {cpu_of(run)} | | | | |")
+            continue
+        rows.append(
+            f"| {path.name} | {run['dim']} | {mine['system']} | {engine_of(mine['system'])} | {cpu_of(run)} | "
+            f"{mine['recall@10']:.4f} | {s['qps_single_ratio_vs_faiss_hnsw']:.2f}x | "
+            f"{s['qps_batch_ratio_vs_faiss_hnsw']:.2f}x | {s['ram_ratio_vs_faiss_hnsw']:.2f}x |"
+        )
+    return "\n".join(rows)
+
+
+def training(path: Path = RESULTS / "train_scifact.json") -> str:
+    """Every run of train_scifact.json: nDCG@10 raw / rotated per dim, and STS-B at 64 dims."""
+    data = json.loads(path.read_text())
+    rows = [
+        "| run | role | seed | " + " | ".join(DIMS) + " | STS-B @64 |",
+        "| --- | --- | ---: | " + " | ".join("---:" for _ in DIMS) + " | ---: |",
+    ]
+    for name, run in data["runs"].items():
+        nd, sts = run["ndcg@10"], run["sts_spearman"]
+        cells = [f"{nd['raw'][d]:.4f} / {nd['rotated'][d]:.4f}" if d != "full" else f"{nd['raw'][d]:.4f}" for d in DIMS]
+        rows.append(
+            f"| {name} | {run['role']} | {run.get('seed', '-')} | "
+            + " | ".join(cells)
+            + f" | {sts['raw']['64']:.2f} / {sts['rotated']['64']:.2f} |"
+        )
+    return "\n".join(rows)
+
+
+def earlier(path: Path = RESULTS / "train_scifact.json") -> str:
+    """Runs of train_scifact.json measured before rotated prefixes were: raw nDCG@10 per trained dim."""
+    data = json.loads(path.read_text())
+    dims = ("64", "128", "256", "full")
+    rows = [
+        "| run | epochs | Matryoshka | " + " | ".join(dims) + " |",
+        "| --- | ---: | --- | " + " | ".join("---:" for _ in dims) + " |",
+    ]
+    for name, run in data.get("earlier_runs", {}).items():
+        settings = run["settings"]
+        cells = [f"{run['test'][d]['ndcg@10']:.4f}" for d in dims]
+        rows.append(
+            f"| {name} | {settings['epochs']} | {'yes' if settings['matryoshka'] else 'no'} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return "\n".join(rows)
+
+
+def criteria(path: Path = RESULTS / "train_scifact.json") -> str:
+    """Per seed, the recipe's margins over the control's rotated prefix; then, over seeds, what exceeds the spread."""
+    data = json.loads(path.read_text())
+    rows = [
+        "| seed | 32 raw | 32 rotated | 64 raw | 64 rotated | 128 raw | 256 raw | full | STS-B @64 rotated | met |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for name, c in data["criteria"].items():
+        m = c["margin_over_control_rotated"]
+        cells = [
+            m["raw"]["32"],
+            m["rotated"]["32"],
+            m["raw"]["64"],
+            m["rotated"]["64"],
+            m["raw"]["128"],
+            m["raw"]["256"],
+        ]
+        rows.append(
+            f"| {data['runs'][name]['seed']} | "
+            + " | ".join(f"{x:+.4f}" for x in cells)
+            + f" | {c['full_minus_control_full']:+.4f} | {c['sts64_minus_control_rotated']['rotated']:+.2f} | "
+            + f"{'yes' if c['met'] else 'no'} |"
+        )
+    return "\n".join(rows)
+
+
+def verdict(path: Path = RESULTS / "train_scifact.json") -> str:
+    """Over seeds: the recipe's smallest margin per cell against the seed-to-seed spread of recipe and control."""
+    data = json.loads(path.read_text())
+    rows = ["| cell | smallest margin over seeds | seed-to-seed spread | exceeds it |", "| --- | ---: | ---: | --- |"]
+    for cell, v in data.get("verdict", {}).items():
+        if isinstance(v, dict):
+            claimed = "yes" if v["claimed"] else "no"
+            rows.append(f"| {cell.replace('_', ' ')} | {v['min_margin']:+.4f} | {v['spread']:.4f} | {claimed} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("table", choices=("speed", "training", "earlier", "criteria", "verdict"))
+    ap.add_argument("--target", default="0.99")
+    args = ap.parse_args()
+    print(
+        {
+            "speed": lambda: speed(args.target),
+            "training": training,
+            "earlier": earlier,
+            "criteria": criteria,
+            "verdict": verdict,
+        }[args.table]()
+    )
+
+
+if __name__ == "__main__":
+    main()
