@@ -413,13 +413,16 @@ app.add_typer(index_app, name="index")
 
 
 def _encode_documents(
-    model_spec: str | None, documents, batch_size: int, cache_dir: Path | None, engine: str = "torch"
+    model_spec: str | None, documents, batch_size: int, cache_dir: Path | None, engine: str = "torch", check=None
 ):
+    """Load the model and encode the documents (cached); ``check(width)`` runs in between, before the long part."""
     from mrl.data.beir import texts_fingerprint
     from mrl.encode import EmbeddingCache
-    from mrl.model import load_model
+    from mrl.model import embedding_dim, load_model
 
     model = load_model(model_spec, backend=engine)
+    if check is not None:
+        check(embedding_dim(model))
     texts = {d.id: d.text for d in documents}
     vectors, _ = EmbeddingCache(cache_dir).get_or_encode(
         model, texts_fingerprint(texts), list(texts.values()), batch_size=batch_size
@@ -448,7 +451,20 @@ def index_build(
             "fast-scan PQ). With vamana, sq8 and sq4 are SVS's LVQ-8 and LVQ-4 (Intel CPUs only)."
         ),
     ] = "sq8",
-    store: Annotated[str, typer.Option(help="Full vectors on disk: float32 or float16.")] = "float32",
+    store: Annotated[
+        str,
+        typer.Option(
+            help="Rerank vectors on disk: float32, float16, or int8 (a per-dim scale calibrated on the corpus, kept "
+            "in the manifest; embedded only)."
+        ),
+    ] = "float32",
+    keep_dims: Annotated[
+        int | None,
+        typer.Option(
+            help="Store only the first D dims (after the rotation) and rerank on them: less disk for a quality "
+            "floor. At least --prefix-dim; embedded only."
+        ),
+    ] = None,
     hnsw_m: Annotated[int, typer.Option(help="HNSW graph degree M (vamana: 2M neighbours a node).")] = 16,
     ef_construction: Annotated[
         int | None, typer.Option(help="HNSW efConstruction (default 80); vamana's build window (default 200).")
@@ -516,12 +532,24 @@ def index_build(
         from mrl.index.ann import check_ann
 
         check_ann(ann, quant, prefix_dim)
+    elif store == "int8" or keep_dims is not None:
+        raise MrlError(f"--store int8 and --keep-dims are for the embedded index; {backend} stores float32 or float16")
+    if keep_dims is not None and keep_dims < prefix_dim:
+        raise MrlError(f"--keep-dims {keep_dims} must be at least --prefix-dim {prefix_dim}")
     documents = load_documents(corpus, id_field, text_field, skip_empty=skip_empty)
     if documents.skipped:
         _report_skipped(documents.skipped)
     if backend == "embedded" and out.exists() and any(out.iterdir()) and not overwrite:
         raise MrlError(f"{out}: folder exists and is not empty (use --overwrite)")
-    loaded, vectors = _encode_documents(model, documents, batch_size, cache_dir, engine)
+
+    def fits_on_disk(width: int) -> None:  # an embedded build's files, before an hour of encoding
+        if backend == "embedded":
+            from mrl.index.embedded import check_free_space, estimate_bytes
+
+            text_bytes = sum(len(d.text) + len(d.id) for d in documents)
+            check_free_space(out, estimate_bytes(len(documents), width, prefix_dim, store, keep_dims, text_bytes))
+
+    loaded, vectors = _encode_documents(model, documents, batch_size, cache_dir, engine, check=fits_on_disk)
     recorded = getattr(loaded, "mrl_source", model)
     hnsw_ef = ef_construction or HNSW_EF_CONSTRUCTION
     if backend == "postgres":
@@ -548,7 +576,7 @@ def index_build(
         params = build_params(ann, hnsw_m, ef_construction, nlist)
         index = Index.build(
             out, vectors, documents, model=recorded, prefix_dim=prefix_dim, ann=ann, quant=quant, store=store,
-            ann_params=params, overwrite=overwrite, loaded_model=loaded, rotate=rotate,
+            ann_params=params, overwrite=overwrite, loaded_model=loaded, rotate=rotate, keep_dims=keep_dims,
         )  # fmt: skip
     err.print(f"built {index.location}: {index.count} documents")
     if target_recall is not None:
@@ -568,8 +596,10 @@ def _print_stats(stats: dict) -> None:
 
     table = Table(title=f"index {stats['path']}", show_header=False)
     for key, value in stats.items():
-        if key != "tuned":
+        if key not in ("tuned", "parts"):
             table.add_row(key, str(value))
+    for part in stats.get("parts", []):  # hot (held in RAM by a search) against cold (read from disk)
+        table.add_row(f"{part['where']}: {part['part']}", f"{part['bytes']:,} bytes")
     tuned = stats.get("tuned")
     if tuned:
         table.add_row("tuned", {k: v for k, v in tuned.items() if k != "tried"}.__repr__())
@@ -672,6 +702,13 @@ def search_cmd(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     engine: Annotated[str, typer.Option("--backend", "--model-backend", help=ENGINE_HELP)] = "torch",
+    io: Annotated[
+        str,
+        typer.Option(
+            help="How the rerank reads vector rows (embedded index): mmap, pread (batched reads from disk, for "
+            "vectors larger than RAM) or auto (pread when the vectors exceed half of the available memory)."
+        ),
+    ] = "auto",
 ) -> None:
     """Search an index: prefix ANN shortlist, then exact rerank on the full vectors.
 
@@ -685,7 +722,7 @@ def search_cmd(
     from mrl.index.tuning import tune
     from mrl.report import console
 
-    index = open_index(location)
+    index = open_index(location, io=io)
     if engine != "torch":
         index.use_backend(engine)
     if target_recall is not None:
@@ -748,6 +785,13 @@ def serve_cmd(
     max_batch: Annotated[int, typer.Option(help="Most queries per search request.")] = 64,
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body.")] = 1_000_000,
     engine: Annotated[str, typer.Option("--backend", "--model-backend", help=ENGINE_HELP)] = "torch",
+    io: Annotated[
+        str,
+        typer.Option(
+            help="How the rerank reads vector rows (embedded index): mmap, pread (batched reads from disk, for "
+            "vectors larger than RAM) or auto (pread when the vectors exceed half of the available memory)."
+        ),
+    ] = "auto",
 ) -> None:
     """Serve an index over HTTP: POST /search, POST /documents, DELETE /documents/{id}, /health, /stats,
     /metrics (Prometheus), OpenAI-compatible POST /v1/embeddings and GET /v1/models, OpenAPI docs at /docs,
@@ -764,7 +808,7 @@ def serve_cmd(
     hashes = load_key_hashes(api_key_file) if api_key_file else None
     if hashes is None and host not in LOOPBACK:
         raise MrlError(f"refusing to serve on {host} without --api-key-file (without keys mrl binds to loopback only)")
-    index = open_index(location)
+    index = open_index(location, io=io)
     if engine != "torch":
         index.use_backend(engine)
     _ = index.model  # load before accepting requests, not on the first one

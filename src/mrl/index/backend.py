@@ -34,6 +34,7 @@ import numpy as np
 from mrl.data import Document
 from mrl.errors import MrlError
 from mrl.index.rotation import fit_rotation, rotate_rows, rotation_from_text, rotation_to_text
+from mrl.index.segments import check_store
 
 DEFAULT_SHORTLIST_FACTOR = 10
 
@@ -85,8 +86,7 @@ def prepare_build(
     Returns the unit vectors as they will be stored, and the rotation they are stored in (None without
     ``rotate``; :mod:`mrl.index.rotation`).
     """
-    if store not in ("float32", "float16"):
-        raise MrlError(f"--store must be float32 or float16, not '{store}'")
+    check_store(store)
     vectors = np.asarray(vectors)
     if len(documents) != len(vectors):
         raise MrlError(f"{len(documents)} documents but {len(vectors)} vectors")
@@ -396,9 +396,15 @@ class DatabaseBackend(SearchBackend):
         }
 
 
-def open_index(location: str | Path, model=None) -> SearchBackend:
-    """Open an index by location: a folder, ``postgresql://.../db/table``, ``qdrant://...`` or ``qdrant-edge://...``."""
+def open_index(location: str | Path, model=None, io: str = "auto") -> SearchBackend:
+    """Open an index by location: a folder, ``postgresql://.../db/table``, ``qdrant://...`` or ``qdrant-edge://...``.
+
+    ``io`` (mmap, pread or auto) is how an embedded index reads rerank rows (:mod:`mrl.index.segments`); a
+    database reads them itself.
+    """
     text = str(location)
+    if io != "auto" and "://" in text:
+        raise MrlError(f"--io {io} applies to an embedded index (a folder), not to {text.split('://')[0]}")
     if text.startswith(("postgresql://", "postgres://")):
         from mrl.index.postgres import PostgresIndex
 
@@ -409,4 +415,4 @@ def open_index(location: str | Path, model=None) -> SearchBackend:
         return QdrantIndex.open(text, model=model)
     from mrl.index.embedded import Index
 
-    return Index.open(Path(text), model=model)
+    return Index.open(Path(text), model=model, io=io)

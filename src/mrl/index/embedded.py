@@ -4,7 +4,8 @@ Layout of an index folder (every file but ``CURRENT`` and ``docs.sqlite`` is imm
 
     CURRENT                      name of the live manifest
     manifest-<gen>.json          settings, tuned values and the files of generation <gen>
-    vectors-<gen>.npy            a segment of unit full vectors (float32 or float16), memory-mapped
+    vectors-<gen>.npy            a segment of rerank vectors (float32, float16 or int8 codes; all dims or the
+                                 first keep_dims), read by memory map or batched preadv (mrl.index.segments)
     ann-<gen>.faiss              the faiss index over the re-normalized prefix (ids = row numbers)
     ann-<gen>.svs/               instead, with ``ann="vamana"``: the SVS graph folder (mrl.index.vamana)
     deleted-<gen>.npy            rows tombstoned by delete/upsert
@@ -14,6 +15,9 @@ Layout of an index folder (every file but ``CURRENT`` and ``docs.sqlite`` is imm
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -37,8 +41,9 @@ from mrl.index.backend import (
 )
 from mrl.index.docstore import DocStore
 from mrl.index.hugepages import HugePageAdvice, advise_huge_pages, advise_new_mappings, anonymous_mappings
-from mrl.index.manifest import FORMAT_VERSION, MAX_RACES, Manifest, collect_garbage, commit, read_current
+from mrl.index.manifest import MAX_RACES, Manifest, collect_garbage, commit, read_current
 from mrl.index.rotation import rotate_rows, unrotate_rows
+from mrl.index.segments import DTYPES, Segment, calibrate_int8, decode_rows, encode_rows, resolve_io, write_segment
 from mrl.index.storage import atomic_write, atomic_write_path, path_bytes, writer_lock
 from mrl.index.tuning import exact_top_rows
 from mrl.index.vamana import VamanaAnn
@@ -53,7 +58,7 @@ class Generation:
     """
 
     manifest: Manifest
-    segments: list[np.ndarray]
+    segments: list[Segment]
     starts: np.ndarray
     ann: faiss.Index | VamanaAnn
     deleted: np.ndarray
@@ -63,9 +68,9 @@ class Generation:
     rotation: np.ndarray | None
 
     @classmethod
-    def load(cls, folder: Path, m: Manifest) -> Generation:
-        # plain ndarray views of the maps: np.memmap's Python-level __getitem__ would run on every per-query gather
-        segments = [np.asarray(np.load(folder / s["file"], mmap_mode="r")) for s in m.segments]
+    def load(cls, folder: Path, m: Manifest, io: str = "mmap") -> Generation:
+        """Open generation ``m``; ``io`` is how rerank rows are read (mmap or pread, mrl.index.segments)."""
+        segments = [Segment(folder / s["file"], s, io) for s in m.segments]
         starts = np.cumsum([0] + [s["rows"] for s in m.segments])
         deleted = np.zeros(m.rows, dtype=bool)
         if m.tombstones_file:
@@ -87,7 +92,7 @@ class Generation:
         return cls(m, segments, starts, ann, deleted, selector, live_bits, huge, rotation)
 
     @classmethod
-    def load_current(cls, folder: Path) -> Generation:
+    def load_current(cls, folder: Path, io: str = "mmap") -> Generation:
         """Load the live generation, retrying when another process's commits remove its files meanwhile.
 
         Garbage collection keeps the two newest generations, so a reader that read ``CURRENT`` and then
@@ -97,30 +102,34 @@ class Generation:
         for _ in range(MAX_RACES):
             m = read_current(folder)
             try:
-                return cls.load(folder, m)
+                return cls.load(folder, m, io)
             except (OSError, RuntimeError):  # faiss reports a missing file as RuntimeError
                 if read_current(folder).generation == m.generation:
                     raise
         raise MrlError(f"{folder}: the index changed {MAX_RACES} times while opening it; try again")
 
     def flat_float32(self) -> np.ndarray | None:
-        """The stored vectors as one float32 matrix when they are one segment (a fresh build), else None."""
-        seg = self.segments[0]
-        return seg if len(self.segments) == 1 and seg.dtype == np.float32 and seg.flags.c_contiguous else None
+        """The stored vectors as one mapped float32 matrix when they are one segment (a fresh build), else None."""
+        arr = self.segments[0].array if len(self.segments) == 1 else None
+        return arr if arr is not None and arr.dtype == np.float32 and arr.flags.c_contiguous else None
 
     def vectors(self, rows: np.ndarray) -> np.ndarray:
-        """Stored full unit vectors of the given rows as float32, gathered from the memory-mapped segments."""
+        """Stored rerank vectors of the given rows as float32 (``stored_dim`` wide), in the order given."""
+        scale = self.manifest.int8_scale
         if len(self.segments) == 1:
-            order = np.argsort(rows)  # sorted reads are friendlier to the page cache
-            out = np.empty((len(rows), self.manifest.full_dim), dtype=np.float32)
-            out[order] = self.segments[0][rows[order]]
-            return out
+            return decode_rows(self.segments[0].rows(rows), scale)
         seg = np.searchsorted(self.starts, rows, side="right") - 1
-        out = np.empty((len(rows), self.manifest.full_dim), dtype=np.float32)
+        out = np.empty((len(rows), self.manifest.stored_dim), dtype=np.float32)
         for s in np.unique(seg):
             mask = seg == s
-            out[mask] = self.segments[s][rows[mask] - self.starts[s]]
+            out[mask] = decode_rows(self.segments[s].rows(rows[mask] - self.starts[s]), scale)
         return out
+
+    def stored_queries(self, unit_queries: np.ndarray) -> np.ndarray:
+        """Queries in the basis and width of the stored rows: rotated, and cut to ``keep_dims`` if it is set."""
+        rotated = rotate_rows(unit_queries, self.rotation)
+        keep = self.manifest.keep_dims
+        return prefix(rotated, keep) if keep and keep < rotated.shape[1] else rotated
 
 
 class Index(SearchBackend):
@@ -133,9 +142,10 @@ class Index(SearchBackend):
         hits = index.search("does vitamin D prevent fractures", k=10)
     """
 
-    def __init__(self, folder: Path, gen: Generation, model=None):
+    def __init__(self, folder: Path, gen: Generation, model=None, io: str = "mmap"):
         super().__init__()
         self.folder = Path(folder)
+        self.io = io  # how rerank rows are read: mmap or pread (resolved from "auto" when opened)
         self.location = str(self.folder)
         self._model = model
         self.docs = DocStore(self.folder / "docs.sqlite")
@@ -159,14 +169,19 @@ class Index(SearchBackend):
 
     # ---- opening and building -------------------------------------------------------------
     @classmethod
-    def open(cls, location: str | Path, model=None) -> SearchBackend:
-        """Open the live generation of an index folder (cheap: vectors are memory-mapped).
+    def open(cls, location: str | Path, model=None, io: str = "auto") -> SearchBackend:
+        """Open the live generation of an index folder (cheap: nothing is read but the ANN structure).
 
-        A database location (``postgresql://...``, ``qdrant://...``) opens that backend instead, with the same methods.
+        ``io`` is how the rerank reads vector rows: ``mmap`` (the page cache keeps them), ``pread`` (batched
+        reads from disk for vectors larger than RAM), or ``auto`` (pread when the vectors exceed half of the
+        available memory). A database location (``postgresql://...``, ``qdrant://...``) opens that backend
+        instead, with the same methods.
         """
         if isinstance(location, str) and "://" in location:
             return open_index(location, model)
-        return cls(Path(location), Generation.load_current(Path(location)), model)
+        folder = Path(location)
+        mode = resolve_io(io, [folder / s["file"] for s in read_current(folder).segments])
+        return cls(folder, Generation.load_current(folder, mode), model, mode)
 
     @classmethod
     def build(
@@ -183,12 +198,19 @@ class Index(SearchBackend):
         overwrite: bool = False,
         loaded_model=None,
         rotate: bool = True,
+        keep_dims: int | None = None,
+        io: str = "auto",
     ) -> Index:
         """Create a new index from full-width vectors (any scale; they are normalized here).
 
         ``rotate`` stores the vectors in a learned basis whose first dims hold the most energy
         (:mod:`mrl.index.rotation`): every full-vector score is unchanged, the prefix ranks far more like
         the full vector, so the same recall needs a shorter prefix or shortlist.
+
+        ``store`` codes the rerank vectors as float32, float16 or int8 (per-dim scale calibrated on these
+        vectors); ``keep_dims`` stores only the first dims and reranks on them, trading a quality floor for
+        disk. The old generation of an overwritten index stays intact until the new one is complete: a
+        build that fails (a full disk included) removes its own files and changes nothing else.
         """
         folder = Path(folder)
         if folder.exists() and any(folder.iterdir()):
@@ -198,16 +220,18 @@ class Index(SearchBackend):
                 raise MrlError(f"{folder}: refusing to overwrite a folder that is not an mrl index")
         unit, rotation = prepare_build(vectors, documents, prefix_dim, store, rotate)
         full_dim = unit.shape[1]
+        if keep_dims is not None and not prefix_dim <= keep_dims <= full_dim:
+            raise MrlError(f"--keep-dims {keep_dims} must be between the prefix dim {prefix_dim} and {full_dim}")
+        keep = keep_dims if keep_dims and keep_dims < full_dim else None
+        stored = prefix(unit, keep) if keep else unit
+        scale = calibrate_int8(stored) if store == "int8" else None
+        codes = encode_rows(stored, store, scale)
         params = {**DEFAULT_PARAMS.get(ann, {}), **(ann_params or {})}
         index = build_ann(ann, quant, prefix(unit, prefix_dim), params)
+        created = not folder.exists()
         folder.mkdir(parents=True, exist_ok=True)
         with writer_lock(folder):
-            gen = 1
-            if (folder / "CURRENT").exists():
-                gen = read_current(folder).generation + 1
-                (folder / "docs.sqlite").unlink(missing_ok=True)
-                for suffix in ("-wal", "-shm"):
-                    (folder / f"docs.sqlite{suffix}").unlink(missing_ok=True)
+            gen = read_current(folder).generation + 1 if (folder / "CURRENT").exists() else 1
             manifest = Manifest(
                 model=model,
                 full_dim=full_dim,
@@ -219,26 +243,41 @@ class Index(SearchBackend):
                 generation=gen,
                 rows=len(unit),
                 live=len(unit),
+                keep_dims=keep,
+                int8_scale=scale,
             )
-            segment = _write_segment(folder, gen, unit, store)
-            manifest.segments = [{"file": segment, "rows": len(unit)}]
-            if rotation is not None:
-                manifest.rotation_file = f"rotation-{gen:08d}.npy"
-                manifest.format_version = FORMAT_VERSION
-                atomic_write(folder / manifest.rotation_file, lambda h: np.save(h, rotation))
-            manifest.ann_file = _write_ann(folder, gen, index)
-            docs = DocStore(folder / "docs.sqlite")
-            docs.append(0, documents)
-            docs.close()
-            commit(folder, manifest)
+            new_docs = folder / "docs.sqlite.new"
+            try:
+                manifest.segments = [write_segment(folder, f"vectors-{gen:08d}.npy", codes)]
+                if rotation is not None:
+                    manifest.rotation_file = f"rotation-{gen:08d}.npy"
+                    atomic_write(folder / manifest.rotation_file, lambda h: np.save(h, rotation))
+                manifest.format_version = manifest.required_version()
+                manifest.ann_file = _write_ann(folder, gen, index)
+                _remove_sqlite(new_docs)
+                docs = DocStore(new_docs)
+                docs.append(0, documents)
+                docs.close()
+                commit(folder, manifest)  # the commit point: until here the old generation is untouched
+            except BaseException as exc:
+
+                def cleanup() -> None:
+                    _remove_sqlite(new_docs)
+                    if created:
+                        shutil.rmtree(folder, ignore_errors=True)
+
+                raise_failed_write(folder, manifest, exc, "building the index", cleanup)
+            _remove_sqlite(folder / "docs.sqlite", keep_main=True)
+            os.replace(new_docs, folder / "docs.sqlite")
             collect_garbage(folder)
-        return cls(folder, Generation.load(folder, manifest), loaded_model)
+        mode = resolve_io(io, [folder / manifest.segments[0]["file"]])
+        return cls(folder, Generation.load(folder, manifest, mode), loaded_model, mode)
 
     def refresh(self) -> bool:
         """Pick up a newer committed generation written by another process; True if it changed."""
         if read_current(self.folder).generation == self.manifest.generation:
             return False
-        self.gen = Generation.load_current(self.folder)
+        self.gen = Generation.load_current(self.folder, self.io)
         return True
 
     # ---- the backend interface -------------------------------------------------------------
@@ -273,13 +312,16 @@ class Index(SearchBackend):
     def exact_keys(self, unit_queries: np.ndarray, k: int) -> np.ndarray:
         """Exact full-dim top-k rows over live rows (streams the memory-mapped vectors in chunks)."""
         g = self.gen
-        return exact_top_rows(rotate_rows(unit_queries, g.rotation), g.manifest.rows, g.vectors, k, excluded=g.deleted)
+        return exact_top_rows(g.stored_queries(unit_queries), g.manifest.rows, g.vectors, k, excluded=g.deleted)
 
     def sample_vectors(self, n: int, seed: int) -> np.ndarray:
         g = self.gen
         live = np.flatnonzero(~g.deleted)
         rows = np.random.default_rng(seed).choice(live, size=min(n, len(live)), replace=False)
-        return unrotate_rows(g.vectors(rows), g.rotation)
+        stored = g.vectors(rows)
+        if stored.shape[1] < g.manifest.full_dim:  # keep_dims: the dropped tail reads as zeros (the query's is unused)
+            stored = np.pad(stored, ((0, 0), (0, g.manifest.full_dim - stored.shape[1])))
+        return unrotate_rows(stored, g.rotation)
 
     def ann_search_grid(self) -> list[int | None]:
         return ann_search_grid(self.ann)
@@ -302,7 +344,7 @@ class Index(SearchBackend):
         timings = timings or SearchTimings()
 
         t0 = time.perf_counter()
-        unit_queries = rotate_rows(unit_queries, g.rotation)
+        unit_queries = g.stored_queries(unit_queries)
         q_prefix = prefix(unit_queries, m.prefix_dim)
         if isinstance(g.ann, VamanaAnn):
             cand = g.ann.search(q_prefix, kprime, ann_search)
@@ -323,13 +365,15 @@ class Index(SearchBackend):
             return rerank_by_rows(flat, queries, cand, k)
         out_rows = np.full((len(queries), k), -1, dtype=np.int64)
         out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        wanted = np.unique(cand[cand >= 0])
+        gathered = g.vectors(wanted)  # every query's candidates in one batched read, in file order
         for i, q in enumerate(queries):
             c = cand[i][cand[i] >= 0]
             if not len(c):
                 continue
-            vecs = g.vectors(c)
+            vecs = gathered[np.searchsorted(wanted, c)]
             for dim in funnel:  # cheaper intermediate stages narrow the candidate set before the full dot product
-                if dim >= g.manifest.full_dim or len(c) <= 4 * k:
+                if dim >= g.manifest.stored_dim or len(c) <= 4 * k:
                     continue
                 s = (vecs[:, :dim] @ q[:dim]) / np.maximum(np.linalg.norm(vecs[:, :dim], axis=1), 1e-12)
                 keep = np.argpartition(-s, max(4 * k, len(c) // 4) - 1)[: max(4 * k, len(c) // 4)]
@@ -383,7 +427,7 @@ class Index(SearchBackend):
             m.live -= len(ids)
             commit(self.folder, m)
             collect_garbage(self.folder)
-            self.gen = Generation.load(self.folder, m)
+            self.gen = Generation.load(self.folder, m, self.io)
         return len(ids)
 
     def _write(self, documents: list[Document], vectors: np.ndarray | None, replace: bool) -> int:
@@ -396,27 +440,29 @@ class Index(SearchBackend):
             unit = rotate_rows(unit, self.gen.rotation)
             m = self._next_manifest()
             first_row = m.rows
-            m.segments = [
-                *m.segments,
-                {"file": _write_segment(self.folder, m.generation, unit, m.store), "rows": len(unit)},
-            ]
-            # a copy to extend: searches keep using the live one meanwhile
-            if isinstance(self.gen.ann, VamanaAnn):
-                ann = VamanaAnn.load(self.folder / self.manifest.ann_file, m.quant, writable=True)
-                ann.add(prefix(unit, m.prefix_dim), first_row)
-            else:
-                ann = faiss.clone_index(self.gen.ann)
-                add_in_chunks(ann, prefix(unit, m.prefix_dim))
-            m.ann_file = _write_ann(self.folder, m.generation, ann)
-            m.rows += len(unit)
-            replaced = [r for rs in existing.values() for r in rs]
-            if replaced:
-                self._commit_tombstones(m, replaced)
-            m.live += len(unit) - len(replaced)
-            self.docs.append(first_row, documents)
-            commit(self.folder, m)
+            stored = prefix(unit, m.keep_dims) if m.keep_dims else unit
+            codes = encode_rows(stored, m.store, m.int8_scale)
+            try:
+                m.segments = [*m.segments, write_segment(self.folder, f"vectors-{m.generation:08d}.npy", codes)]
+                # a copy to extend: searches keep using the live one meanwhile
+                if isinstance(self.gen.ann, VamanaAnn):
+                    ann = VamanaAnn.load(self.folder / self.manifest.ann_file, m.quant, writable=True)
+                    ann.add(prefix(unit, m.prefix_dim), first_row)
+                else:
+                    ann = faiss.clone_index(self.gen.ann)
+                    add_in_chunks(ann, prefix(unit, m.prefix_dim))
+                m.ann_file = _write_ann(self.folder, m.generation, ann)
+                m.rows += len(unit)
+                replaced = [r for rs in existing.values() for r in rs]
+                if replaced:
+                    self._commit_tombstones(m, replaced)
+                m.live += len(unit) - len(replaced)
+                self.docs.append(first_row, documents)  # rows past the live manifest's count are never read
+                commit(self.folder, m)
+            except BaseException as exc:
+                raise_failed_write(self.folder, m, exc, "adding documents")
             collect_garbage(self.folder)
-            self.gen = Generation.load(self.folder, m)
+            self.gen = Generation.load(self.folder, m, self.io)
         return len(documents)
 
     def _next_manifest(self) -> Manifest:
@@ -444,6 +490,24 @@ class Index(SearchBackend):
         files = {name: path_bytes(self.folder / name) for name in m.files()}
         ann_bytes = files[m.ann_file]
         vector_bytes = sum(files[s["file"]] for s in m.segments)
+        docs_bytes = (self.folder / "docs.sqlite").stat().st_size
+        # what a search keeps hot (RAM) and what it reads from disk: the rerank's rows, and the hits' documents
+        parts = [
+            {
+                "part": f"ANN over the {m.prefix_dim}-dim prefix ({m.ann}, {m.quant})",
+                "bytes": ann_bytes,
+                "where": "ram",
+            },
+            {"part": "tombstones", "bytes": int(self.deleted.nbytes), "where": "ram"},
+            {
+                "part": f"rerank vectors ({m.stored_dim} dims, {m.store}, {len(m.segments)} segments, {self.io})",
+                "bytes": vector_bytes,
+                "where": "disk",
+            },
+            {"part": "documents (SQLite)", "bytes": docs_bytes, "where": "disk"},
+        ]
+        if m.rotation_file:
+            parts.insert(1, {"part": "rotation", "bytes": files[m.rotation_file], "where": "ram"})
         return {
             "path": str(self.folder),
             "model": m.model,
@@ -455,15 +519,21 @@ class Index(SearchBackend):
             "ann": m.ann,
             "quant": m.quant,
             "store": m.store,
+            "keep_dims": m.keep_dims,
+            "stored_dim": m.stored_dim,
+            "io": self.io,
             "rotated": m.rotation_file is not None,
             "ann_params": m.ann_params,
             "tuned": m.tuned,
             "generation": m.generation,
-            "ram_bytes": ann_bytes + self.deleted.nbytes + (files[m.rotation_file] if m.rotation_file else 0),
-            "disk_bytes": sum(files.values()) + (self.folder / "docs.sqlite").stat().st_size,
+            "ram_bytes": sum(p["bytes"] for p in parts if p["where"] == "ram"),
+            "disk_bytes": sum(files.values()) + docs_bytes,
+            "cold_bytes": sum(p["bytes"] for p in parts if p["where"] == "disk"),
             "ann_bytes": ann_bytes,
             "vector_bytes": vector_bytes,
+            "bytes_per_vector": m.stored_dim * np.dtype(DTYPES[m.store]).itemsize,
             "huge_page_bytes": self.gen.huge_pages.bytes,
+            "parts": parts,
         }
 
     def set_tuned(self, tuned: dict) -> None:
@@ -474,7 +544,7 @@ class Index(SearchBackend):
             m.tuned = tuned
             commit(self.folder, m)
             collect_garbage(self.folder)
-            self.gen = Generation.load(self.folder, m)
+            self.gen = Generation.load(self.folder, m, self.io)
 
     def close(self) -> None:
         self.docs.close()
@@ -509,11 +579,81 @@ def rerank_by_rows(vectors: np.ndarray, queries: np.ndarray, cand: np.ndarray, k
     return rows, scores
 
 
-def _write_segment(folder: Path, gen: int, unit: np.ndarray, store: str) -> str:
-    name = f"vectors-{gen:08d}.npy"
-    data = unit.astype(np.float16 if store == "float16" else np.float32)
-    atomic_write(folder / name, lambda h: np.save(h, data))
-    return name
+def estimate_bytes(
+    rows: int, full_dim: int, prefix_dim: int, store: str = "float32", keep_dims: int | None = None, text_bytes: int = 0
+) -> int:
+    """Disk an embedded build of ``rows`` vectors will take: rerank rows, the ANN file and the document store.
+
+    Generous on purpose (the graph's links, SQLite's pages at twice the text): a refusal costs a rerun with
+    more space, a build that runs out of space costs the encoding.
+    """
+    row_bytes = (keep_dims or full_dim) * np.dtype(DTYPES[store]).itemsize
+    return rows * (row_bytes + 4 * (prefix_dim + 64)) + 2 * text_bytes
+
+
+def check_free_space(folder: Path, needed: int) -> None:
+    """Refuse a build that cannot fit on the disk, before any work: say how much it needs and how much is free."""
+    probe = Path(folder)
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if needed > free:
+        raise MrlError(
+            f"{folder}: the index needs about {needed / 2**20:,.1f} MiB on disk and {free / 2**20:,.1f} MiB are "
+            "free there; free some space or build elsewhere"
+        )
+
+
+def _committed(folder: Path, generation: int) -> bool:
+    return (folder / "CURRENT").exists() and read_current(folder).generation == generation
+
+
+def raise_failed_write(folder: Path, m: Manifest, exc: BaseException, doing: str, cleanup=None) -> None:
+    """After a write of generation ``m`` failed: remove its files (unless it committed after all) and re-raise.
+
+    A full disk becomes one clear error. The live generation is untouched either way. ``cleanup`` removes
+    what else the caller wrote.
+    """
+    if _committed(folder, m.generation):
+        raise exc  # the commit went through before the failure: the new generation is live, keep its files
+    full = _disk_full(folder, exc)  # before our partial files go and free their space again
+    if folder.exists():
+        _remove_generation_files(folder, m)
+    if cleanup is not None:
+        cleanup()
+    if full:
+        raise MrlError(f"{folder}: the disk filled up while {doing}; nothing was changed") from None
+    raise exc
+
+
+def _disk_full(folder: Path, exc: BaseException) -> bool:
+    """ENOSPC, or a short write (numpy's and faiss's errors carry no errno) on a disk with under 1 MiB left."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    if not isinstance(exc, OSError | RuntimeError):
+        return False
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    return shutil.disk_usage(probe).free < 2**20
+
+
+def _remove_generation_files(folder: Path, m: Manifest) -> None:
+    """Delete what a failed write of generation ``m`` left: its own files and its manifest, never older ones."""
+    tag = f"-{m.generation:08d}"
+    for path in folder.glob(f"*{tag}*"):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    for stray in folder.glob(f".*{tag}*"):  # temp files of an interrupted atomic write
+        shutil.rmtree(stray, ignore_errors=True) if stray.is_dir() else stray.unlink(missing_ok=True)
+
+
+def _remove_sqlite(path: Path, keep_main: bool = False) -> None:
+    """Remove an SQLite file's -wal and -shm companions (and the file itself unless ``keep_main``)."""
+    for suffix in ("-wal", "-shm") if keep_main else ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def _write_ann(folder: Path, gen: int, index: faiss.Index | VamanaAnn) -> str:

@@ -16,7 +16,9 @@ from pathlib import Path
 from mrl.errors import MrlError
 from mrl.index.storage import atomic_write, atomic_write_json
 
-FORMAT_VERSION = 2  # 2: full vectors may be stored rotated (``rotation_file``); 1 is written when they are not
+# 2: full vectors may be stored rotated (``rotation_file``); 3: stored as int8 or truncated (``keep_dims``).
+# An index records the oldest version that reads it (required_version), so older releases still open the rest.
+FORMAT_VERSION = 3
 CURRENT = "CURRENT"
 MAX_RACES = 50  # retries when a concurrent writer commits twice between reading CURRENT and its files
 
@@ -28,7 +30,7 @@ class Manifest:
     prefix_dim: int
     ann: str  # hnsw | ivf | flat | vamana
     quant: str  # sq8 | sq4 | fp32 | pq4: how the ANN stores the prefix
-    store: str  # float32 | float16: how full vectors are stored
+    store: str  # float32 | float16 | int8: how the rerank vectors are stored
     ann_params: dict = field(default_factory=dict)
     generation: int = 0
     rows: int = 0  # rows in all segments, deleted ones included
@@ -39,6 +41,19 @@ class Manifest:
     tuned: dict | None = None  # {"target_recall", "k", "shortlist", "ann_search", "measured_recall"}
     rotation_file: str | None = None  # d x d matrix the stored vectors were rotated by (mrl.index.rotation)
     format_version: int = 1  # the oldest format that reads this index: an older mrl must not misread a rotated one
+    keep_dims: int | None = None  # only the first keep_dims (rotated) dims are stored and reranked on; None: all
+    int8_scale: list[float] | None = None  # store="int8": per-dim scale, value = code * scale (calibrated at build)
+
+    @property
+    def stored_dim(self) -> int:
+        """Width of the stored rerank vectors: ``keep_dims`` when the tail was dropped, else the model's."""
+        return self.keep_dims or self.full_dim
+
+    def required_version(self) -> int:
+        """The oldest format version that reads this index correctly."""
+        if self.keep_dims or self.store == "int8":
+            return 3
+        return 2 if self.rotation_file else 1
 
     def files(self) -> set[str]:
         names = {s["file"] for s in self.segments} | {self.ann_file}

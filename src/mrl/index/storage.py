@@ -43,11 +43,15 @@ def atomic_write_path(path: Path, write_to: Callable[[Path], None]) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     if tmp.is_dir():  # left by a crashed writer of this pid
         shutil.rmtree(tmp)
-    write_to(tmp)
-    if tmp.is_dir():
-        for inner in sorted(tmp.rglob("*"), reverse=True):  # files before the folders that name them
-            fsync_path(inner)
-    fsync_path(tmp)
+    try:
+        write_to(tmp)
+        if tmp.is_dir():
+            for inner in sorted(tmp.rglob("*"), reverse=True):  # files before the folders that name them
+                fsync_path(inner)
+        fsync_path(tmp)
+    except BaseException:  # a full disk, an interrupt: leave no partial file behind
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     fsync_path(path.parent)
 
