@@ -1,0 +1,352 @@
+"""Beyond RAM: the two-pass index with its rerank vectors read cold from disk, against DiskANN and LanceDB.
+
+Two parts, each written to its own file:
+
+``--part storage``: which rerank storage to pick. SciFact test nDCG@10 (300 queries, the full corpus) of the
+two-pass search, with k' and efSearch tuned for recall@10 0.99 on SciFact train queries, and bytes per vector,
+for full vectors in float32 / float16 / int8 and for ``--keep-dims`` 256 and 128 (float16). The quality floor
+of a dropped tail shows here.
+
+``--part cold``: the out-of-core regime. At each ``--sizes`` N, vectors drawn from the fitted distribution of
+real embeddings (as ``index_speed.py`` draws them), 1,000 real SciFact claims as queries, recall@10 against
+exact search. Before every timed pass, the pages of each system's own files are dropped from the page cache
+(``posix_fadvise(POSIX_FADV_DONTNEED)`` on those files only; no system-wide cache or setting is touched), so
+that every rerank row comes from the disk. Per query: latency, and the bytes and read calls it took from the
+disk (``/proc/self/io``). RAM: what each system keeps hot, and the resident-set growth while it searched.
+Systems: mrl (prefix HNSW in RAM, float16 rows read by batched ``preadv``, and the same through a memory
+map), DiskANN's SSD index (``diskannpy``: PQ codes in RAM, graph and full vectors on disk), LanceDB IVF_PQ
+with ``refine_factor`` on disk; faiss HNSW on the full vectors is given as the RAM it would need.
+
+    python benchmarks/out_of_core.py --part storage
+    python benchmarks/out_of_core.py --part cold --sizes 10000,100000,1000000
+
+Writes benchmarks/results/out_of_core-storage.json or out_of_core-cold[-<tag>].json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import faiss
+import numpy as np
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from index_speed import draw, real_embeddings  # the same vector distribution as the speed runs
+
+from mrl.data import Document, load_beir
+from mrl.encode import EmbeddingCache, encode_texts, prefix
+from mrl.index import Index
+from mrl.index.segments import drop_cached_pages
+from mrl.index.tuning import recall_at_k, tune
+from mrl.metrics import retrieval_metrics, run_from_rows
+from mrl.model import load_model
+from mrl.report import console, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+K = 10
+STORAGE = [  # (name, store, keep_dims)
+    ("float32", "float32", None),
+    ("float16", "float16", None),
+    ("int8", "int8", None),
+    ("keep-256 float16", "float16", 256),
+    ("keep-128 float16", "float16", 128),
+]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--part", choices=("storage", "cold"), required=True)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--data", type=Path, default=Path(os.environ.get("MRL_DATA", ROOT.parent / "shared" / "data")))
+    ap.add_argument("--prefix-dim", type=int, default=64, help="first-pass prefix (storage part: 64; cold: 128)")
+    ap.add_argument("--sizes", default="10000,100000", help="cold part: corpus sizes")
+    ap.add_argument("--store", default="float16", help="cold part: how mrl stores the rerank rows")
+    ap.add_argument("--shortlists", default="20,40,80,160", help="cold part: mrl's k' grid")
+    ap.add_argument("--single", type=int, default=300, help="cold part: queries timed one at a time")
+    ap.add_argument("--peers", default="diskann,lancedb", help="cold part: peers to run (diskann, lancedb)")
+    ap.add_argument("--peer-max-n", type=int, default=1_000_000, help="cold part: largest N a peer is built at")
+    ap.add_argument("--workdir", type=Path, default=None, help="where indexes are built (default: a temp folder)")
+    ap.add_argument("--tag", default="")
+    args = ap.parse_args()
+    model = load_model(args.model)
+    if args.part == "storage":
+        storage_part(args, model)
+    else:
+        cold_part(args, model)
+
+
+# ---- part 1: quality and bytes of each storage choice ---------------------------------------------------------
+def storage_part(args, model) -> None:
+    data = load_beir(args.data / "scifact", "test")
+    doc_ids = list(data.corpus)
+    vectors, _ = EmbeddingCache().get_or_encode(model, data.corpus_fingerprint(), [data.corpus[d] for d in doc_ids])
+    train_queries = list(load_beir(args.data / "scifact", "train").queries.values())
+    tuning = encode_texts(model, train_queries, progress=False)
+    qids = list(data.queries)
+    queries = encode_texts(model, [data.queries[q] for q in qids], progress=False)
+    docs = [Document(d, "") for d in doc_ids]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, store, keep in STORAGE:
+            index = Index.build(
+                Path(tmp) / name, vectors, docs, prefix_dim=args.prefix_dim, store=store, keep_dims=keep
+            )
+            tuned = tune(index, 0.99, k=K, queries=tuning)
+            run = run_from_rows(*index.search_keys(prefix(queries, queries.shape[1]), K + 1), doc_ids, qids)
+            exact = run_from_rows(*index_exact(index, queries), doc_ids, qids)
+            stats = index.stats()
+            rows.append(
+                {
+                    "storage": name,
+                    "store": store,
+                    "keep_dims": keep,
+                    "bytes_per_vector": stats["bytes_per_vector"],
+                    "vector_bytes": stats["vector_bytes"],
+                    "shortlist": tuned["shortlist"],
+                    "ann_search": tuned["ann_search"],
+                    "tuned_recall@10": tuned["measured_recall"],
+                    "ndcg@10_two_pass": ndcg(data, run),
+                    "ndcg@10_exact_on_stored": ndcg(data, exact),
+                }
+            )
+            console().print(rows[-1])
+    result = {"dataset": "scifact", "split": "test", "model": getattr(model, "mrl_source", args.model),
+              "prefix_dim": args.prefix_dim, "rows": rows}  # fmt: skip
+    write_json(result, ROOT / "benchmarks" / "results" / "out_of_core-storage.json")
+    table = Table(title="SciFact test: rerank storage, two-pass nDCG@10 and bytes per vector")
+    for col in ("storage", "bytes/vector", "k'", "two-pass nDCG@10", "exact on stored rows"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r["storage"], str(r["bytes_per_vector"]), str(r["shortlist"]),
+                      f"{r['ndcg@10_two_pass']:.4f}", f"{r['ndcg@10_exact_on_stored']:.4f}")  # fmt: skip
+    console().print(table)
+
+
+def index_exact(index: Index, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact search over the stored rows (what the rerank can at best return), with scores for the run."""
+    unit = prefix(queries, queries.shape[1])
+    rows = index.exact_keys(unit, K + 1)
+    stored = index.gen.stored_queries(unit)
+    scores = np.stack([index.vectors(r) @ q for r, q in zip(rows, stored, strict=True)])
+    return rows, scores
+
+
+def ndcg(data, run) -> float:
+    return retrieval_metrics(data.qrels, run, ignore_identical_ids=True)["ndcg@10"]
+
+
+# ---- part 2: cold reads at growing N ----------------------------------------------------------------------------
+def cold_part(args, model) -> None:
+    real, queries, info = real_embeddings(model, args.data, EmbeddingCache(), "scifact")
+    sizes = [int(s) for s in args.sizes.split(",")]
+    peers = [p for p in args.peers.split(",") if p]
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="mrl-ooc-"))
+    work.mkdir(parents=True, exist_ok=True)
+    result: dict = {"queries": len(queries), "k": K, "dim": int(real.shape[1]), "prefix_dim": args.prefix_dim,
+                    "store": args.store, "vectors": info, "sizes": {}}  # fmt: skip
+    out = ROOT / "benchmarks" / "results" / f"out_of_core-cold{'-' + args.tag if args.tag else ''}.json"
+    try:
+        for n in sizes:
+            vectors = draw(real, n, 0.5, seed=0)
+            truth = exact_truth(vectors, queries)
+            entry: dict = {"n": n, "full_float32_bytes": int(vectors.nbytes), "points": []}
+            entry["faiss_hnsw_full_ram_bytes"] = int(n * (vectors.shape[1] * 4 + 2 * 32 * 4))  # vectors + level-0 links
+            entry["points"] += mrl_points(args, work / f"mrl-{n}", vectors, queries, truth, entry)
+            if n <= args.peer_max_n:
+                if "diskann" in peers:
+                    entry["points"] += diskann_points(args, work / f"diskann-{n}", vectors, queries, truth, entry)
+                if "lancedb" in peers:
+                    entry["points"] += lancedb_points(args, work / f"lance-{n}", vectors, queries, truth, entry)
+            result["sizes"][str(n)] = entry
+            write_json(result, out)  # after every size: a later crash keeps what finished
+            del vectors
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    print_cold(result)
+
+
+def exact_truth(vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    flat = faiss.IndexFlatIP(vectors.shape[1])
+    flat.add(vectors)
+    return flat.search(queries, K)[1]
+
+
+def io_counters() -> tuple[int, int]:
+    """(bytes read from storage, read system calls) of this process so far: /proc/self/io."""
+    fields = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
+    return int(fields["read_bytes"]), int(fields["syscr"])
+
+
+def rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def drop_folder(folder: Path) -> None:
+    """Drop the page-cache pages of every file a system wrote (its own files only)."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            drop_cached_pages(path)
+
+
+def measure(system: str, setting: dict, make, queries, truth, folder: Path, single: int) -> dict:
+    """One cold pass of single queries and one cold batch; per-query latency, bytes and reads from the disk.
+
+    ``make()`` opens the system and returns its (one query, batch) search functions. It runs after the pages
+    are dropped, since the kernel keeps pages that a live memory map holds.
+    """
+    drop_folder(folder)
+    search_one, search_batch = make()
+    lat, read_bytes, reads, found = [], [], [], []
+    for q in queries[:single]:
+        b0, r0 = io_counters()
+        t0 = time.perf_counter()
+        found.append(search_one(q))
+        lat.append(time.perf_counter() - t0)
+        b1, r1 = io_counters()
+        read_bytes.append(b1 - b0)
+        reads.append(r1 - r0 - 1)  # less the read of /proc/self/io itself
+    search_one = search_batch = None  # unmap (mmap) before the pages are dropped again
+    drop_folder(folder)
+    _, search_batch = make()
+    t0 = time.perf_counter()
+    batch = search_batch(queries)
+    batch_s = time.perf_counter() - t0
+    lat_ms = np.array(lat) * 1e3
+    return {
+        "system": system,
+        **setting,
+        "recall@10": recall_at_k(np.asarray(batch), truth),
+        "recall@10_single": recall_at_k(np.asarray(found), truth[:single]),
+        "qps_single": len(lat) / sum(lat),
+        "p50_ms": float(np.percentile(lat_ms, 50)),
+        "p99_ms": float(np.percentile(lat_ms, 99)),
+        "qps_batch": len(queries) / batch_s,
+        "disk_bytes_per_query": float(np.mean(read_bytes)),
+        "disk_reads_per_query": float(np.mean(reads)),
+    }
+
+
+def mrl_points(args, folder: Path, vectors, queries, truth, entry: dict) -> list[dict]:
+    shutil.rmtree(folder, ignore_errors=True)
+    docs = [Document(str(i), "") for i in range(len(vectors))]
+    t0 = time.perf_counter()
+    Index.build(folder, vectors, docs, prefix_dim=args.prefix_dim, store=args.store, ann="hnsw", io="pread")
+    entry["mrl_build_s"] = time.perf_counter() - t0
+    points = []
+    for io in ("pread", "mmap"):
+        before = rss_bytes()
+        stats = Index.open(folder, io=io).stats()
+        entry["mrl_hot_bytes"], entry["mrl_cold_bytes"] = stats["ram_bytes"], stats["vector_bytes"]
+        for shortlist in [int(s) for s in args.shortlists.split(",")]:
+            ef = max(shortlist, 64)
+
+            def make(shortlist=shortlist, ef=ef, io=io):
+                index = Index.open(folder, io=io)
+                return (
+                    lambda q: index.search_keys(q[None, :], K, shortlist=shortlist, ann_search=ef)[0][0],
+                    lambda qs: index.search_keys(qs, K, shortlist=shortlist, ann_search=ef)[0],
+                )
+
+            setting = {"io": io, "shortlist": shortlist, "efSearch": ef, "hot_bytes": stats["ram_bytes"]}
+            points.append(measure("mrl", setting, make, queries, truth, folder, args.single))
+            points[-1]["rss_growth_bytes"] = rss_bytes() - before
+            console().print(points[-1])
+    return points
+
+
+def diskann_points(args, folder: Path, vectors, queries, truth, entry: dict) -> list[dict]:
+    """DiskANN's SSD index: L2 on unit vectors (the cosine ranking); PQ codes of 64 bytes in RAM."""
+    import diskannpy
+
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    t0 = time.perf_counter()
+    diskannpy.build_disk_index(
+        vectors, "l2", str(folder), complexity=100, graph_degree=64, build_memory_maximum=8.0,
+        num_threads=os.cpu_count() or 1, num_of_pq_chunks=64, vector_dtype=np.float32,
+    )  # fmt: skip
+    entry["diskann_build_s"] = time.perf_counter() - t0
+    before = rss_bytes()
+    index = diskannpy.StaticDiskIndex(str(folder), num_threads=os.cpu_count() or 1, beam_width=4,
+                                      distance_metric="l2", vector_dtype=np.float32)  # fmt: skip
+    loaded = rss_bytes() - before
+    points = []
+    for complexity in (20, 40, 80, 160):
+
+        def make(c=complexity):  # DiskANN reads with O_DIRECT: the open index holds no page cache
+            return (
+                lambda q: index.search(q, K, c).identifiers,
+                lambda qs: index.batch_search(qs, K, c, os.cpu_count() or 1).identifiers,
+            )
+
+        setting = {"complexity": complexity, "beam_width": 4, "hot_bytes": loaded}
+        points.append(measure("diskann", setting, make, queries, truth, folder, args.single))
+        points[-1]["rss_growth_bytes"] = rss_bytes() - before
+        console().print(points[-1])
+    return points
+
+
+def lancedb_points(args, folder: Path, vectors, queries, truth, entry: dict) -> list[dict]:
+    """LanceDB IVF_PQ on disk (dot product on unit vectors), refine_factor rereading full vectors from disk."""
+    import lancedb
+    import pyarrow as pa
+
+    shutil.rmtree(folder, ignore_errors=True)
+    n, dim = vectors.shape
+    db = lancedb.connect(str(folder))
+    column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), dim)
+    t0 = time.perf_counter()
+    table = db.create_table("v", pa.table({"id": pa.array(np.arange(n)), "vector": column}))
+    table.create_index(metric="dot", num_partitions=max(int(np.sqrt(n)), 16), num_sub_vectors=dim // 8)
+    entry["lancedb_build_s"] = time.perf_counter() - t0
+    before = rss_bytes()
+    points = []
+    for refine in (2, 5, 10, 20):
+
+        def make(r=refine):
+            opened = lancedb.connect(str(folder)).open_table("v")
+
+            def one(q):
+                query = opened.search(q).distance_type("dot").nprobes(32).refine_factor(r).limit(K).select(["id"])
+                return np.asarray(query.to_arrow()["id"])
+
+            return one, lambda qs: np.stack([one(q) for q in qs])
+
+        setting = {"refine_factor": refine, "nprobes": 32}
+        points.append(measure("lancedb", setting, make, queries, truth, folder, args.single))
+        points[-1]["rss_growth_bytes"] = rss_bytes() - before
+        console().print(points[-1])
+    return points
+
+
+def print_cold(result: dict) -> None:
+    table = Table(title="Cold rerank (page cache dropped before each pass): recall@10, latency, disk reads, RAM")
+    for col in ("N", "system", "setting", "recall@10", "QPS", "p50 ms", "p99 ms", "disk kB/q", "reads/q", "hot MB"):
+        table.add_column(col, justify="right")
+    for n, entry in result["sizes"].items():
+        for p in entry["points"]:
+            setting = ", ".join(f"{k}={p[k]}" for k in ("io", "shortlist", "complexity", "refine_factor") if k in p)
+            table.add_row(
+                n, p["system"], setting, f"{p['recall@10']:.4f}", f"{p['qps_single']:.0f}", f"{p['p50_ms']:.2f}",
+                f"{p['p99_ms']:.2f}", f"{p['disk_bytes_per_query'] / 1e3:.1f}", f"{p['disk_reads_per_query']:.1f}",
+                f"{p.get('hot_bytes', p['rss_growth_bytes']) / 1e6:.1f}",
+            )  # fmt: skip
+    console().print(table)
+
+
+if __name__ == "__main__":
+    main()
