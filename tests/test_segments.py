@@ -6,6 +6,7 @@ mounts itself (root only; elsewhere it skips, saying why).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -206,3 +207,20 @@ def tmp_mount(tmp_path):
         yield point
     finally:
         subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+def test_cli_builds_a_small_int8_index_and_searches_it_by_pread(scifact_small, tmp_path):
+    def mrl(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "mrl.cli", *args], capture_output=True, text=True, timeout=600)
+
+    folder = tmp_path / "i"
+    built = mrl("index", "build", "--corpus", str(scifact_small / "corpus.jsonl"), "--out", str(folder),
+                "--prefix-dim", "64", "--keep-dims", "128", "--store", "int8")  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    stats = mrl("index", "stats", str(folder))
+    assert "disk: rerank vectors (128 dims, int8" in stats.stdout and "ram: ANN over the 64-dim prefix" in stats.stdout
+    found = mrl("search", str(folder), "vitamin D and bone fractures", "-k", "3", "--io", "pread", "--json")
+    assert found.returncode == 0, found.stderr
+    assert len(json.loads(found.stdout)["results"][0]) == 3
+    refused = mrl("search", "postgresql://u@h/db/t", "x", "--io", "pread")
+    assert refused.returncode == 2 and "--io pread applies to an embedded index" in refused.stderr
