@@ -167,6 +167,11 @@ def cold_part(args, model) -> None:
                     entry["points"] += diskann_points(args, work / f"diskann-{n}", vectors, queries, truth, entry)
                 if "lancedb" in peers:
                     entry["points"] += lancedb_points(args, work / f"lance-{n}", vectors, queries, truth, entry)
+            for p in entry["points"]:  # the RAM a search held, against the full vectors' bytes
+                hot = p.get("hot_bytes") or p.get("hot_bytes_files") or p["rss_growth_bytes"]
+                p["hot_mb"] = round(hot / 1e6, 1)
+                p["hot_over_full_float32"] = round(hot / entry["full_float32_bytes"], 3)
+            entry["full_float32_mb"] = round(entry["full_float32_bytes"] / 1e6, 1)
             result["sizes"][str(n)] = entry
             write_json(result, out)  # after every size: a later crash keeps what finished
             del vectors
@@ -236,6 +241,7 @@ def measure(system: str, setting: dict, make, queries, truth, folder: Path, sing
         "p99_ms": float(np.percentile(lat_ms, 99)),
         "qps_batch": len(queries) / batch_s,
         "disk_bytes_per_query": float(np.mean(read_bytes)),
+        "disk_kb_per_query": round(float(np.mean(read_bytes)) / 1e3, 1),
         "disk_reads_per_query": float(np.mean(reads)),
     }
 
@@ -284,6 +290,8 @@ def diskann_points(args, folder: Path, vectors, queries, truth, entry: dict) -> 
     index = diskannpy.StaticDiskIndex(str(folder), num_threads=os.cpu_count() or 1, beam_width=4,
                                       distance_metric="l2", vector_dtype=np.float32)  # fmt: skip
     loaded = rss_bytes() - before
+    # what the SSD index holds in RAM by design: its PQ codes and pivots (graph and full vectors stay on disk)
+    pq_bytes = sum(f.stat().st_size for f in folder.glob("*pq*") if f.is_file())
     points = []
     for complexity in (20, 40, 80, 160):
 
@@ -293,7 +301,7 @@ def diskann_points(args, folder: Path, vectors, queries, truth, entry: dict) -> 
                 lambda qs: index.batch_search(qs, K, c, os.cpu_count() or 1).identifiers,
             )
 
-        setting = {"complexity": complexity, "beam_width": 4, "hot_bytes": loaded}
+        setting = {"complexity": complexity, "beam_width": 4, "rss_at_open": loaded, "hot_bytes_files": pq_bytes}
         points.append(measure("diskann", setting, make, queries, truth, folder, args.single))
         points[-1]["rss_growth_bytes"] = rss_bytes() - before
         console().print(points[-1])
@@ -304,6 +312,7 @@ def lancedb_points(args, folder: Path, vectors, queries, truth, entry: dict) -> 
     """LanceDB IVF_PQ on disk (dot product on unit vectors), refine_factor rereading full vectors from disk."""
     import lancedb
     import pyarrow as pa
+    from lancedb.index import IvfPq
 
     shutil.rmtree(folder, ignore_errors=True)
     n, dim = vectors.shape
@@ -311,7 +320,8 @@ def lancedb_points(args, folder: Path, vectors, queries, truth, entry: dict) -> 
     column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), dim)
     t0 = time.perf_counter()
     table = db.create_table("v", pa.table({"id": pa.array(np.arange(n)), "vector": column}))
-    table.create_index(metric="dot", num_partitions=max(int(np.sqrt(n)), 16), num_sub_vectors=dim // 8)
+    table.create_index("vector", config=IvfPq(distance_type="dot", num_partitions=max(int(np.sqrt(n)), 16),
+                                              num_sub_vectors=dim // 8))  # fmt: skip
     entry["lancedb_build_s"] = time.perf_counter() - t0
     before = rss_bytes()
     points = []
