@@ -87,5 +87,6 @@ def test_train_adaptor_cli(tmp_path, scifact_400):
     meta = json.loads((out / "mrl.json").read_text())
     assert meta["adaptor"]["steps"] == 40 and meta["matryoshka_dims"] == [384, 64, 32]
     assert meta["rotation"]["fitted_on_vectors"] == len(data.corpus)
+    assert {k: len(v[0]) for k, v in meta["int8_ranges"].items()} == {"384": 384, "64": 64, "32": 32}
     assert "## Matryoshka dims (mrl)" in (out / "README.md").read_text()
     assert SentenceTransformer(str(out)).encode(["vitamin D"]).shape == (1, 384)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mrl.adaptor import AdaptorConfig
+from mrl.calibration import store_int8_ranges
 from mrl.data import BeirDataset, Pair, Triplet
 from mrl.errors import MrlError
 from mrl.model import METADATA_FILE, embedding_dim, load_model
@@ -300,8 +301,10 @@ def train(
         **(extra_metadata or {}),
     }
     (out / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str))
+    documents = [t.positive for t in triplets] + [t.negative for t in triplets] + [p.positive for p in pairs]
+    store_int8_ranges(model, out, documents, config.dims, config.seed)
     write_model_card(out)
-    return metadata
+    return json.loads((out / METADATA_FILE).read_text())
 
 
 def train_adaptor_model(
@@ -385,5 +388,6 @@ def train_adaptor_model(
         **(extra_metadata or {}),
     }
     (out / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str))
+    store_int8_ranges(model, out, list(corpus.values()), adaptor.dims, config.seed)
     write_model_card(out)
-    return metadata
+    return json.loads((out / METADATA_FILE).read_text())

@@ -32,6 +32,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from mrl.calibration import stored_int8_ranges
 from mrl.encode import prefix
 from mrl.index.backend import SearchBackend
 from mrl.model import model_name
@@ -61,7 +62,8 @@ class EmbeddingsRequest(BaseModel):
 
 
 class Calibration:
-    """int8 ranges per dim, from the index's own vectors (model basis), computed once and kept."""
+    """int8 ranges per dim: those stored with the model by ``mrl train`` (:mod:`mrl.calibration`), else fitted
+    once on the index's own vectors (model basis) and kept, so a text always gets the same codes."""
 
     def __init__(self, index: SearchBackend):
         self.index = index
@@ -71,9 +73,12 @@ class Calibration:
     def ranges(self, dim: int) -> np.ndarray:
         with self._lock:
             if dim not in self._ranges:
-                sample = self.index.sample_vectors(min(self.index.count, CALIBRATION_VECTORS), seed=0)
-                unit = prefix(np.asarray(sample, dtype=np.float32), dim)
-                self._ranges[dim] = np.stack([unit.min(axis=0), unit.max(axis=0)])
+                stored = stored_int8_ranges(self.index.model, dim)
+                if stored is None:
+                    sample = self.index.sample_vectors(min(self.index.count, CALIBRATION_VECTORS), seed=0)
+                    unit = prefix(np.asarray(sample, dtype=np.float32), dim)
+                    stored = np.stack([unit.min(axis=0), unit.max(axis=0)])
+                self._ranges[dim] = stored
             return self._ranges[dim]
 
 
