@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
 from sentence_transformers.util.quantization import quantize_embeddings
 
-from mrl.calibration import int8_ranges, store_int8_ranges, stored_int8_ranges
+from mrl.calibration import int8_calibration, int8_ranges, stored_int8_ranges
 from mrl.encode import prefix
 from mrl.index import Index
 from mrl.model import load_model
@@ -28,7 +29,7 @@ def test_stored_ranges_travel_with_the_model_and_code_every_request_alike(corpus
     shutil.copytree(model.mrl_source, folder)
     copy = load_model(str(folder))
     assert stored_int8_ranges(copy, 64) is None  # a model mrl did not train has none
-    store_int8_ranges(copy, folder, list(data.corpus.values()), [64, 128])
+    (folder / "mrl.json").write_text(json.dumps(int8_calibration(copy, list(data.corpus.values()), [64, 128])))
     stored = stored_int8_ranges(copy, 64)
     assert stored.shape == (2, 64) and np.all(stored[0] < stored[1])
     assert stored_int8_ranges(copy, 384) is not None and stored_int8_ranges(copy, 32) is None

@@ -9,14 +9,12 @@ its ``mrl.json`` (``int8_ranges``: dim -> [mins, maxs] of the re-normalized pref
 
 from __future__ import annotations
 
-import json
 import random
-from pathlib import Path
 
 import numpy as np
 
 from mrl.encode import encode_texts, prefix
-from mrl.model import METADATA_FILE, embedding_dim, read_metadata
+from mrl.model import embedding_dim, read_metadata
 
 SAMPLE = 1000  # documents encoded for the ranges: enough for stable per-coordinate extremes, seconds on a CPU
 
@@ -26,16 +24,17 @@ def int8_ranges(vectors: np.ndarray, dims: list[int]) -> dict[str, list[list[flo
     return {str(d): np.stack([(p := prefix(vectors, d)).min(axis=0), p.max(axis=0)]).tolist() for d in dims}
 
 
-def store_int8_ranges(model, folder: Path, texts: list[str], dims: list[int], seed: int = 0) -> None:
-    """Encode a sample of ``texts`` with the finished model and add their ranges to ``folder``'s mrl.json."""
-    sample = random.Random(seed).sample(sorted(set(texts)), min(SAMPLE, len(set(texts))))
+def int8_calibration(model, texts: list[str], dims: list[int], seed: int = 0) -> dict:
+    """The ``mrl.json`` entries for a finished model: ranges at each of ``dims`` and full width, fitted on
+    a sample of ``texts`` (its training documents) encoded by that model."""
+    unique = sorted(set(texts))
+    sample = random.Random(seed).sample(unique, min(SAMPLE, len(unique)))
     vectors = encode_texts(model, sample, progress=False)
     width = embedding_dim(model)
-    path = Path(folder) / METADATA_FILE
-    meta = json.loads(path.read_text()) if path.is_file() else {}
-    meta["int8_ranges"] = int8_ranges(vectors, sorted({*(d for d in dims if d < width), width}))
-    meta["int8_ranges_from"] = {"documents": len(sample), "seed": seed}
-    path.write_text(json.dumps(meta, indent=2, default=str))
+    return {
+        "int8_ranges": int8_ranges(vectors, sorted({*(d for d in dims if d < width), width})),
+        "int8_ranges_from": {"documents": len(sample), "seed": seed},
+    }
 
 
 def stored_int8_ranges(model, dim: int) -> np.ndarray | None:

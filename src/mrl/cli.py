@@ -193,6 +193,10 @@ SKIP_EMPTY_HELP = (
     "Leave out documents with no text instead of stopping; they are counted and listed (and in the JSON), and "
     "judgements that name them are reported and count as not found."
 )
+IO_HELP = (
+    "How the rerank reads vector rows (embedded index): mmap, pread (batched reads from disk, for vectors larger "
+    "than RAM) or auto (pread when the vectors exceed half of the available memory)."
+)
 
 
 def _report_skipped(skipped, judgements_on_skipped=()) -> None:
@@ -702,13 +706,7 @@ def search_cmd(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     engine: Annotated[str, typer.Option("--backend", "--model-backend", help=ENGINE_HELP)] = "torch",
-    io: Annotated[
-        str,
-        typer.Option(
-            help="How the rerank reads vector rows (embedded index): mmap, pread (batched reads from disk, for "
-            "vectors larger than RAM) or auto (pread when the vectors exceed half of the available memory)."
-        ),
-    ] = "auto",
+    io: Annotated[str, typer.Option(help=IO_HELP)] = "auto",
 ) -> None:
     """Search an index: prefix ANN shortlist, then exact rerank on the full vectors.
 
@@ -785,13 +783,7 @@ def serve_cmd(
     max_batch: Annotated[int, typer.Option(help="Most queries per search request.")] = 64,
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body.")] = 1_000_000,
     engine: Annotated[str, typer.Option("--backend", "--model-backend", help=ENGINE_HELP)] = "torch",
-    io: Annotated[
-        str,
-        typer.Option(
-            help="How the rerank reads vector rows (embedded index): mmap, pread (batched reads from disk, for "
-            "vectors larger than RAM) or auto (pread when the vectors exceed half of the available memory)."
-        ),
-    ] = "auto",
+    io: Annotated[str, typer.Option(help=IO_HELP)] = "auto",
 ) -> None:
     """Serve an index over HTTP: POST /search, POST /documents, DELETE /documents/{id}, /health, /stats,
     /metrics (Prometheus), OpenAI-compatible POST /v1/embeddings and GET /v1/models, OpenAPI docs at /docs,

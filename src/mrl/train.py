@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mrl.adaptor import AdaptorConfig
-from mrl.calibration import store_int8_ranges
+from mrl.calibration import int8_calibration
 from mrl.data import BeirDataset, Pair, Triplet
 from mrl.errors import MrlError
 from mrl.model import METADATA_FILE, embedding_dim, load_model
@@ -300,11 +300,11 @@ def train(
         "rotation": rotation_meta,
         **(extra_metadata or {}),
     }
-    (out / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str))
     documents = [t.positive for t in triplets] + [t.negative for t in triplets] + [p.positive for p in pairs]
-    store_int8_ranges(model, out, documents, config.dims, config.seed)
+    metadata |= int8_calibration(model, documents, config.dims, config.seed)
+    (out / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str))
     write_model_card(out)
-    return json.loads((out / METADATA_FILE).read_text())
+    return metadata
 
 
 def train_adaptor_model(
@@ -387,7 +387,7 @@ def train_adaptor_model(
         "rotation": {"fitted_on_vectors": len(docs)},
         **(extra_metadata or {}),
     }
+    metadata |= int8_calibration(model, list(corpus.values()), adaptor.dims, config.seed)
     (out / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str))
-    store_int8_ranges(model, out, list(corpus.values()), adaptor.dims, config.seed)
     write_model_card(out)
-    return json.loads((out / METADATA_FILE).read_text())
+    return metadata

@@ -43,7 +43,16 @@ from mrl.index.docstore import DocStore
 from mrl.index.hugepages import HugePageAdvice, advise_huge_pages, advise_new_mappings, anonymous_mappings
 from mrl.index.manifest import MAX_RACES, Manifest, collect_garbage, commit, read_current
 from mrl.index.rotation import rotate_rows, unrotate_rows
-from mrl.index.segments import DTYPES, Segment, calibrate_int8, decode_rows, encode_rows, resolve_io, write_segment
+from mrl.index.segments import (
+    DTYPES,
+    Segment,
+    calibrate_int8,
+    decode_rows,
+    encode_rows,
+    keep_prefix,
+    resolve_io,
+    write_segment,
+)
 from mrl.index.storage import atomic_write, atomic_write_path, path_bytes, writer_lock
 from mrl.index.tuning import exact_top_rows
 from mrl.index.vamana import VamanaAnn
@@ -68,9 +77,14 @@ class Generation:
     rotation: np.ndarray | None
 
     @classmethod
-    def load(cls, folder: Path, m: Manifest, io: str = "mmap") -> Generation:
-        """Open generation ``m``; ``io`` is how rerank rows are read (mmap or pread, mrl.index.segments)."""
-        segments = [Segment(folder / s["file"], s, io) for s in m.segments]
+    def load(cls, folder: Path, m: Manifest, io: str = "mmap", previous: Generation | None = None) -> Generation:
+        """Open generation ``m``; ``io`` is how rerank rows are read (mmap or pread, mrl.index.segments).
+
+        Segments that ``previous`` already opened (and checked) are shared, since a segment file never
+        changes: a write opens and checks only the segment it added.
+        """
+        opened = {seg.path.name: seg for seg in previous.segments if seg.io == io} if previous else {}
+        segments = [opened.get(s["file"]) or Segment(folder / s["file"], s, io) for s in m.segments]
         starts = np.cumsum([0] + [s["rows"] for s in m.segments])
         deleted = np.zeros(m.rows, dtype=bool)
         if m.tombstones_file:
@@ -127,9 +141,7 @@ class Generation:
 
     def stored_queries(self, unit_queries: np.ndarray) -> np.ndarray:
         """Queries in the basis and width of the stored rows: rotated, and cut to ``keep_dims`` if it is set."""
-        rotated = rotate_rows(unit_queries, self.rotation)
-        keep = self.manifest.keep_dims
-        return prefix(rotated, keep) if keep and keep < rotated.shape[1] else rotated
+        return keep_prefix(rotate_rows(unit_queries, self.rotation), self.manifest.keep_dims)
 
 
 class Index(SearchBackend):
@@ -223,7 +235,7 @@ class Index(SearchBackend):
         if keep_dims is not None and not prefix_dim <= keep_dims <= full_dim:
             raise MrlError(f"--keep-dims {keep_dims} must be between the prefix dim {prefix_dim} and {full_dim}")
         keep = keep_dims if keep_dims and keep_dims < full_dim else None
-        stored = prefix(unit, keep) if keep else unit
+        stored = keep_prefix(unit, keep)
         scale = calibrate_int8(stored) if store == "int8" else None
         codes = encode_rows(stored, store, scale)
         params = {**DEFAULT_PARAMS.get(ann, {}), **(ann_params or {})}
@@ -427,7 +439,7 @@ class Index(SearchBackend):
             m.live -= len(ids)
             commit(self.folder, m)
             collect_garbage(self.folder)
-            self.gen = Generation.load(self.folder, m, self.io)
+            self.gen = Generation.load(self.folder, m, self.io, self.gen)
         return len(ids)
 
     def _write(self, documents: list[Document], vectors: np.ndarray | None, replace: bool) -> int:
@@ -440,8 +452,7 @@ class Index(SearchBackend):
             unit = rotate_rows(unit, self.gen.rotation)
             m = self._next_manifest()
             first_row = m.rows
-            stored = prefix(unit, m.keep_dims) if m.keep_dims else unit
-            codes = encode_rows(stored, m.store, m.int8_scale)
+            codes = encode_rows(keep_prefix(unit, m.keep_dims), m.store, m.int8_scale)
             try:
                 m.segments = [*m.segments, write_segment(self.folder, f"vectors-{m.generation:08d}.npy", codes)]
                 # a copy to extend: searches keep using the live one meanwhile
@@ -462,7 +473,7 @@ class Index(SearchBackend):
             except BaseException as exc:
                 raise_failed_write(self.folder, m, exc, "adding documents")
             collect_garbage(self.folder)
-            self.gen = Generation.load(self.folder, m, self.io)
+            self.gen = Generation.load(self.folder, m, self.io, self.gen)
         return len(documents)
 
     def _next_manifest(self) -> Manifest:
@@ -544,7 +555,7 @@ class Index(SearchBackend):
             m.tuned = tuned
             commit(self.folder, m)
             collect_garbage(self.folder)
-            self.gen = Generation.load(self.folder, m, self.io)
+            self.gen = Generation.load(self.folder, m, self.io, self.gen)
 
     def close(self) -> None:
         self.docs.close()
@@ -591,12 +602,17 @@ def estimate_bytes(
     return rows * (row_bytes + 4 * (prefix_dim + 64)) + 2 * text_bytes
 
 
-def check_free_space(folder: Path, needed: int) -> None:
-    """Refuse a build that cannot fit on the disk, before any work: say how much it needs and how much is free."""
-    probe = Path(folder)
+def free_bytes(path: Path) -> int:
+    """Free bytes on the file system that holds ``path``, or would hold it once its folders are made."""
+    probe = Path(path)
     while not probe.exists():
         probe = probe.parent
-    free = shutil.disk_usage(probe).free
+    return shutil.disk_usage(probe).free
+
+
+def check_free_space(folder: Path, needed: int) -> None:
+    """Refuse a build that cannot fit on the disk, before any work: say how much it needs and how much is free."""
+    free = free_bytes(folder)
     if needed > free:
         raise MrlError(
             f"{folder}: the index needs about {needed / 2**20:,.1f} MiB on disk and {free / 2**20:,.1f} MiB are "
@@ -632,10 +648,7 @@ def _disk_full(folder: Path, exc: BaseException) -> bool:
         return True
     if not isinstance(exc, OSError | RuntimeError):
         return False
-    probe = folder
-    while not probe.exists():
-        probe = probe.parent
-    return shutil.disk_usage(probe).free < 2**20
+    return free_bytes(folder) < 2**20
 
 
 def _remove_generation_files(folder: Path, m: Manifest) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mrl.encode import prefix
 from mrl.errors import MrlError
 from mrl.index.storage import atomic_write
 
@@ -42,6 +43,11 @@ INT8_MAX = 127
 def check_store(store: str) -> None:
     if store not in STORES:
         raise MrlError(f"--store must be one of {', '.join(STORES)}, not '{store}'")
+
+
+def keep_prefix(rows: np.ndarray, keep_dims: int | None) -> np.ndarray:
+    """Rows (stored vectors or queries) cut to ``keep_dims`` and re-normalized; unchanged without it."""
+    return prefix(rows, keep_dims) if keep_dims and keep_dims < rows.shape[1] else rows
 
 
 def calibrate_int8(unit: np.ndarray) -> list[float]:
