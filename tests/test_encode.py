@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 
+from mrl.data import load_beir
 from mrl.encode import EmbeddingCache, encode_texts, prefix
 
 TEXTS = [
@@ -82,3 +89,43 @@ def test_cache_keys_on_weights_dtype(cache_dir):
     half, cached = cache.get_or_encode(model, "corpusA", TEXTS, progress=False)
     assert not cached and not np.array_equal(full, half)
     assert np.allclose(full, half, atol=0.05)
+
+
+def test_encode_to_file_writes_the_matrix_in_chunks(model, cache_dir):
+    path = EmbeddingCache(cache_dir).encode_to_file(model, "corpusA", TEXTS, chunk_rows=3)
+    assert np.abs(np.load(path) - encode_texts(model, TEXTS, progress=False)).max() < 1e-5
+    again, cached = EmbeddingCache(cache_dir).get_or_encode(model, "corpusA", TEXTS, progress=False)
+    assert cached and np.array_equal(again, np.load(path))  # the same cache entry as get_or_encode's
+    assert not list(cache_dir.glob("*.partial.*"))
+
+
+def test_an_interrupted_index_build_resumes_its_encoding(model, scifact_small, tmp_path):
+    """Ctrl-C mid-encoding leaves no index, keeps the rows encoded so far, and the same command goes on from them."""
+    cache = tmp_path / "cache"
+    cmd = [sys.executable, "-m", "mrl.cli", "index", "build", "--corpus", str(scifact_small / "corpus.jsonl"),
+           "--out", str(tmp_path / "i"), "--cache-dir", str(cache), "--chunk-rows", "4",
+           "--batch-size", "4"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:  # wait for two chunks on disk, then interrupt
+        states = list(cache.glob("*.partial.json"))
+        if states and json.loads(states[0].read_text())["rows"] >= 8:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the build finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted after" in stderr and "resumes from there" in stderr
+    assert not (tmp_path / "i").exists()  # no half-built index
+    done = json.loads(next(cache.glob("*.partial.json")).read_text())
+    total = len(load_beir(scifact_small, "test").corpus)
+    assert 8 <= done["rows"] < total and done["total"] == total
+
+    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming the encoding at text {done['rows']:,} of {total:,}" in resumed.stderr
+    (entry,) = [p for p in cache.glob("*.npy") if ".partial" not in p.name]
+    texts = list(load_beir(scifact_small, "test").corpus.values())
+    assert np.abs(np.load(entry) - encode_texts(model, texts, batch_size=4, progress=False)).max() < 1e-5
+    assert not list(cache.glob("*.partial.*"))

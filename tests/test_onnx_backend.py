@@ -43,7 +43,8 @@ def test_int8_vectors_stay_close_to_float_at_every_prefix(exported, scifact_smal
     int8 = load_model(str(exported), backend="onnx-int8").encode(texts, batch_size=16)
     for dim in (64, 128, 384):
         cosine = np.sum(prefix(full, dim) * prefix(int8, dim), axis=1)
-        assert cosine.mean() > 0.99 and cosine.min() > 0.97, (dim, cosine.mean(), cosine.min())
+        # 0.9977 / 0.9962 seen on all-MiniLM-L6-v2; quantizing every product as well gave 0.995 / 0.990
+        assert cosine.mean() > 0.996 and cosine.min() > 0.993, (dim, cosine.mean(), cosine.min())
 
 
 def test_eval_and_search_with_the_onnx_backend(exported, scifact_small, tmp_path):

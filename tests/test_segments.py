@@ -91,6 +91,34 @@ def test_coded_index_finds_what_float32_finds(corpus, tmp_path, model, store):
         assert again.search(vectors[0], k=2)[0].id in {"new", docs[0].id}
 
 
+def test_a_build_from_a_memory_map_in_chunks_gives_the_in_memory_index(corpus, tmp_path, model):
+    """Out of core: vectors read from a file 17 rows at a time, in two passes, never copied whole."""
+    _, _, docs, vectors = corpus
+    np.save(tmp_path / "vectors.npy", vectors)
+    mapped = np.load(tmp_path / "vectors.npy", mmap_mode="r")
+    whole = Index.build(tmp_path / "whole", vectors, docs, prefix_dim=64, store="int8", loaded_model=model)
+    chunked = Index.build(
+        tmp_path / "chunked", mapped, docs, prefix_dim=64, store="int8", loaded_model=model, chunk_rows=17
+    )
+    assert chunked.manifest.int8_scale == pytest.approx(whole.manifest.int8_scale, rel=1e-6)
+    rows = np.arange(len(docs))
+    step = np.asarray(whole.manifest.int8_scale)
+    assert np.all(np.abs(chunked.vectors(rows) - whole.vectors(rows)) <= step + 1e-7)  # at most one code apart
+    queries = prefix(vectors[:30] + 0.3 * vectors[30:60], vectors.shape[1])
+    want, _ = whole.search_keys(queries, 10, shortlist=100, ann_search=256)
+    got, _ = chunked.search_keys(queries, 10, shortlist=100, ann_search=256)
+    assert recall_at_k(got, want) >= 0.99
+
+
+def test_a_bad_row_in_a_later_chunk_names_its_rows_and_writes_nothing(corpus, tmp_path):
+    _, _, docs, vectors = corpus
+    bad = vectors.copy()
+    bad[150] = np.nan
+    with pytest.raises(MrlError, match=r"corpus vectors \(rows 100-199\) contains NaN"):
+        Index.build(tmp_path / "i", bad, docs, prefix_dim=64, chunk_rows=100, rotate=False)
+    assert not (tmp_path / "i").exists()
+
+
 def test_keep_dims_stores_and_reranks_the_prefix_only(corpus, tmp_path, model):
     _, _, docs, vectors = corpus
     index = Index.build(

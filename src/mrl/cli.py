@@ -417,9 +417,21 @@ app.add_typer(index_app, name="index")
 
 
 def _encode_documents(
-    model_spec: str | None, documents, batch_size: int, cache_dir: Path | None, engine: str = "torch", check=None
+    model_spec: str | None,
+    documents,
+    batch_size: int,
+    cache_dir: Path | None,
+    engine: str = "torch",
+    check=None,
+    chunk_rows: int | None = None,
 ):
-    """Load the model and encode the documents (cached); ``check(width)`` runs in between, before the long part."""
+    """Load the model and encode the documents; ``check(width)`` runs in between, before the long part.
+
+    The vectors go to the embedding cache chunk by chunk and come back as a read-only memory map, so a corpus
+    whose vectors exceed RAM can be indexed, and an interrupted encoding resumes (EmbeddingCache.encode_to_file).
+    """
+    import numpy as np
+
     from mrl.data.beir import texts_fingerprint
     from mrl.encode import EmbeddingCache
     from mrl.model import embedding_dim, load_model
@@ -428,10 +440,10 @@ def _encode_documents(
     if check is not None:
         check(embedding_dim(model))
     texts = {d.id: d.text for d in documents}
-    vectors, _ = EmbeddingCache(cache_dir).get_or_encode(
-        model, texts_fingerprint(texts), list(texts.values()), batch_size=batch_size
+    path = EmbeddingCache(cache_dir).encode_to_file(
+        model, texts_fingerprint(texts), list(texts.values()), batch_size=batch_size, chunk_rows=chunk_rows
     )
-    return model, vectors
+    return model, np.load(path, mmap_mode="r")
 
 
 @index_app.command("build")
@@ -480,7 +492,16 @@ def index_build(
     id_field: Annotated[str | None, typer.Option(help="Id column (default _id, else id).")] = None,
     text_field: Annotated[str, typer.Option(help="Text column.")] = "text",
     batch_size: Annotated[int, typer.Option(help="Encoding batch size.")] = 64,
-    cache_dir: Annotated[Path | None, typer.Option(help="Embedding cache folder.")] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Embedding cache folder (default ~/.cache/mrl/embeddings): the vectors are written there as they "
+            "are made, and an interrupted encoding resumes from it."
+        ),
+    ] = None,
+    chunk_rows: Annotated[
+        int, typer.Option(help="Texts encoded and written to disk at a time; vectors an index build reads at a time.")
+    ] = 8192,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing index.")] = False,
     backend: Annotated[
         str, typer.Option(help="Where the index lives: embedded (a folder), postgres, qdrant or qdrant-edge.")
@@ -553,7 +574,11 @@ def index_build(
             text_bytes = sum(len(d.text) + len(d.id) for d in documents)
             check_free_space(out, estimate_bytes(len(documents), width, prefix_dim, store, keep_dims, text_bytes))
 
-    loaded, vectors = _encode_documents(model, documents, batch_size, cache_dir, engine, check=fits_on_disk)
+    if chunk_rows < 1:
+        raise MrlError(f"--chunk-rows must be at least 1, not {chunk_rows}")
+    loaded, vectors = _encode_documents(
+        model, documents, batch_size, cache_dir, engine, check=fits_on_disk, chunk_rows=chunk_rows
+    )
     recorded = getattr(loaded, "mrl_source", model)
     hnsw_ef = ef_construction or HNSW_EF_CONSTRUCTION
     if backend == "postgres":
@@ -581,6 +606,7 @@ def index_build(
         index = Index.build(
             out, vectors, documents, model=recorded, prefix_dim=prefix_dim, ann=ann, quant=quant, store=store,
             ann_params=params, overwrite=overwrite, loaded_model=loaded, rotate=rotate, keep_dims=keep_dims,
+            chunk_rows=chunk_rows,
         )  # fmt: skip
     err.print(f"built {index.location}: {index.count} documents")
     if target_recall is not None:
@@ -939,7 +965,7 @@ def main() -> None:
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.simplefilter("default", UserWarning)
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # an exit code comes back here, Ctrl-C's 130 among them
     except MrlError as exc:
         if debug:
             raise
@@ -957,6 +983,10 @@ def main() -> None:
         if isinstance(exc, click.exceptions.Exit):
             sys.exit(exc.exit_code)
         raise
+    if code == 130:
+        err.print("aborted")
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

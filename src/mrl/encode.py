@@ -13,8 +13,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from mrl.errors import MrlError
 from mrl.model import model_fingerprint
+
+CHUNK_ROWS = 8192  # texts encoded, written and recorded at a time by encode_to_file
 
 
 def prefix(vectors: np.ndarray, dim: int) -> np.ndarray:
@@ -77,3 +82,64 @@ class EmbeddingCache:
             json.dumps({"model": getattr(model, "mrl_source", None), "rows": len(texts), "corpus": corpus_key})
         )
         return emb, False
+
+    def encode_to_file(
+        self, model, corpus_key: str, texts: list[str], batch_size: int = 64, chunk_rows: int | None = None
+    ) -> Path:
+        """Encode into the cache entry chunk by chunk, never holding the whole matrix; returns the entry's path.
+
+        For corpora whose vectors do not fit in memory: open the result with ``np.load(path, mmap_mode="r")``.
+        Rows go to ``<entry>.partial.npy`` as they are made, and ``<entry>.partial.json`` records how many are
+        done, so an interrupted run (Ctrl-C, a killed job) resumes where it stopped when run again; the entry
+        appears under its own name only once complete. Free space for the whole file is checked first.
+        """
+        from mrl.index.storage import atomic_write_json, free_bytes
+        from mrl.model import embedding_dim
+
+        path = self._path(model, corpus_key)
+        if path.is_file() and np.load(path, mmap_mode="r").shape[0] == len(texts):
+            return path
+        dim, chunk_rows = embedding_dim(model), chunk_rows or CHUNK_ROWS
+        partial, state_file = path.with_suffix(".partial.npy"), path.with_suffix(".partial.json")
+        state = json.loads(state_file.read_text()) if state_file.is_file() and partial.is_file() else {}
+        done = state.get("rows", 0) if state.get("total") == len(texts) and state.get("dim") == dim else 0
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False}
+        if not done:
+            needed = len(texts) * dim * 4
+            self.folder.mkdir(parents=True, exist_ok=True)
+            if needed > free_bytes(self.folder):
+                raise MrlError(
+                    f"{self.folder}: the embeddings need {needed / 2**20:,.1f} MiB and "
+                    f"{free_bytes(self.folder) / 2**20:,.1f} MiB are free there; free some space or pass --cache-dir"
+                )
+            with open(partial, "wb") as handle:
+                np.lib.format.write_array_header_1_0(handle, {**header, "shape": (len(texts), dim)})
+                handle.truncate(handle.tell() + needed)
+        else:
+            Console(stderr=True).print(f"resuming the encoding at text {done:,} of {len(texts):,}")
+        with open(partial, "r+b") as handle:
+            np.lib.format.read_magic(handle)
+            np.lib.format.read_array_header_1_0(handle)
+            offset, row_bytes = handle.tell(), dim * 4
+            columns = (TextColumn("encoding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+            with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+                task = bar.add_task("encoding", total=len(texts), completed=done)
+                try:
+                    for start in range(done, len(texts), chunk_rows):
+                        rows = encode_texts(model, texts[start : start + chunk_rows], batch_size, progress=False)
+                        os.pwrite(handle.fileno(), rows.tobytes(), offset + start * row_bytes)
+                        os.fsync(handle.fileno())
+                        done = start + len(rows)
+                        atomic_write_json(state_file, {"rows": done, "total": len(texts), "dim": dim})
+                        bar.update(task, completed=done)
+                except KeyboardInterrupt:
+                    Console(stderr=True).print(
+                        f"interrupted after {done:,} of {len(texts):,} texts; the same command resumes from there"
+                    )
+                    raise
+        os.replace(partial, path)
+        state_file.unlink()
+        path.with_suffix(".json").write_text(
+            json.dumps({"model": getattr(model, "mrl_source", None), "rows": len(texts), "corpus": corpus_key})
+        )
+        return path

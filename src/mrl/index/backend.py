@@ -78,6 +78,20 @@ def check_unique(ids: list[str]) -> None:
         raise MrlError(f"duplicate ids: {', '.join(dupes[:10])}")
 
 
+def check_build_inputs(vectors: np.ndarray, documents: list[Document], prefix_dim: int, store: str) -> None:
+    """The checks of every build that need only the shapes: they run before any vector is read."""
+    check_store(store)
+    if len(documents) != len(vectors):
+        raise MrlError(f"{len(documents)} documents but {len(vectors)} vectors")
+    if not documents:
+        raise MrlError("nothing to index: the corpus is empty")
+    if vectors.ndim != 2:
+        raise MrlError(f"corpus vectors must be a 2-d matrix, got shape {vectors.shape}")
+    check_unique([d.id for d in documents])
+    if not 0 < prefix_dim <= vectors.shape[1]:
+        raise MrlError(f"--prefix-dim {prefix_dim} must be between 1 and the vector width {vectors.shape[1]}")
+
+
 def prepare_build(
     vectors: np.ndarray, documents: list[Document], prefix_dim: int, store: str, rotate: bool = False
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -86,16 +100,9 @@ def prepare_build(
     Returns the unit vectors as they will be stored, and the rotation they are stored in (None without
     ``rotate``; :mod:`mrl.index.rotation`).
     """
-    check_store(store)
     vectors = np.asarray(vectors)
-    if len(documents) != len(vectors):
-        raise MrlError(f"{len(documents)} documents but {len(vectors)} vectors")
-    if not documents:
-        raise MrlError("nothing to index: the corpus is empty")
-    check_unique([d.id for d in documents])
+    check_build_inputs(vectors, documents, prefix_dim, store)
     full_dim = vectors.shape[1]
-    if not 0 < prefix_dim <= full_dim:
-        raise MrlError(f"--prefix-dim {prefix_dim} must be between 1 and the vector width {full_dim}")
     unit = unit_vectors(vectors, full_dim, "corpus vectors")
     rotation = fit_rotation(unit) if rotate else None
     return rotate_rows(unit, rotation, out=unit), rotation  # unit_vectors returned a fresh array

@@ -29,20 +29,28 @@ import numpy as np
 from mrl.data import Document
 from mrl.encode import prefix
 from mrl.errors import MrlError
-from mrl.index.ann import DEFAULT_PARAMS, add_in_chunks, ann_search_grid, build_ann, search_params
+from mrl.index.ann import (
+    DEFAULT_PARAMS,
+    add_in_chunks,
+    ann_search_grid,
+    build_ann,
+    search_params,
+    training_sample,
+)
 from mrl.index.backend import (
     Hit,
     SearchBackend,
     SearchTimings,
+    check_build_inputs,
     existing_ids_error,
     open_index,
-    prepare_build,
+    unit_vectors,
     unknown_ids_error,
 )
 from mrl.index.docstore import DocStore
 from mrl.index.hugepages import HugePageAdvice, advise_huge_pages, advise_new_mappings, anonymous_mappings
 from mrl.index.manifest import MAX_RACES, Manifest, collect_garbage, commit, read_current
-from mrl.index.rotation import rotate_rows, unrotate_rows
+from mrl.index.rotation import fit_rotation, rotate_rows, unrotate_rows
 from mrl.index.segments import (
     DTYPES,
     Segment,
@@ -52,10 +60,13 @@ from mrl.index.segments import (
     keep_prefix,
     resolve_io,
     write_segment,
+    write_segment_chunks,
 )
-from mrl.index.storage import atomic_write, atomic_write_path, path_bytes, writer_lock
+from mrl.index.storage import atomic_write, atomic_write_path, free_bytes, path_bytes, writer_lock
 from mrl.index.tuning import exact_top_rows
 from mrl.index.vamana import VamanaAnn
+
+BUILD_CHUNK = 65_536  # rows a build reads at a time: 100 MB of 384-dim float32
 
 
 @dataclass
@@ -212,6 +223,7 @@ class Index(SearchBackend):
         rotate: bool = True,
         keep_dims: int | None = None,
         io: str = "auto",
+        chunk_rows: int = BUILD_CHUNK,
     ) -> Index:
         """Create a new index from full-width vectors (any scale; they are normalized here).
 
@@ -223,6 +235,10 @@ class Index(SearchBackend):
         vectors); ``keep_dims`` stores only the first dims and reranks on them, trading a quality floor for
         disk. The old generation of an overwritten index stays intact until the new one is complete: a
         build that fails (a full disk included) removes its own files and changes nothing else.
+
+        ``vectors`` may be a memory map (``np.load(path, mmap_mode="r")``, as ``mrl index build`` passes its
+        embeddings file): they are read in chunks of ``chunk_rows`` rows, twice, and never copied whole, so
+        the build holds only the prefixes for the ANN index, whatever the full width and the row count.
         """
         folder = Path(folder)
         if folder.exists() and any(folder.iterdir()):
@@ -230,16 +246,30 @@ class Index(SearchBackend):
                 raise MrlError(f"{folder}: folder exists and is not empty (use --overwrite)")
             if not (folder / "CURRENT").exists():
                 raise MrlError(f"{folder}: refusing to overwrite a folder that is not an mrl index")
-        unit, rotation = prepare_build(vectors, documents, prefix_dim, store, rotate)
-        full_dim = unit.shape[1]
+        vectors = vectors if isinstance(vectors, np.ndarray) else np.asarray(vectors, dtype=np.float32)
+        check_build_inputs(vectors, documents, prefix_dim, store)
+        rows, full_dim = vectors.shape
         if keep_dims is not None and not prefix_dim <= keep_dims <= full_dim:
             raise MrlError(f"--keep-dims {keep_dims} must be between the prefix dim {prefix_dim} and {full_dim}")
         keep = keep_dims if keep_dims and keep_dims < full_dim else None
-        stored = keep_prefix(unit, keep)
-        scale = calibrate_int8(stored) if store == "int8" else None
-        codes = encode_rows(stored, store, scale)
+        rotation = fit_rotation(unit_vectors(training_sample(vectors), full_dim, "corpus vectors")) if rotate else None
+
+        def stored_chunks():  # unit rows in the stored basis, cut to keep_dims, one chunk at a time
+            for start in range(0, rows, chunk_rows):
+                what = f"corpus vectors (rows {start}-{min(start + chunk_rows, rows) - 1})"
+                unit = unit_vectors(vectors[start : start + chunk_rows], full_dim, what)
+                yield start, rotate_rows(unit, rotation, out=unit)
+
+        first_pass = np.empty((rows, prefix_dim), dtype=np.float32)
+        peak = np.zeros(keep or full_dim, dtype=np.float32)
+        for start, unit in stored_chunks():
+            first_pass[start : start + len(unit)] = prefix(unit, prefix_dim)
+            if store == "int8":
+                np.maximum(peak, np.abs(keep_prefix(unit, keep)).max(axis=0), out=peak)
+        scale = calibrate_int8(peak[None, :]) if store == "int8" else None
         params = {**DEFAULT_PARAMS.get(ann, {}), **(ann_params or {})}
-        index = build_ann(ann, quant, prefix(unit, prefix_dim), params)
+        index = build_ann(ann, quant, first_pass, params)
+        del first_pass
         created = not folder.exists()
         folder.mkdir(parents=True, exist_ok=True)
         with writer_lock(folder):
@@ -253,14 +283,18 @@ class Index(SearchBackend):
                 store=store,
                 ann_params=params,
                 generation=gen,
-                rows=len(unit),
-                live=len(unit),
+                rows=rows,
+                live=rows,
                 keep_dims=keep,
                 int8_scale=scale,
             )
             new_docs = folder / "docs.sqlite.new"
             try:
-                manifest.segments = [write_segment(folder, f"vectors-{gen:08d}.npy", codes)]
+                codes = (encode_rows(keep_prefix(unit, keep), store, scale) for _, unit in stored_chunks())
+                shape = (rows, keep or full_dim)
+                manifest.segments = [
+                    write_segment_chunks(folder, f"vectors-{gen:08d}.npy", shape, DTYPES[store], codes)
+                ]
                 if rotation is not None:
                     manifest.rotation_file = f"rotation-{gen:08d}.npy"
                     atomic_write(folder / manifest.rotation_file, lambda h: np.save(h, rotation))
@@ -600,14 +634,6 @@ def estimate_bytes(
     """
     row_bytes = (keep_dims or full_dim) * np.dtype(DTYPES[store]).itemsize
     return rows * (row_bytes + 4 * (prefix_dim + 64)) + 2 * text_bytes
-
-
-def free_bytes(path: Path) -> int:
-    """Free bytes on the file system that holds ``path``, or would hold it once its folders are made."""
-    probe = Path(path)
-    while not probe.exists():
-        probe = probe.parent
-    return shutil.disk_usage(probe).free
 
 
 def check_free_space(folder: Path, needed: int) -> None:

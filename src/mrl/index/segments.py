@@ -22,6 +22,7 @@ import os
 import threading
 import weakref
 import zlib
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -91,10 +92,35 @@ def sampled_checksum(path: Path, size: int | None = None) -> int:
 
 def write_segment(folder: Path, name: str, stored: np.ndarray) -> dict:
     """Write coded rows durably; the manifest entry records rows, size and checksum."""
+    return write_segment_chunks(folder, name, stored.shape, stored.dtype, [stored])
+
+
+def write_segment_chunks(
+    folder: Path, name: str, shape: tuple[int, int], dtype: np.dtype, chunks: Iterable[np.ndarray]
+) -> dict:
+    """Like :func:`write_segment`, from coded rows that arrive in chunks: an out-of-core build holds one chunk.
+
+    The ``.npy`` header is written first from the known shape, then each chunk's bytes; the file appears
+    (renamed into place) only once every row is on disk.
+    """
     path = folder / name
-    atomic_write(path, lambda h: np.save(h, stored))
+    dtype = np.dtype(dtype)
+
+    def write(handle) -> None:
+        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+        np.lib.format.write_array_header_1_0(handle, header)
+        rows = 0
+        for chunk in chunks:
+            if chunk.dtype != dtype or chunk.ndim != 2 or chunk.shape[1] != shape[1]:
+                raise ValueError(f"chunk {chunk.dtype} {chunk.shape} does not fit a {dtype} segment of {shape}")
+            handle.write(np.ascontiguousarray(chunk).data)
+            rows += len(chunk)
+        if rows != shape[0]:
+            raise ValueError(f"{rows} rows written, the segment header says {shape[0]}")
+
+    atomic_write(path, write)
     size = path.stat().st_size
-    return {"file": name, "rows": len(stored), "bytes": size, "checksum": sampled_checksum(path, size)}
+    return {"file": name, "rows": int(shape[0]), "bytes": size, "checksum": sampled_checksum(path, size)}
 
 
 def verify_segment(path: Path, entry: dict) -> None:

@@ -63,6 +63,14 @@ def path_bytes(path: Path) -> int:
     return path.stat().st_size
 
 
+def free_bytes(path: Path) -> int:
+    """Free bytes on the file system that holds ``path``, or would hold it once its folders are made."""
+    probe = Path(path)
+    while not probe.exists():
+        probe = probe.parent
+    return shutil.disk_usage(probe).free
+
+
 def atomic_write_json(path: Path, data: dict) -> None:
     atomic_write(path, lambda h: h.write(json.dumps(data, indent=2).encode()))
 
