@@ -41,8 +41,13 @@ TRAIN_SAMPLE = 100_000  # rows that index training (and the rotation fit) learns
 
 def training_sample(vectors: np.ndarray, limit: int = TRAIN_SAMPLE, seed: int = 0) -> np.ndarray:
     """All rows when there are at most ``limit``, else a fixed random ``limit`` of them (the same on every build)."""
-    n = len(vectors)
-    return vectors if n <= limit else vectors[np.random.default_rng(seed).choice(n, limit, replace=False)]
+    rows = training_rows(len(vectors), limit, seed)
+    return vectors if rows is None else vectors[rows]
+
+
+def training_rows(n: int, limit: int = TRAIN_SAMPLE, seed: int = 0) -> np.ndarray | None:
+    """The row numbers :func:`training_sample` takes, in increasing order (None: all of them)."""
+    return None if n <= limit else np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
 
 
 def default_nlist(n: int) -> int:
@@ -85,6 +90,17 @@ def build_ann(kind: str, quant: str, vectors: np.ndarray, params: dict) -> faiss
     check_ann(kind, quant, dim)
     if kind == "vamana":
         return VamanaAnn.build(vectors, quant, params)
+    index = trained_faiss_index(kind, quant, dim, n, params, training_sample(vectors))
+    add_in_chunks(index, vectors)
+    return index
+
+
+def trained_faiss_index(kind: str, quant: str, dim: int, n: int, params: dict, sample: np.ndarray) -> faiss.Index:
+    """An empty faiss index for ``n`` rows, its quantizer (and IVF lists) trained on ``sample``.
+
+    Rows are added afterwards, a chunk at a time (:func:`add_in_chunks`), so a build never needs all of
+    them in one matrix. IVF's ``nlist`` default is written back into ``params``.
+    """
     metric = faiss.METRIC_INNER_PRODUCT
     sq = SCALAR_QUANTIZERS.get(quant)
     if kind == "hnsw":
@@ -106,8 +122,7 @@ def build_ann(kind: str, quant: str, vectors: np.ndarray, params: dict) -> faiss
     else:
         index = faiss.IndexScalarQuantizer(dim, sq, metric) if sq is not None else faiss.IndexFlatIP(dim)
     if not index.is_trained:
-        index.train(np.ascontiguousarray(training_sample(vectors)))
-    add_in_chunks(index, vectors)
+        index.train(np.ascontiguousarray(sample, dtype=np.float32))
     return index
 
 

@@ -56,18 +56,28 @@ class SearchTimings:
     rerank: float = 0.0
 
 
-def unit_vectors(vectors: np.ndarray, full_dim: int, what: str = "vector") -> np.ndarray:
-    """Validate width and finiteness, then scale rows to unit length (cosine = inner product)."""
+def unit_vectors(
+    vectors: np.ndarray, full_dim: int, what: str = "vector", row_numbers: np.ndarray | None = None
+) -> np.ndarray:
+    """Validate width and finiteness, then scale rows to unit length (cosine = inner product).
+
+    With ``row_numbers`` (the rows' numbers in the whole corpus), an error names the first bad row.
+    """
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim == 1:
         vectors = vectors[None, :]
     if vectors.ndim != 2 or vectors.shape[1] != full_dim:
         raise MrlError(f"{what} has width {vectors.shape[-1]}, this index holds {full_dim}-dim vectors")
-    if not np.isfinite(vectors).all():
-        raise MrlError(f"{what} contains NaN or infinite values")
+
+    def where(bad: np.ndarray) -> str:
+        return f" (row {int(row_numbers[np.flatnonzero(bad)[0]])})" if row_numbers is not None else ""
+
+    finite = np.isfinite(vectors).all(axis=1)
+    if not finite.all():
+        raise MrlError(f"{what} contains NaN or infinite values{where(~finite)}")
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     if (norms == 0).any():
-        raise MrlError(f"{what} is all zeros")
+        raise MrlError(f"{what} is all zeros{where(norms[:, 0] == 0)}")
     return vectors / norms
 
 

@@ -34,8 +34,10 @@ from mrl.index.ann import (
     add_in_chunks,
     ann_search_grid,
     build_ann,
+    check_ann,
     search_params,
-    training_sample,
+    trained_faiss_index,
+    training_rows,
 )
 from mrl.index.backend import (
     Hit,
@@ -237,8 +239,9 @@ class Index(SearchBackend):
         build that fails (a full disk included) removes its own files and changes nothing else.
 
         ``vectors`` may be a memory map (``np.load(path, mmap_mode="r")``, as ``mrl index build`` passes its
-        embeddings file): they are read in chunks of ``chunk_rows`` rows, twice, and never copied whole, so
-        the build holds only the prefixes for the ANN index, whatever the full width and the row count.
+        embeddings file): they are read in chunks of ``chunk_rows`` rows, twice, and never copied whole. The
+        build holds the ANN index (filled a chunk at a time; Vamana's build takes all prefixes at once), one
+        chunk, and a sample of at most ``TRAIN_SAMPLE`` rows for the rotation and the quantizer.
         """
         folder = Path(folder)
         if folder.exists() and any(folder.iterdir()):
@@ -252,24 +255,40 @@ class Index(SearchBackend):
         if keep_dims is not None and not prefix_dim <= keep_dims <= full_dim:
             raise MrlError(f"--keep-dims {keep_dims} must be between the prefix dim {prefix_dim} and {full_dim}")
         keep = keep_dims if keep_dims and keep_dims < full_dim else None
-        rotation = fit_rotation(unit_vectors(training_sample(vectors), full_dim, "corpus vectors")) if rotate else None
+        check_ann(ann, quant, prefix_dim)
+        sample_rows = training_rows(rows)  # one sample of rows for the rotation and the ANN quantizer
+        sample_rows = np.arange(rows) if sample_rows is None else sample_rows
+        sample = unit_vectors(vectors[sample_rows], full_dim, "corpus vectors", sample_rows)
+        rotation = fit_rotation(sample) if rotate else None
 
-        def stored_chunks():  # unit rows in the stored basis, cut to keep_dims, one chunk at a time
+        def stored_chunks():  # unit rows in the stored basis, one chunk at a time
             for start in range(0, rows, chunk_rows):
-                what = f"corpus vectors (rows {start}-{min(start + chunk_rows, rows) - 1})"
-                unit = unit_vectors(vectors[start : start + chunk_rows], full_dim, what)
+                stop = min(start + chunk_rows, rows)
+                unit = unit_vectors(vectors[start:stop], full_dim, "corpus vectors", np.arange(start, stop))
                 yield start, rotate_rows(unit, rotation, out=unit)
 
-        first_pass = np.empty((rows, prefix_dim), dtype=np.float32)
+        params = {**DEFAULT_PARAMS.get(ann, {}), **(ann_params or {})}
+        # first pass over the rows: the ANN index fills a chunk at a time (Vamana's build takes all prefixes)
+        # and int8's per-dim peaks are found; the second, under the writer lock, writes the coded rows
+        if ann == "vamana":
+            first_pass = np.empty((rows, prefix_dim), dtype=np.float32)
+        else:
+            index = trained_faiss_index(
+                ann, quant, prefix_dim, rows, params, prefix(rotate_rows(sample, rotation), prefix_dim)
+            )
+        del sample
         peak = np.zeros(keep or full_dim, dtype=np.float32)
         for start, unit in stored_chunks():
-            first_pass[start : start + len(unit)] = prefix(unit, prefix_dim)
+            if ann == "vamana":
+                first_pass[start : start + len(unit)] = prefix(unit, prefix_dim)
+            else:
+                add_in_chunks(index, prefix(unit, prefix_dim))
             if store == "int8":
                 np.maximum(peak, np.abs(keep_prefix(unit, keep)).max(axis=0), out=peak)
+        if ann == "vamana":
+            index = build_ann(ann, quant, first_pass, params)
+            del first_pass
         scale = calibrate_int8(peak[None, :]) if store == "int8" else None
-        params = {**DEFAULT_PARAMS.get(ann, {}), **(ann_params or {})}
-        index = build_ann(ann, quant, first_pass, params)
-        del first_pass
         created = not folder.exists()
         folder.mkdir(parents=True, exist_ok=True)
         with writer_lock(folder):
