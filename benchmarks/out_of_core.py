@@ -17,20 +17,31 @@ Systems: mrl (prefix HNSW in RAM, float16 rows read by batched ``preadv``, and t
 map), DiskANN's SSD index (``diskannpy``: PQ codes in RAM, graph and full vectors on disk), LanceDB IVF_PQ
 with ``refine_factor`` on disk; faiss HNSW on the full vectors is given as the RAM it would need.
 
+``--part limited``: the same under a real memory limit. At each ``--sizes`` N the vectors are written to a
+file; then, in a child process placed in a memory cgroup of its own (cgroup v1 ``memory.limit_in_bytes`` =
+``--ram-fraction`` of the full float32 vectors' bytes, page cache included; root only), ``Index.build`` reads
+that file through a memory map and builds the index, and a second child opens it (``io="pread"``) and
+searches cold. Each child reports its peak resident and anonymous memory, and the cgroup its peak usage. For
+contrast, the same build from the vectors loaded whole (``np.load`` without a map) runs under the same limit.
+
     python benchmarks/out_of_core.py --part storage
     python benchmarks/out_of_core.py --part cold --sizes 10000,100000,1000000
+    sudo python benchmarks/out_of_core.py --part limited --sizes 2000000 --ram-fraction 0.25
 
-Writes benchmarks/results/out_of_core-storage.json or out_of_core-cold[-<tag>].json and prints a table.
+Writes benchmarks/results/out_of_core-{storage,cold,limited}[-<tag>].json and prints a table.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -65,7 +76,7 @@ STORAGE = [  # (name, store, keep_dims)
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=("storage", "cold"), required=True)
+    ap.add_argument("--part", choices=("storage", "cold", "limited"), required=True)
     ap.add_argument("--model", default="default")
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("MRL_DATA", ROOT.parent / "shared" / "data")))
     ap.add_argument("--prefix-dim", type=int, default=64, help="first-pass prefix (storage part: 64; cold: 128)")
@@ -76,13 +87,19 @@ def main() -> None:
     ap.add_argument("--peers", default="diskann,lancedb", help="cold part: peers to run (diskann, lancedb)")
     ap.add_argument("--peer-max-n", type=int, default=1_000_000, help="cold part: largest N a peer is built at")
     ap.add_argument("--workdir", type=Path, default=None, help="where indexes are built (default: a temp folder)")
+    ap.add_argument("--ram-fraction", type=float, default=0.25, help="limited part: memory limit / full vectors")
     ap.add_argument("--tag", default="")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)  # limited part: JSON of one child's job
     args = ap.parse_args()
+    if args.child:
+        return child(json.loads(args.child))
     model = load_model(args.model)
     if args.part == "storage":
         storage_part(args, model)
-    else:
+    elif args.part == "cold":
         cold_part(args, model)
+    else:
+        limited_part(args, model)
 
 
 # ---- part 1: quality and bytes of each storage choice ---------------------------------------------------------
@@ -341,6 +358,148 @@ def lancedb_points(args, folder: Path, vectors, queries, truth, entry: dict) -> 
         points[-1]["rss_growth_bytes"] = rss_bytes() - before
         console().print(points[-1])
     return points
+
+
+# ---- part 3: build and search under a real memory limit -------------------------------------------------------
+CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
+
+
+def limited_part(args, model) -> None:
+    if os.geteuid() != 0 or not (CGROUP_ROOT / "memory.limit_in_bytes").is_file():
+        sys.exit("--part limited needs root and the cgroup v1 memory controller at /sys/fs/cgroup/memory")
+    real, queries, info = real_embeddings(model, args.data, EmbeddingCache(), "scifact")
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="mrl-limited-"))
+    work.mkdir(parents=True, exist_ok=True)
+    out = ROOT / "benchmarks" / "results" / f"out_of_core-limited{'-' + args.tag if args.tag else ''}.json"
+    result: dict = {"queries": len(queries), "k": K, "dim": int(real.shape[1]), "prefix_dim": args.prefix_dim,
+                    "store": args.store, "ram_fraction": args.ram_fraction, "vectors": info, "sizes": {}}  # fmt: skip
+    try:
+        for n in [int(s) for s in args.sizes.split(",")]:
+            path, folder = work / f"vectors-{n}.npy", work / f"mrl-{n}"
+            vectors = draw(real, n, 0.5, seed=0)
+            np.save(path, vectors)
+            truth = exact_truth(vectors, queries)
+            del vectors
+            np.save(work / "queries.npy", queries)
+            np.save(work / "truth.npy", truth)
+            full = n * real.shape[1] * 4
+            limit = int(full * args.ram_fraction)
+            entry: dict = {"n": n, "full_float32_bytes": full, "memory_limit_bytes": limit}
+            entry.update({"full_float32_mb": round(full / 1e6, 1), "memory_limit_mb": round(limit / 1e6, 1)})
+            job = {"vectors": str(path), "folder": str(folder), "prefix_dim": args.prefix_dim, "store": args.store}
+            entry["build"] = run_limited({**job, "do": "build", "mmap": True}, limit)
+            if entry["build"]["completed"]:
+                for shortlist in [int(s) for s in args.shortlists.split(",")]:
+                    search = {**job, "do": "search", "shortlist": shortlist, "single": args.single,
+                              "queries": str(work / "queries.npy"), "truth": str(work / "truth.npy")}  # fmt: skip
+                    entry.setdefault("search", []).append(run_limited(search, limit))
+                    console().print(entry["search"][-1])
+            shutil.rmtree(folder, ignore_errors=True)
+            entry["build_whole_matrix"] = run_limited({**job, "do": "build", "mmap": False}, limit)
+            shutil.rmtree(folder, ignore_errors=True)
+            path.unlink()
+            result["sizes"][str(n)] = entry
+            write_json(result, out)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    print_limited(result)
+
+
+def run_limited(job: dict, limit: int) -> dict:
+    """Run one child job in a fresh memory cgroup limited to ``limit`` bytes; its report plus the cgroup's peak."""
+    group = CGROUP_ROOT / f"mrl-bench-{os.getpid()}"
+    group.mkdir(exist_ok=True)
+    try:
+        (group / "memory.limit_in_bytes").write_text(str(limit))
+        (group / "memory.max_usage_in_bytes").write_text("0")
+
+        def enter() -> None:  # runs in the child before exec: the whole child lives under the limit
+            (group / "cgroup.procs").write_text(str(os.getpid()))
+
+        drop_cached_pages(Path(job["vectors"]))  # the child's reads are charged to its own group, from the disk
+        cmd = [sys.executable, __file__, "--part", "limited", "--child", json.dumps(job)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=enter)
+        report = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else {}
+        report.update({"do": job["do"], "mmap": job.get("mmap"), "completed": proc.returncode == 0,
+                       "returncode": proc.returncode,
+                       "cgroup_peak_bytes": int((group / "memory.max_usage_in_bytes").read_text()),
+                       "oom_killed": "oom_kill 1" in (group / "memory.oom_control").read_text()})  # fmt: skip
+        report["cgroup_peak_mb"] = round(report["cgroup_peak_bytes"] / 1e6, 1)
+        if proc.returncode != 0:
+            report["stderr_tail"] = proc.stderr[-300:]
+        return report
+    finally:
+        group.rmdir()
+
+
+def child(job: dict) -> None:
+    """One job under the limit: build from the vectors file, or open the index and search cold. Prints JSON."""
+    folder = Path(job["folder"])
+    if job["do"] == "build":
+        vectors = np.load(job["vectors"], mmap_mode="r" if job["mmap"] else None)
+        docs = NumberedDocs(len(vectors))
+        t0 = time.perf_counter()
+        Index.build(folder, vectors, docs, prefix_dim=job["prefix_dim"], store=job["store"], ann="hnsw", io="pread")
+        report = {"build_s": time.perf_counter() - t0}
+    else:
+        queries, truth = np.load(job["queries"]), np.load(job["truth"])
+        drop_folder(folder)
+        drop_cached_pages(Path(job["vectors"]))
+        index = Index.open(folder, io="pread")
+        shortlist, ef = job["shortlist"], max(job["shortlist"], 64)
+        lat, found = [], []
+        for q in queries[: job["single"]]:
+            t0 = time.perf_counter()
+            found.append(index.search_keys(q[None, :], K, shortlist=shortlist, ann_search=ef)[0][0])
+            lat.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        batch = index.search_keys(queries, K, shortlist=shortlist, ann_search=ef)[0]
+        batch_s = time.perf_counter() - t0
+        lat_ms = np.array(lat) * 1e3
+        report = {"shortlist": shortlist, "efSearch": ef, "recall@10": recall_at_k(np.asarray(batch), truth),
+                  "recall@10_single": recall_at_k(np.asarray(found), truth[: len(found)]),
+                  "qps_single": len(lat) / sum(lat), "p50_ms": float(np.percentile(lat_ms, 50)),
+                  "p99_ms": float(np.percentile(lat_ms, 99)), "qps_batch": len(queries) / batch_s,
+                  "index_ram_bytes": index.stats()["ram_bytes"]}  # fmt: skip
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    report["peak_rss_mb"] = round(int(status["VmHWM"].split()[0]) / 1e3, 1)
+    report["rss_anon_mb"] = round(int(status["RssAnon"].split()[0]) / 1e3, 1)
+    print(json.dumps(report))
+
+
+class NumberedDocs(Sequence):
+    """Documents "0".."n-1" with no text, made when asked for: the limit measures the index, not a list of them."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.n))]
+        if not -self.n <= i < self.n:
+            raise IndexError(i)
+        return Document(str(i % self.n), "")
+
+
+def print_limited(result: dict) -> None:
+    table = Table(title=f"Under a memory limit of {result['ram_fraction']} x the full float32 vectors")
+    for col in ("N", "full MB", "limit MB", "job", "done", "cgroup peak MB", "recall@10", "QPS", "p99 ms"):
+        table.add_column(col, justify="right")
+    for n, e in result["sizes"].items():
+        jobs = [("build (map)", e["build"]), *[(f"search k'={s['shortlist']}", s) for s in e.get("search", [])],
+                ("build (whole matrix)", e["build_whole_matrix"])]  # fmt: skip
+        for name, r in jobs:
+            table.add_row(
+                n, f"{e['full_float32_mb']:,.0f}", f"{e['memory_limit_mb']:,.0f}", name,
+                "yes" if r["completed"] else ("OOM-killed" if r["oom_killed"] else f"rc {r['returncode']}"),
+                f"{r['cgroup_peak_mb']:,.0f}", f"{r['recall@10']:.4f}" if "recall@10" in r else "",
+                f"{r['qps_single']:.0f}" if "qps_single" in r else "", f"{r['p99_ms']:.2f}" if "p99_ms" in r else "",
+            )  # fmt: skip
+    console().print(table)
 
 
 def print_cold(result: dict) -> None:

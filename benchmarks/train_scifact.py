@@ -39,7 +39,7 @@ from mrl.encode import EmbeddingCache
 from mrl.evaluate import evaluate_retrieval, evaluate_sts
 from mrl.mining import mine_hard_negatives
 from mrl.model import load_model
-from mrl.report import console, write_json
+from mrl.report import console, machine_info, write_json
 from mrl.train import TrainConfig, last_complete_checkpoint, train, train_adaptor_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -242,6 +242,7 @@ class Bench:
             "init": run_name(spec["init"], seed) if spec.get("init") else "base",
             "settings": {k: v for k, v in spec.items() if k != "role"},
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "cpu": machine_info()["cpu_model"],  # runs of one file may come from different machines
             **self.evaluate(model, name),
             "train_seconds": meta["train_seconds"],
             "epoch_seconds": meta["epoch_seconds"],

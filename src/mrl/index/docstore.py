@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from mrl.data import Document
@@ -29,13 +30,13 @@ class DocStore:
         self.conn.executescript(SCHEMA)
         self.lock = threading.Lock()  # one connection shared by a server's threads: serialize its use
 
-    def append(self, first_row: int, docs: list[Document]) -> None:
+    def append(self, first_row: int, docs: Sequence[Document]) -> None:
         """Insert rows ``first_row..`` in one transaction, first dropping uncommitted leftovers."""
         with self.lock, self.conn:
             self.conn.execute("DELETE FROM docs WHERE row >= ?", (first_row,))
             self.conn.executemany(
                 "INSERT INTO docs(row, id, text, metadata) VALUES (?, ?, ?, ?)",
-                [(first_row + i, d.id, d.text, json.dumps(d.metadata)) for i, d in enumerate(docs)],
+                ((first_row + i, d.id, d.text, json.dumps(d.metadata)) for i, d in enumerate(docs)),  # streamed
             )
 
     def rows_for_ids(self, ids: list[str], below: int) -> dict[str, list[int]]:

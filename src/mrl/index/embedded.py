@@ -52,7 +52,7 @@ from mrl.index.backend import (
 from mrl.index.docstore import DocStore
 from mrl.index.hugepages import HugePageAdvice, advise_huge_pages, advise_new_mappings, anonymous_mappings
 from mrl.index.manifest import MAX_RACES, Manifest, collect_garbage, commit, read_current
-from mrl.index.rotation import fit_rotation, rotate_rows, unrotate_rows
+from mrl.index.rotation import rotate_rows, rotation_from_moment, unrotate_rows
 from mrl.index.segments import (
     DTYPES,
     Segment,
@@ -68,7 +68,7 @@ from mrl.index.storage import atomic_write, atomic_write_path, free_bytes, path_
 from mrl.index.tuning import exact_top_rows
 from mrl.index.vamana import VamanaAnn
 
-BUILD_CHUNK = 65_536  # rows a build reads at a time: 100 MB of 384-dim float32
+BUILD_CHUNK = 16_384  # rows a build reads at a time: 25 MB of 384-dim float32
 
 
 @dataclass
@@ -241,7 +241,7 @@ class Index(SearchBackend):
         ``vectors`` may be a memory map (``np.load(path, mmap_mode="r")``, as ``mrl index build`` passes its
         embeddings file): they are read in chunks of ``chunk_rows`` rows, twice, and never copied whole. The
         build holds the ANN index (filled a chunk at a time; Vamana's build takes all prefixes at once), one
-        chunk, and a sample of at most ``TRAIN_SAMPLE`` rows for the rotation and the quantizer.
+        chunk, and the prefixes of at most ``TRAIN_SAMPLE`` sample rows to train the quantizer on.
         """
         folder = Path(folder)
         if folder.exists() and any(folder.iterdir()):
@@ -258,8 +258,18 @@ class Index(SearchBackend):
         check_ann(ann, quant, prefix_dim)
         sample_rows = training_rows(rows)  # one sample of rows for the rotation and the ANN quantizer
         sample_rows = np.arange(rows) if sample_rows is None else sample_rows
-        sample = unit_vectors(vectors[sample_rows], full_dim, "corpus vectors", sample_rows)
-        rotation = fit_rotation(sample) if rotate else None
+
+        def sample_chunks():  # the sample's unit rows, a chunk at a time (never the whole sample at full width)
+            for start in range(0, len(sample_rows), chunk_rows):
+                numbers = sample_rows[start : start + chunk_rows]
+                yield unit_vectors(vectors[numbers], full_dim, "corpus vectors", numbers)
+
+        rotation = None
+        if rotate:
+            moment = np.zeros((full_dim, full_dim), dtype=np.float64)
+            for unit in sample_chunks():
+                moment += unit.T @ unit  # a chunk's sum in float32, the running total in float64
+            rotation = rotation_from_moment(moment)
 
         def stored_chunks():  # unit rows in the stored basis, one chunk at a time
             for start in range(0, rows, chunk_rows):
@@ -273,10 +283,9 @@ class Index(SearchBackend):
         if ann == "vamana":
             first_pass = np.empty((rows, prefix_dim), dtype=np.float32)
         else:
-            index = trained_faiss_index(
-                ann, quant, prefix_dim, rows, params, prefix(rotate_rows(sample, rotation), prefix_dim)
-            )
-        del sample
+            sample = np.concatenate([prefix(rotate_rows(u, rotation, out=u), prefix_dim) for u in sample_chunks()])
+            index = trained_faiss_index(ann, quant, prefix_dim, rows, params, sample)
+            del sample
         peak = np.zeros(keep or full_dim, dtype=np.float32)
         for start, unit in stored_chunks():
             if ann == "vamana":

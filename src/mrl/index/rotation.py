@@ -58,7 +58,15 @@ def fit_rotation(vectors: np.ndarray) -> np.ndarray:
     with ``rotated @ rotation``.
     """
     x = np.asarray(training_sample(vectors), dtype=np.float64)
-    _, eigenvectors = np.linalg.eigh(x.T @ x)  # eigenvalues in ascending order
+    return rotation_from_moment(x.T @ x)
+
+
+def rotation_from_moment(moment: np.ndarray) -> np.ndarray:
+    """The rotation of :func:`fit_rotation` from the second-moment matrix ``sum x xᵀ`` (float64, d x d).
+
+    The matrix can be summed a chunk of rows at a time, so a build fits the rotation without the rows in memory.
+    """
+    _, eigenvectors = np.linalg.eigh(moment)  # eigenvalues in ascending order
     return np.ascontiguousarray(eigenvectors[:, ::-1].T, dtype=np.float32)
 
 
