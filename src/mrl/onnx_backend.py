@@ -3,7 +3,7 @@
 Why: on a CPU, ONNX Runtime runs the same graph faster than eager PyTorch, and an int8 model (dynamic
 quantization of the matrix products' weights, per output channel) faster still. Not every product is
 quantized: the feed-forward down-projections read the GELU output, whose few large values make one uint8
-scale per batch too coarse (on all-MiniLM-L6-v2 they carry over half of the int8 error, a third of the
+scale per batch too coarse (on all-MiniLM-L6-v2 they carry most of the int8 error, a third of the
 FLOPs), and the modules after pooling (an adaptor's Dense) run once per text, so they stay float.
 
 ``mrl export MODEL --onnx [--quantize int8]`` writes ``onnx/model.onnx`` (and ``onnx/model_qint8.onnx``)
