@@ -100,10 +100,11 @@ def test_a_build_from_a_memory_map_in_chunks_gives_the_in_memory_index(corpus, t
     chunked = Index.build(
         tmp_path / "chunked", mapped, docs, prefix_dim=64, store="int8", loaded_model=model, chunk_rows=17
     )
-    assert chunked.manifest.int8_scale == pytest.approx(whole.manifest.int8_scale, rel=1e-6)
+    assert chunked.manifest.int8_scale == pytest.approx(whole.manifest.int8_scale, rel=1e-4)  # float32 sums
     rows = np.arange(len(docs))
-    step = np.asarray(whole.manifest.int8_scale)
-    assert np.all(np.abs(chunked.vectors(rows) - whole.vectors(rows)) <= step + 1e-7)  # at most one code apart
+    # the same scores between stored rows (an eigenvector's sign, or the order of near-equal ones, may differ)
+    gram = chunked.vectors(rows) @ chunked.vectors(rows).T
+    assert np.abs(gram - whole.vectors(rows) @ whole.vectors(rows).T).max() < 0.01
     queries = prefix(vectors[:30] + 0.3 * vectors[30:60], vectors.shape[1])
     want, _ = whole.search_keys(queries, 10, shortlist=100, ann_search=256)
     got, _ = chunked.search_keys(queries, 10, shortlist=100, ann_search=256)
