@@ -373,15 +373,14 @@ def limited_part(args, model) -> None:
     out = ROOT / "benchmarks" / "results" / f"out_of_core-limited{'-' + args.tag if args.tag else ''}.json"
     result: dict = {"queries": len(queries), "k": K, "dim": int(real.shape[1]), "prefix_dim": args.prefix_dim,
                     "store": args.store, "ram_fraction": args.ram_fraction, "vectors": info, "sizes": {}}  # fmt: skip
+    np.save(work / "queries.npy", queries)
     try:
         for n in [int(s) for s in args.sizes.split(",")]:
             path, folder = work / f"vectors-{n}.npy", work / f"mrl-{n}"
             vectors = draw(real, n, 0.5, seed=0)
             np.save(path, vectors)
-            truth = exact_truth(vectors, queries)
+            np.save(work / "truth.npy", exact_truth(vectors, queries))
             del vectors
-            np.save(work / "queries.npy", queries)
-            np.save(work / "truth.npy", truth)
             full = n * real.shape[1] * 4
             limit = int(full * args.ram_fraction)
             entry: dict = {"n": n, "full_float32_bytes": full, "memory_limit_bytes": limit}

@@ -78,10 +78,15 @@ class EmbeddingCache:
         with os.fdopen(fd, "wb") as handle:
             np.save(handle, emb)
         os.replace(tmp, path)
-        path.with_suffix(".json").write_text(
-            json.dumps({"model": getattr(model, "mrl_source", None), "rows": len(texts), "corpus": corpus_key})
-        )
+        self._describe(path, model, corpus_key, len(texts))
         return emb, False
+
+    @staticmethod
+    def _describe(path: Path, model, corpus_key: str, rows: int) -> None:
+        """The entry's sidecar: which model and corpus made it (for a person looking in the cache)."""
+        path.with_suffix(".json").write_text(
+            json.dumps({"model": getattr(model, "mrl_source", None), "rows": rows, "corpus": corpus_key})
+        )
 
     def encode_to_file(
         self, model, corpus_key: str, texts: list[str], batch_size: int = 64, chunk_rows: int | None = None
@@ -107,10 +112,11 @@ class EmbeddingCache:
         if not done:
             needed = len(texts) * dim * 4
             self.folder.mkdir(parents=True, exist_ok=True)
-            if needed > free_bytes(self.folder):
+            free = free_bytes(self.folder)
+            if needed > free:
                 raise MrlError(
-                    f"{self.folder}: the embeddings need {needed / 2**20:,.1f} MiB and "
-                    f"{free_bytes(self.folder) / 2**20:,.1f} MiB are free there; free some space or pass --cache-dir"
+                    f"{self.folder}: the embeddings need {needed / 2**20:,.1f} MiB and {free / 2**20:,.1f} MiB are "
+                    "free there; free some space or pass --cache-dir"
                 )
             with open(partial, "wb") as handle:
                 np.lib.format.write_array_header_1_0(handle, {**header, "shape": (len(texts), dim)})
@@ -139,7 +145,5 @@ class EmbeddingCache:
                     raise
         os.replace(partial, path)
         state_file.unlink()
-        path.with_suffix(".json").write_text(
-            json.dumps({"model": getattr(model, "mrl_source", None), "rows": len(texts), "corpus": corpus_key})
-        )
+        self._describe(path, model, corpus_key, len(texts))
         return path

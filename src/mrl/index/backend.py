@@ -26,7 +26,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,20 +82,10 @@ def unit_vectors(
     return vectors / norms
 
 
-class DocumentIds:
-    """The ids of a sequence of documents, iterable more than once without a list of them."""
-
-    def __init__(self, documents: Sequence[Document]):
-        self.documents = documents
-
-    def __iter__(self) -> Iterator[str]:
-        return (d.id for d in self.documents)
-
-
-def check_unique(ids: Iterable[str], count: int = -1) -> None:
+def check_unique(ids: Iterable[str]) -> None:
     """Refuse repeated ids. Sorts 8-byte hashes, not strings, so millions of ids cost megabytes, not a set of
     them; only ids whose hashes repeat are compared as strings (a collision alone is no duplicate)."""
-    hashes = np.fromiter((hash(i) for i in ids), dtype=np.int64, count=count)
+    hashes = np.fromiter((hash(i) for i in ids), dtype=np.int64)
     ordered = np.sort(hashes)
     repeated = set(ordered[1:][ordered[1:] == ordered[:-1]].tolist())
     if not repeated:

@@ -239,7 +239,8 @@ class Index(SearchBackend):
         build that fails (a full disk included) removes its own files and changes nothing else.
 
         ``vectors`` may be a memory map (``np.load(path, mmap_mode="r")``, as ``mrl index build`` passes its
-        embeddings file): they are read in chunks of ``chunk_rows`` rows, twice, and never copied whole. The
+        embeddings file): they are read in chunks of ``chunk_rows`` rows, twice (and the training sample twice
+        before that: for the rotation, then for the quantizer), never copied whole. The
         build holds the ANN index (filled a chunk at a time; Vamana's build takes all prefixes at once), one
         chunk, and the prefixes of at most ``TRAIN_SAMPLE`` sample rows to train the quantizer on.
         """
