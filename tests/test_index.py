@@ -410,3 +410,13 @@ def test_ids_where_finds_live_documents_by_metadata(corpus, tmp_path, model):
 
     _, _, docs, vectors = corpus
     check_ids_where(Index.build(tmp_path / "i", vectors, docs, model="default", loaded_model=model), docs)
+
+
+def test_ivf_lists_are_capped_by_the_training_sample():
+    """Past TRAIN_SAMPLE rows, k-means learns the lists from the sample alone: 39 points a list at least."""
+    from mrl.index.ann import trained_faiss_index
+
+    sample = prefix(np.random.default_rng(0).standard_normal((3900, 32)).astype(np.float32), 32)
+    params: dict = {}
+    index = trained_faiss_index("ivf", "sq8", 32, 1_000_000, params, sample)
+    assert params["nlist"] == index.nlist == 100  # 4 x sqrt(1M) = 4,000 would leave under 1 point a list

@@ -21,7 +21,7 @@ from mrl.data import Document
 from mrl.encode import prefix
 from mrl.errors import MrlError
 from mrl.index import Index
-from mrl.index.embedded import check_free_space, estimate_bytes
+from mrl.index.embedded import RERANK_BYTES, check_free_space, estimate_bytes
 from mrl.index.manifest import read_current
 from mrl.index.segments import (
     Segment,
@@ -59,6 +59,8 @@ def test_pread_and_mmap_read_the_same_rows(corpus, tmp_path):
     by_read = Segment(tmp_path / entry["file"], entry, "pread").rows(rows)
     np.testing.assert_array_equal(by_map, unit[rows])
     np.testing.assert_array_equal(by_read, unit[rows])
+    ordered = np.array([0, 1, 2, 7, 9, len(unit) - 1])  # sorted and unique: read as they are
+    np.testing.assert_array_equal(Segment(tmp_path / entry["file"], entry, "pread").rows(ordered), unit[ordered])
 
 
 def test_auto_io_reads_by_map_when_the_vectors_fit(tmp_path):
@@ -163,6 +165,24 @@ def test_pread_index_gives_the_mmap_results(corpus, tmp_path, model):
     by_read = cold.search_keys(queries, 10)
     np.testing.assert_array_equal(by_map[0], by_read[0])
     np.testing.assert_allclose(by_map[1], by_read[1], rtol=1e-6)
+
+
+def test_a_batch_larger_than_one_rerank_block_ranks_each_query_as_alone(corpus, tmp_path, model):
+    """A batch's rerank gathers a block of queries' candidates at a time (RERANK_BYTES): the blocks must not
+    change any query's result."""
+    _, _, docs, vectors = corpus
+    Index.build(tmp_path / "i", vectors, docs, model="default", prefix_dim=64, store="float16", loaded_model=model)
+    index = Index.open(tmp_path / "i", io="pread")
+    shortlist = len(docs)
+    per_block = RERANK_BYTES // (4 * vectors.shape[1] * shortlist)
+    rng = np.random.default_rng(0)
+    mixed = vectors[rng.integers(0, len(vectors), (2 * per_block + 5, 2))].sum(axis=1)
+    queries = prefix(mixed, vectors.shape[1])  # more than two blocks of queries
+    rows, scores = index.search_keys(queries, 10, shortlist=shortlist)
+    for i in (0, per_block - 1, per_block, 2 * per_block, len(queries) - 1):  # each side of each block boundary
+        alone = index.search_keys(queries[i : i + 1], 10, shortlist=shortlist)
+        np.testing.assert_array_equal(rows[i], alone[0][0])
+        np.testing.assert_allclose(scores[i], alone[1][0], rtol=1e-6)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "overwrite"])

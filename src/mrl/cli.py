@@ -501,7 +501,7 @@ def index_build(
     ] = None,
     chunk_rows: Annotated[
         int, typer.Option(help="Texts encoded and written to disk at a time; vectors an index build reads at a time.")
-    ] = 8192,
+    ] = 4096,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing index.")] = False,
     backend: Annotated[
         str, typer.Option(help="Where the index lives: embedded (a folder), postgres, qdrant or qdrant-edge.")

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from mrl.errors import MrlError
 from mrl.model import model_fingerprint
 
-CHUNK_ROWS = 8192  # texts encoded, written and recorded at a time by encode_to_file
+CHUNK_ROWS = 4096  # texts encoded, written and recorded at a time by encode_to_file
 
 
 def prefix(vectors: np.ndarray, dim: int) -> np.ndarray:

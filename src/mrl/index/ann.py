@@ -108,7 +108,8 @@ def trained_faiss_index(kind: str, quant: str, dim: int, n: int, params: dict, s
         index = faiss.IndexHNSWSQ(dim, sq, m, metric) if sq is not None else faiss.IndexHNSWFlat(dim, m, metric)
         index.hnsw.efConstruction = int(params.get("efConstruction", 80))
     elif kind == "ivf":
-        nlist = int(params.get("nlist") or default_nlist(n))
+        # past TRAIN_SAMPLE rows the sample, not n, bounds the lists: k-means wants 39 training points a list
+        nlist = int(params.get("nlist") or min(default_nlist(n), max(1, len(sample) // 39)))
         params["nlist"] = nlist
         coarse = faiss.IndexFlatIP(dim)
         if sq is not None:

@@ -26,8 +26,9 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 
 import numpy as np
@@ -82,16 +83,17 @@ def unit_vectors(
     return vectors / norms
 
 
-def check_unique(ids: Iterable[str]) -> None:
-    """Refuse repeated ids. Sorts 8-byte hashes, not strings, so millions of ids cost megabytes, not a set of
-    them; only ids whose hashes repeat are compared as strings (a collision alone is no duplicate)."""
-    hashes = np.fromiter((hash(i) for i in ids), dtype=np.int64)
+def check_unique(items: Iterable, key: Callable[[object], str] = str) -> None:
+    """Refuse repeated ids (``key(item)`` of each item). Sorts 8-byte hashes, not strings, so millions of ids
+    cost megabytes, not a list or set of them (``items`` may be the documents, read lazily); only ids whose
+    hashes repeat are compared as strings, on a second pass (a collision alone is no duplicate)."""
+    hashes = np.fromiter((hash(key(i)) for i in items), dtype=np.int64)
     ordered = np.sort(hashes)
     repeated = set(ordered[1:][ordered[1:] == ordered[:-1]].tolist())
     if not repeated:
         return
     seen: set[str] = set()
-    dupes = [i for i in ids if hash(i) in repeated and (i in seen or seen.add(i))]
+    dupes = [i for i in map(key, items) if hash(i) in repeated and (i in seen or seen.add(i))]
     if dupes:
         raise MrlError(f"duplicate ids: {', '.join(dupes[:10])}")
 
@@ -105,7 +107,7 @@ def check_build_inputs(vectors: np.ndarray, documents: list[Document], prefix_di
         raise MrlError("nothing to index: the corpus is empty")
     if vectors.ndim != 2:
         raise MrlError(f"corpus vectors must be a 2-d matrix, got shape {vectors.shape}")
-    check_unique([d.id for d in documents])
+    check_unique(documents, key=attrgetter("id"))
     if not 0 < prefix_dim <= vectors.shape[1]:
         raise MrlError(f"--prefix-dim {prefix_dim} must be between 1 and the vector width {vectors.shape[1]}")
 

@@ -68,7 +68,8 @@ from mrl.index.storage import atomic_write, atomic_write_path, free_bytes, path_
 from mrl.index.tuning import exact_top_rows
 from mrl.index.vamana import VamanaAnn
 
-BUILD_CHUNK = 16_384  # rows a build reads at a time: 25 MB of 384-dim float32
+RERANK_BYTES = 8 << 20  # decoded candidate rows a batch search gathers at a time
+BUILD_CHUNK = 4096  # rows a build reads at a time: 6 MB of 384-dim float32, a few copies of it at a peak
 
 
 @dataclass
@@ -284,7 +285,9 @@ class Index(SearchBackend):
         if ann == "vamana":
             first_pass = np.empty((rows, prefix_dim), dtype=np.float32)
         else:
-            sample = np.concatenate([prefix(rotate_rows(u, rotation, out=u), prefix_dim) for u in sample_chunks()])
+            sample = np.empty((len(sample_rows), prefix_dim), dtype=np.float32)  # filled in place: no second copy
+            for start, unit in zip(range(0, len(sample_rows), chunk_rows), sample_chunks(), strict=True):
+                sample[start : start + len(unit)] = prefix(rotate_rows(unit, rotation, out=unit), prefix_dim)
             index = trained_faiss_index(ann, quant, prefix_dim, rows, params, sample)
             del sample
         peak = np.zeros(keep or full_dim, dtype=np.float32)
@@ -440,9 +443,13 @@ class Index(SearchBackend):
             return rerank_by_rows(flat, queries, cand, k)
         out_rows = np.full((len(queries), k), -1, dtype=np.int64)
         out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
-        wanted = np.unique(cand[cand >= 0])
-        gathered = g.vectors(wanted)  # every query's candidates in one batched read, in file order
+        # a block of queries' candidates in one batched read, in file order; the blocks bound what a large
+        # batch holds (1,000 queries x k' 320 would gather 320,000 rows at once)
+        block = max(1, RERANK_BYTES // (4 * g.manifest.stored_dim * max(cand.shape[1], 1)))
         for i, q in enumerate(queries):
+            if i % block == 0:
+                wanted = np.unique(cand[i : i + block][cand[i : i + block] >= 0])
+                gathered = g.vectors(wanted)
             c = cand[i][cand[i] >= 0]
             if not len(c):
                 continue

@@ -176,6 +176,8 @@ class Segment:
             out = np.empty((len(rows), self.shape[1]), dtype=self.dtype)
             out[order] = self.array[rows[order]]
             return out
+        if len(rows) < 2 or (rows[1:] > rows[:-1]).all():  # sorted and unique already (a rerank's gather)
+            return self._pread(rows)
         unique, inverse = np.unique(rows, return_inverse=True)
         return self._pread(unique)[inverse]
 
