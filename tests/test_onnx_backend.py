@@ -66,3 +66,20 @@ def test_eval_and_search_with_the_onnx_backend(exported, scifact_small, tmp_path
         timeout=600,
     )
     assert missing.returncode == 2 and "mrl export" in missing.stderr
+
+
+def test_a_new_int8_scheme_gets_new_cache_keys(exported, tmp_path):
+    """The embedding cache keys an ONNX model by its graph file too: re-quantizing the same folder with other
+    products in float must not reuse the vectors of the old graph."""
+    import shutil
+
+    from mrl.model import model_fingerprint
+    from mrl.onnx_backend import quantize_int8
+
+    folder = tmp_path / "m"
+    shutil.copytree(exported, folder)
+    before = model_fingerprint(load_model(str(folder), backend="onnx-int8"))
+    assert model_fingerprint(load_model(str(folder), backend="onnx-int8")) == before  # stable across loads
+    quantize_int8(folder / "onnx" / "model.onnx", folder / "onnx" / "model_qint8.onnx", keep_float=())
+    assert model_fingerprint(load_model(str(folder), backend="onnx-int8")) != before
+    assert model_fingerprint(load_model(str(folder), backend="onnx")) != before

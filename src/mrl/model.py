@@ -90,6 +90,12 @@ def embedding_dim(model) -> int:
     return int(dim)
 
 
+def _hash_file(h, path: Path) -> None:
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            h.update(chunk)
+
+
 def model_fingerprint(model) -> str:
     """Identify a model's weights for the embedding cache: content hash of a local folder, else its name.
 
@@ -103,15 +109,14 @@ def model_fingerprint(model) -> str:
         for file in sorted(folder.rglob("*")):
             if file.is_file() and file.suffix in (".safetensors", ".bin", ".json", ".txt", ".model"):
                 h.update(str(file.relative_to(folder)).encode())
-                with file.open("rb") as handle:
-                    for chunk in iter(lambda handle=handle: handle.read(1 << 22), b""):
-                        h.update(chunk)
+                _hash_file(h, file)
     else:
         h.update(source.encode())
     h.update(str(model.max_seq_length).encode())
     backend = getattr(model, "backend", "torch")
-    if backend in ("onnx", "onnx-int8"):  # ONNX Runtime's outputs differ from torch's in the last digits
-        h.update(backend.encode())
+    if backend in ("onnx", "onnx-int8"):  # ONNX Runtime's outputs differ from torch's in the last digits,
+        h.update(backend.encode())  # and a re-export (another int8 scheme) changes the graph file alone
+        _hash_file(h, Path(model.file))
         return h.hexdigest()[:16]
     dtype = str(next(model.parameters()).dtype)
     if dtype != "torch.float32":  # a cast model encodes differently; float32 keys stay as they were

@@ -87,28 +87,37 @@ def export_onnx(folder: str | Path, quantize: str | None = None) -> list[Path]:
     os.replace(tmp, target)
     written = [target]
     if quantize == "int8":
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
         qtarget = out_dir / INT8_FILE
-        qtmp = qtarget.with_suffix(".tmp.onnx")
-        # int8 weights per output channel on the transformer's matrix products (as sentence-transformers'
-        # avx512_vnni preset), but for the feed-forward down-projections
-        quantize_dynamic(
-            str(target),
-            str(qtmp),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            op_types_to_quantize=["MatMul"],
-            nodes_to_quantize=int8_nodes(target),
-        )
-        os.replace(qtmp, qtarget)
+        quantize_int8(target, qtarget)
         written.append(qtarget)
     return written
 
 
-def int8_nodes(path: Path) -> list[str]:
+# the transformer's products int8 leaves in float (regular expressions on node names): each layer's feed-forward
+# down-projection (benchmarks/int8_sensitivity.py measures the alternatives)
+FLOAT_PRODUCTS = (r"layer\.\d+/output/dense/",)
+
+
+def quantize_int8(source: Path, target: Path, keep_float: tuple[str, ...] = FLOAT_PRODUCTS) -> None:
+    """Dynamic int8 quantization of ``source``'s weight products (per output channel, as sentence-transformers'
+    avx512_vnni preset) but those matching ``keep_float``; written to a temporary name, then renamed."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = target.with_suffix(".tmp.onnx")
+    quantize_dynamic(
+        str(source),
+        str(tmp),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["MatMul"],
+        nodes_to_quantize=int8_nodes(source, keep_float),
+    )
+    os.replace(tmp, target)
+
+
+def int8_nodes(path: Path, keep_float: tuple[str, ...] = FLOAT_PRODUCTS) -> list[str]:
     """The MatMul nodes to quantize: those with a weight matrix inside the transformer module (the first of the
-    stack: ``/st/st.0/``), except each layer's feed-forward down-projection (``layer.N/output/dense``)."""
+    stack: ``/st/st.0/``), except the ones whose name matches a pattern of ``keep_float``."""
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
@@ -119,7 +128,7 @@ def int8_nodes(path: Path) -> list[str]:
         if n.op_type == "MatMul"
         and n.input[1] in weights
         and n.name.startswith("/st/st.0/")
-        and not re.search(r"layer\.\d+/output/dense/", n.name)
+        and not any(re.search(pattern, n.name) for pattern in keep_float)
     ]
 
 
