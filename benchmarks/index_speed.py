@@ -148,19 +148,23 @@ def benchmark_vectors(args: argparse.Namespace) -> tuple[object, np.ndarray, np.
     return model, vectors, queries, info
 
 
-def draw(real: np.ndarray, n: int, bandwidth: float, seed: int) -> np.ndarray:
-    """Kernel density sample: a random real embedding plus correlated Gaussian noise, re-normalized."""
+def draw(real: np.ndarray, n: int, bandwidth: float, seed: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Kernel density sample: a random real embedding plus correlated Gaussian noise, re-normalized.
+
+    ``out`` (n rows, e.g. ``np.lib.format.open_memmap``) receives the rows a chunk at a time, so a sample
+    larger than RAM goes straight to a file; the rows are the same either way.
+    """
     rng = np.random.default_rng(seed)
     centered = real - real.mean(axis=0)
     cov = centered.T @ centered / (len(real) - 1)
     chol = np.linalg.cholesky(cov + 1e-6 * np.eye(cov.shape[0]))
-    out = np.empty((n, real.shape[1]), dtype=np.float32)
+    out = np.empty((n, real.shape[1]), dtype=np.float32) if out is None else out
     for start in range(0, n, 100_000):
         m = min(100_000, n - start)
         base = real[rng.integers(0, len(real), m)]
         noise = rng.standard_normal((m, real.shape[1])).astype(np.float32) @ chol.T.astype(np.float32)
-        out[start : start + m] = base + bandwidth * noise
-    return prefix(out, out.shape[1])
+        out[start : start + m] = prefix(base + bandwidth * noise, real.shape[1])
+    return out
 
 
 def timed_single(fn, queries: np.ndarray, limit: int) -> tuple[np.ndarray, list[float]]:

@@ -17,18 +17,26 @@ Systems: mrl (prefix HNSW in RAM, float16 rows read by batched ``preadv``, and t
 map), DiskANN's SSD index (``diskannpy``: PQ codes in RAM, graph and full vectors on disk), LanceDB IVF_PQ
 with ``refine_factor`` on disk; faiss HNSW on the full vectors is given as the RAM it would need.
 
-``--part limited``: the same under a real memory limit. At each ``--sizes`` N the vectors are written to a
-file; then, in a child process placed in a memory cgroup of its own (cgroup v1 ``memory.limit_in_bytes`` =
-``--ram-fraction`` of the full float32 vectors' bytes, page cache included; root only), ``Index.build`` reads
-that file through a memory map and builds the index, and a second child opens it (``io="pread"``) and
-searches cold. Each child reports its peak resident and anonymous memory, and the cgroup its peak usage. For
-contrast, the same build from the vectors loaded whole (``np.load`` without a map) runs under the same limit.
+``--part limited``: the same under a real memory limit. At each ``--sizes`` N the vectors are drawn into a
+file a chunk at a time (the parent never holds them whole); then, in a child process placed in a memory
+cgroup of its own (cgroup v1 ``memory.limit_in_bytes``, page cache included; root only), ``Index.build``
+reads that file through a memory map and builds the index, and one child per ``--points`` setting opens it
+(``io="pread"``) and searches cold, with the bytes and reads each query took from the disk. The limit is
+``--ram-fraction`` of the full float32 vectors' bytes for a search (default 1/8, so the vectors are 8x the
+limit) and ``--build-ram-fraction`` for the build (default 1/4: it holds the growing ANN lists and a chunk's
+copies besides), each plus the runtime's own memory, measured first in a child that only imports
+(interpreter, numpy, faiss, mrl). Each child
+reports its peak resident and anonymous memory, and the cgroup its peak usage. For contrast, the same build
+from the vectors loaded whole (``np.load`` without a map) runs under the same limit. The first pass defaults
+to IVF with 8-bit codes (``--ann ivf``): about 72 bytes a vector at a 64-dim prefix, where HNSW's links alone
+take 128 at M 16.
 
     python benchmarks/out_of_core.py --part storage
     python benchmarks/out_of_core.py --part cold --sizes 10000,100000,1000000
-    sudo python benchmarks/out_of_core.py --part limited --sizes 2000000 --ram-fraction 0.25
+    sudo python benchmarks/out_of_core.py --part limited --sizes 100000,1000000,10000000
 
-Writes benchmarks/results/out_of_core-{storage,cold,limited}[-<tag>].json and prints a table.
+Writes benchmarks/results/out_of_core-{storage,cold,limited}[-<tag>].json (and a plot against N for
+the limited part) and prints a table.
 """
 
 from __future__ import annotations
@@ -85,14 +93,39 @@ def main() -> None:
     ap.add_argument("--shortlists", default="20,40,80,160", help="cold part: mrl's k' grid")
     ap.add_argument("--single", type=int, default=300, help="cold part: queries timed one at a time")
     ap.add_argument("--peers", default="diskann,lancedb", help="cold part: peers to run (diskann, lancedb)")
+    ap.add_argument("--diskann-complexities", default="20,40,80,160", help="cold part: DiskANN's search list sizes")
     ap.add_argument("--peer-max-n", type=int, default=1_000_000, help="cold part: largest N a peer is built at")
     ap.add_argument("--workdir", type=Path, default=None, help="where indexes are built (default: a temp folder)")
-    ap.add_argument("--ram-fraction", type=float, default=0.25, help="limited part: memory limit / full vectors")
+    ap.add_argument(
+        "--ram-fraction",
+        type=float,
+        default=0.125,
+        help="limited part: memory limit / full float32 vectors (plus the runtime's own memory)",
+    )
+    ap.add_argument(
+        "--build-ram-fraction",
+        type=float,
+        default=0.25,
+        help="limited part: the build's memory limit / full float32 vectors (plus the runtime's own memory)",
+    )
+    ap.add_argument(
+        "--ann", default=None, help="mrl's first pass: hnsw or ivf (default: hnsw in the cold part, ivf in limited)"
+    )
+    ap.add_argument("--quant", default="sq8", help="mrl's first-pass codes")
+    ap.add_argument(
+        "--points",
+        default=None,
+        help="mrl's k':search-width pairs (nprobe for ivf, efSearch for hnsw), e.g. 80:32,160:64; limited part "
+        "default 40:8,80:16,160:32,320:64; the cold part takes --shortlists (efSearch max(k', 64)) without it",
+    )
     ap.add_argument("--tag", default="")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)  # limited part: JSON of one child's job
     args = ap.parse_args()
     if args.child:
         return child(json.loads(args.child))
+    args.ann = args.ann or ("ivf" if args.part == "limited" else "hnsw")
+    if args.points is None and args.part == "limited":
+        args.points = "40:8,80:16,160:32,320:64"
     model = load_model(args.model)
     if args.part == "storage":
         storage_part(args, model)
@@ -170,7 +203,8 @@ def cold_part(args, model) -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="mrl-ooc-"))
     work.mkdir(parents=True, exist_ok=True)
     result: dict = {"queries": len(queries), "k": K, "dim": int(real.shape[1]), "prefix_dim": args.prefix_dim,
-                    "store": args.store, "vectors": info, "sizes": {}}  # fmt: skip
+                    "ann": args.ann, "quant": args.quant, "store": args.store, "vectors": info,
+                    "sizes": {}}  # fmt: skip
     out = ROOT / "benchmarks" / "results" / f"out_of_core-cold{'-' + args.tag if args.tag else ''}.json"
     try:
         for n in sizes:
@@ -198,10 +232,18 @@ def cold_part(args, model) -> None:
     print_cold(result)
 
 
-def exact_truth(vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    flat = faiss.IndexFlatIP(vectors.shape[1])
-    flat.add(vectors)
-    return flat.search(queries, K)[1]
+def exact_truth(vectors: np.ndarray, queries: np.ndarray, chunk: int = 500_000) -> np.ndarray:
+    """The exact top K rows of each query, searched a chunk of rows at a time (``vectors`` may be a map)."""
+    scores = np.full((len(queries), K), -np.inf, dtype=np.float32)
+    rows = np.zeros((len(queries), K), dtype=np.int64)
+    for start in range(0, len(vectors), chunk):
+        flat = faiss.IndexFlatIP(vectors.shape[1])
+        flat.add(np.ascontiguousarray(vectors[start : start + chunk], dtype=np.float32))
+        s, i = flat.search(queries, K)
+        both_s, both_i = np.hstack([scores, s]), np.hstack([rows, i + start])
+        best = np.argsort(-both_s, axis=1, kind="stable")[:, :K]
+        scores, rows = np.take_along_axis(both_s, best, 1), np.take_along_axis(both_i, best, 1)
+    return rows
 
 
 def io_counters() -> tuple[int, int]:
@@ -267,15 +309,16 @@ def mrl_points(args, folder: Path, vectors, queries, truth, entry: dict) -> list
     shutil.rmtree(folder, ignore_errors=True)
     docs = [Document(str(i), "") for i in range(len(vectors))]
     t0 = time.perf_counter()
-    Index.build(folder, vectors, docs, prefix_dim=args.prefix_dim, store=args.store, ann="hnsw", io="pread")
+    Index.build(folder, vectors, docs, prefix_dim=args.prefix_dim, ann=args.ann, quant=args.quant, store=args.store,
+                io="pread")  # fmt: skip
     entry["mrl_build_s"] = time.perf_counter() - t0
+    grid = parse_points(args.points) if args.points else [(int(s), max(int(s), 64)) for s in args.shortlists.split(",")]
     points = []
     for io in ("pread", "mmap"):
         before = rss_bytes()
         stats = Index.open(folder, io=io).stats()
         entry["mrl_hot_bytes"], entry["mrl_cold_bytes"] = stats["ram_bytes"], stats["vector_bytes"]
-        for shortlist in [int(s) for s in args.shortlists.split(",")]:
-            ef = max(shortlist, 64)
+        for shortlist, ef in grid:
 
             def make(shortlist=shortlist, ef=ef, io=io):
                 index = Index.open(folder, io=io)
@@ -284,7 +327,8 @@ def mrl_points(args, folder: Path, vectors, queries, truth, entry: dict) -> list
                     lambda qs: index.search_keys(qs, K, shortlist=shortlist, ann_search=ef)[0],
                 )
 
-            setting = {"io": io, "shortlist": shortlist, "efSearch": ef, "hot_bytes": stats["ram_bytes"]}
+            width = "efSearch" if args.ann == "hnsw" else "nprobe"
+            setting = {"io": io, "shortlist": shortlist, width: ef, "hot_bytes": stats["ram_bytes"]}
             points.append(measure("mrl", setting, make, queries, truth, folder, args.single))
             points[-1]["rss_growth_bytes"] = rss_bytes() - before
             console().print(points[-1])
@@ -310,7 +354,7 @@ def diskann_points(args, folder: Path, vectors, queries, truth, entry: dict) -> 
     # what the SSD index holds in RAM by design: its PQ codes and pivots (graph and full vectors stay on disk)
     pq_bytes = sum(f.stat().st_size for f in folder.glob("*pq*") if f.is_file())
     points = []
-    for complexity in (20, 40, 80, 160):
+    for complexity in [int(c) for c in args.diskann_complexities.split(",")]:
 
         def make(c=complexity):  # DiskANN reads with O_DIRECT: the open index holds no page cache
             return (
@@ -371,30 +415,51 @@ def limited_part(args, model) -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="mrl-limited-"))
     work.mkdir(parents=True, exist_ok=True)
     out = ROOT / "benchmarks" / "results" / f"out_of_core-limited{'-' + args.tag if args.tag else ''}.json"
-    result: dict = {"queries": len(queries), "k": K, "dim": int(real.shape[1]), "prefix_dim": args.prefix_dim,
-                    "store": args.store, "ram_fraction": args.ram_fraction, "vectors": info, "sizes": {}}  # fmt: skip
+    dim = int(real.shape[1])
+    result: dict = {"queries": len(queries), "k": K, "dim": dim, "prefix_dim": args.prefix_dim, "ann": args.ann,
+                    "quant": args.quant, "store": args.store, "ram_fraction": args.ram_fraction,
+                    "build_ram_fraction": args.build_ram_fraction, "points": parse_points(args.points), "vectors": info,
+                    "sizes": {}}  # fmt: skip
     np.save(work / "queries.npy", queries)
+    # the interpreter with numpy, faiss and mrl loaded: a fixed cost that the limit allows on top of the fraction
+    result["runtime"] = run_limited({"do": "baseline"}, None)
+    runtime = result["runtime"]["cgroup_peak_bytes"]  # its anonymous memory and the pages of its libraries
     try:
         for n in [int(s) for s in args.sizes.split(",")]:
             path, folder = work / f"vectors-{n}.npy", work / f"mrl-{n}"
-            vectors = draw(real, n, 0.5, seed=0)
-            np.save(path, vectors)
+            t0 = time.perf_counter()
+            vectors = draw(real, n, 0.5, seed=0, out=np.lib.format.open_memmap(path, "w+", np.float32, (n, dim)))
             np.save(work / "truth.npy", exact_truth(vectors, queries))
+            vectors.flush()
             del vectors
-            full = n * real.shape[1] * 4
-            limit = int(full * args.ram_fraction)
-            entry: dict = {"n": n, "full_float32_bytes": full, "memory_limit_bytes": limit}
-            entry.update({"full_float32_mb": round(full / 1e6, 1), "memory_limit_mb": round(limit / 1e6, 1)})
-            job = {"vectors": str(path), "folder": str(folder), "prefix_dim": args.prefix_dim, "store": args.store}
-            entry["build"] = run_limited({**job, "do": "build", "mmap": True}, limit)
+            full = n * dim * 4
+            limit = int(full * args.ram_fraction) + runtime
+            build_limit = int(full * args.build_ram_fraction) + runtime
+            entry: dict = {
+                "n": n,
+                "full_float32_bytes": full,
+                "memory_limit_bytes": limit,
+                "build_memory_limit_bytes": build_limit,
+                "generate_s": round(time.perf_counter() - t0, 1),
+            }
+            entry.update({"full_float32_mb": round(full / 1e6, 1), "memory_limit_mb": round(limit / 1e6, 1),
+                          "build_memory_limit_mb": round(build_limit / 1e6, 1)})  # fmt: skip
+            job = {"vectors": str(path), "folder": str(folder), "prefix_dim": args.prefix_dim, "ann": args.ann,
+                   "quant": args.quant, "store": args.store}  # fmt: skip
+            entry["build"] = run_limited({**job, "do": "build", "mmap": True}, build_limit)
+            console().print(entry["build"])
             if entry["build"]["completed"]:
-                for shortlist in [int(s) for s in args.shortlists.split(",")]:
-                    search = {**job, "do": "search", "shortlist": shortlist, "single": args.single,
-                              "queries": str(work / "queries.npy"), "truth": str(work / "truth.npy")}  # fmt: skip
+                for shortlist, ann_search in result["points"]:
+                    search = {**job, "do": "search", "shortlist": shortlist, "ann_search": ann_search,
+                              "single": args.single, "queries": str(work / "queries.npy"),
+                              "truth": str(work / "truth.npy")}  # fmt: skip
                     entry.setdefault("search", []).append(run_limited(search, limit))
                     console().print(entry["search"][-1])
+            for report in [entry["build"], *entry.get("search", [])]:
+                if "index_ram_bytes" in report:
+                    report["index_ram_over_full_float32"] = round(report["index_ram_bytes"] / full, 3)
             shutil.rmtree(folder, ignore_errors=True)
-            entry["build_whole_matrix"] = run_limited({**job, "do": "build", "mmap": False}, limit)
+            entry["build_whole_matrix"] = run_limited({**job, "do": "build", "mmap": False}, build_limit)
             shutil.rmtree(folder, ignore_errors=True)
             path.unlink()
             result["sizes"][str(n)] = entry
@@ -403,20 +468,31 @@ def limited_part(args, model) -> None:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
     print_limited(result)
+    plot_limited(result, out.with_suffix(".png"))
 
 
-def run_limited(job: dict, limit: int) -> dict:
+def parse_points(text: str) -> list[tuple[int, int]]:
+    """``"80:16,160:32"``: (k', the first pass's search width: efSearch or nprobe) pairs."""
+    try:
+        return [(int(a), int(b)) for a, b in (p.split(":") for p in text.split(",") if p)]
+    except ValueError:
+        sys.exit(f"--points wants k':search pairs such as 80:16,160:32, not {text!r}")
+
+
+def run_limited(job: dict, limit: int | None) -> dict:
     """Run one child job in a fresh memory cgroup limited to ``limit`` bytes; its report plus the cgroup's peak."""
     group = CGROUP_ROOT / f"mrl-bench-{os.getpid()}"
     group.mkdir(exist_ok=True)
     try:
-        (group / "memory.limit_in_bytes").write_text(str(limit))
+        if limit is not None:
+            (group / "memory.limit_in_bytes").write_text(str(limit))
         (group / "memory.max_usage_in_bytes").write_text("0")
 
         def enter() -> None:  # runs in the child before exec: the whole child lives under the limit
             (group / "cgroup.procs").write_text(str(os.getpid()))
 
-        drop_cached_pages(Path(job["vectors"]))  # the child's reads are charged to its own group, from the disk
+        if "vectors" in job:  # the child's reads are charged to its own group, from the disk
+            drop_cached_pages(Path(job["vectors"]))
         cmd = [sys.executable, __file__, "--part", "limited", "--child", json.dumps(job)]
         proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=enter)
         report = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else {}
@@ -434,37 +510,52 @@ def run_limited(job: dict, limit: int) -> dict:
 
 def child(job: dict) -> None:
     """One job under the limit: build from the vectors file, or open the index and search cold. Prints JSON."""
-    folder = Path(job["folder"])
     if job["do"] == "build":
+        folder = Path(job["folder"])
         vectors = np.load(job["vectors"], mmap_mode="r" if job["mmap"] else None)
         docs = NumberedDocs(len(vectors))
         t0 = time.perf_counter()
-        Index.build(folder, vectors, docs, prefix_dim=job["prefix_dim"], store=job["store"], ann="hnsw", io="pread")
-        report = {"build_s": time.perf_counter() - t0}
-    else:
-        queries, truth = np.load(job["queries"]), np.load(job["truth"])
-        drop_folder(folder)
-        drop_cached_pages(Path(job["vectors"]))
-        index = Index.open(folder, io="pread")
-        shortlist, ef = job["shortlist"], max(job["shortlist"], 64)
-        lat, found = [], []
-        for q in queries[: job["single"]]:
-            t0 = time.perf_counter()
-            found.append(index.search_keys(q[None, :], K, shortlist=shortlist, ann_search=ef)[0][0])
-            lat.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        batch = index.search_keys(queries, K, shortlist=shortlist, ann_search=ef)[0]
-        batch_s = time.perf_counter() - t0
-        lat_ms = np.array(lat) * 1e3
-        report = {"shortlist": shortlist, "efSearch": ef, "recall@10": recall_at_k(np.asarray(batch), truth),
-                  "recall@10_single": recall_at_k(np.asarray(found), truth[: len(found)]),
-                  "qps_single": len(lat) / sum(lat), "p50_ms": float(np.percentile(lat_ms, 50)),
-                  "p99_ms": float(np.percentile(lat_ms, 99)), "qps_batch": len(queries) / batch_s,
-                  "index_ram_bytes": index.stats()["ram_bytes"]}  # fmt: skip
+        index = Index.build(folder, vectors, docs, prefix_dim=job["prefix_dim"], ann=job["ann"], quant=job["quant"],
+                            store=job["store"], io="pread")  # fmt: skip
+        report = {"build_s": time.perf_counter() - t0, "index_ram_bytes": index.stats()["ram_bytes"],
+                  "index_disk_bytes": index.stats()["disk_bytes"]}  # fmt: skip
+    elif job["do"] == "search":
+        report = limited_search(job)
+    else:  # baseline: what the interpreter holds with this script's imports (numpy, faiss, mrl) and nothing else
+        report = {}
     status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
     report["peak_rss_mb"] = round(int(status["VmHWM"].split()[0]) / 1e3, 1)
     report["rss_anon_mb"] = round(int(status["RssAnon"].split()[0]) / 1e3, 1)
     print(json.dumps(report))
+
+
+def limited_search(job: dict) -> dict:
+    """Open the index cold (``io="pread"``), time single queries with their disk reads, then one batch."""
+    folder = Path(job["folder"])
+    queries, truth = np.load(job["queries"]), np.load(job["truth"])
+    drop_folder(folder)
+    index = Index.open(folder, io="pread")
+    shortlist, width = job["shortlist"], job["ann_search"]
+    lat, found, read_bytes, reads = [], [], [], []
+    for q in queries[: job["single"]]:
+        b0, r0 = io_counters()
+        t0 = time.perf_counter()
+        found.append(index.search_keys(q[None, :], K, shortlist=shortlist, ann_search=width)[0][0])
+        lat.append(time.perf_counter() - t0)
+        b1, r1 = io_counters()
+        read_bytes.append(b1 - b0)
+        reads.append(r1 - r0 - 1)  # less the read of /proc/self/io itself
+    drop_folder(folder)
+    t0 = time.perf_counter()
+    batch = index.search_keys(queries, K, shortlist=shortlist, ann_search=width)[0]
+    batch_s = time.perf_counter() - t0
+    lat_ms = np.array(lat) * 1e3
+    return {"shortlist": shortlist, "ann_search": width, "recall@10": recall_at_k(np.asarray(batch), truth),
+            "recall@10_single": recall_at_k(np.asarray(found), truth[: len(found)]),
+            "qps_single": len(lat) / sum(lat), "p50_ms": float(np.percentile(lat_ms, 50)),
+            "p99_ms": float(np.percentile(lat_ms, 99)), "qps_batch": len(queries) / batch_s,
+            "disk_kb_per_query": round(float(np.mean(read_bytes)) / 1e3, 1),
+            "disk_reads_per_query": float(np.mean(reads)), "index_ram_bytes": index.stats()["ram_bytes"]}  # fmt: skip
 
 
 class NumberedDocs(Sequence):
@@ -485,20 +576,52 @@ class NumberedDocs(Sequence):
 
 
 def print_limited(result: dict) -> None:
-    table = Table(title=f"Under a memory limit of {result['ram_fraction']} x the full float32 vectors")
-    for col in ("N", "full MB", "limit MB", "job", "done", "cgroup peak MB", "recall@10", "QPS", "p99 ms"):
+    table = Table(title=f"Under a memory limit of {result['ram_fraction']} x the full float32 vectors (+ runtime)")
+    for col in ("N", "full MB", "limit MB", "job", "done", "cgroup peak MB", "anon MB", "index RAM / full",
+                "recall@10", "QPS", "p99 ms", "disk kB/q"):  # fmt: skip
         table.add_column(col, justify="right")
     for n, e in result["sizes"].items():
-        jobs = [("build (map)", e["build"]), *[(f"search k'={s['shortlist']}", s) for s in e.get("search", [])],
+        jobs = [("build (map)", e["build"]),
+                *[(f"search k'={p} w={w}", s) for (p, w), s in zip(result["points"], e.get("search", []), strict=True)],
                 ("build (whole matrix)", e["build_whole_matrix"])]  # fmt: skip
         for name, r in jobs:
             table.add_row(
-                n, f"{e['full_float32_mb']:,.0f}", f"{e['memory_limit_mb']:,.0f}", name,
+                n, f"{e['full_float32_mb']:,.0f}",
+                f"{e['build_memory_limit_mb' if name.startswith('build') else 'memory_limit_mb']:,.0f}", name,
                 "yes" if r["completed"] else ("OOM-killed" if r["oom_killed"] else f"rc {r['returncode']}"),
-                f"{r['cgroup_peak_mb']:,.0f}", f"{r['recall@10']:.4f}" if "recall@10" in r else "",
+                f"{r['cgroup_peak_mb']:,.0f}", f"{r['rss_anon_mb']:,.0f}" if "rss_anon_mb" in r else "",
+                f"{r['index_ram_over_full_float32']:.3f}" if "index_ram_over_full_float32" in r else "",
+                f"{r['recall@10']:.4f}" if "recall@10" in r else "",
                 f"{r['qps_single']:.0f}" if "qps_single" in r else "", f"{r['p99_ms']:.2f}" if "p99_ms" in r else "",
+                f"{r['disk_kb_per_query']:.1f}" if "disk_kb_per_query" in r else "",
             )  # fmt: skip
     console().print(table)
+
+
+def plot_limited(result: dict, path: Path) -> None:
+    """Single-query QPS and p99 latency against N, one line per (k', search width)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (qps_ax, p99_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    for i, (shortlist, width) in enumerate(result["points"]):
+        rows = [(int(n), e["search"][i]) for n, e in result["sizes"].items()
+                if len(e.get("search", [])) > i and e["search"][i]["completed"]]  # fmt: skip
+        label = f"k'={shortlist}, search {width}"
+        qps_ax.plot([n for n, _ in rows], [s["qps_single"] for _, s in rows], marker="o", label=label)
+        p99_ax.plot([n for n, _ in rows], [s["p99_ms"] for _, s in rows], marker="o", label=label)
+    for ax, name in ((qps_ax, "single-query QPS"), (p99_ax, "p99 latency (ms)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("vectors (N)")
+        ax.set_ylabel(name)
+        ax.grid(True, alpha=0.3)
+    p99_ax.axhline(10, color="grey", linestyle="--", linewidth=1)
+    qps_ax.legend(fontsize=8)
+    fig.suptitle(f"Cold rerank under a memory limit of {result['ram_fraction']} x the full vectors")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def print_cold(result: dict) -> None:
@@ -507,7 +630,8 @@ def print_cold(result: dict) -> None:
         table.add_column(col, justify="right")
     for n, entry in result["sizes"].items():
         for p in entry["points"]:
-            setting = ", ".join(f"{k}={p[k]}" for k in ("io", "shortlist", "complexity", "refine_factor") if k in p)
+            keys = ("io", "shortlist", "efSearch", "nprobe", "complexity", "refine_factor")
+            setting = ", ".join(f"{k}={p[k]}" for k in keys if k in p)
             table.add_row(
                 n, p["system"], setting, f"{p['recall@10']:.4f}", f"{p['qps_single']:.0f}", f"{p['p50_ms']:.2f}",
                 f"{p['p99_ms']:.2f}", f"{p['disk_bytes_per_query'] / 1e3:.1f}", f"{p['disk_reads_per_query']:.1f}",
