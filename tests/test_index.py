@@ -420,3 +420,12 @@ def test_ivf_lists_are_capped_by_the_training_sample():
     params: dict = {}
     index = trained_faiss_index("ivf", "sq8", 32, 1_000_000, params, sample)
     assert params["nlist"] == index.nlist == 100  # 4 x sqrt(1M) = 4,000 would leave under 1 point a list
+
+
+def test_ivf_learns_from_enough_rows_for_its_lists():
+    from mrl.index.ann import IVF_TRAIN_MAX, TRAIN_SAMPLE, default_nlist, training_limit
+
+    assert training_limit("hnsw", 10_000_000) == TRAIN_SAMPLE
+    assert training_limit("ivf", 50_000) == TRAIN_SAMPLE  # small corpora: every row, as before
+    assert training_limit("ivf", 10_000_000) == 39 * default_nlist(10_000_000) <= IVF_TRAIN_MAX
+    assert training_limit("ivf", 10_000_000, nlist=65_536) == IVF_TRAIN_MAX

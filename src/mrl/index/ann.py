@@ -37,6 +37,15 @@ DEFAULT_PARAMS = {
 
 
 TRAIN_SAMPLE = 100_000  # rows that index training (and the rotation fit) learns from; far more than either needs
+IVF_TRAIN_MAX = 500_000  # IVF's k-means may take more, for its default lists at large N (10M rows: 493,311)
+
+
+def training_limit(kind: str, n: int, nlist: int | None = None) -> int:
+    """How many rows a build learns from: TRAIN_SAMPLE, or for IVF enough for 39 points in each of its lists
+    (faiss's floor for k-means), up to IVF_TRAIN_MAX; else at large N the lists would be too few and too long."""
+    if kind != "ivf":
+        return TRAIN_SAMPLE
+    return max(TRAIN_SAMPLE, min(39 * (nlist or default_nlist(n)), IVF_TRAIN_MAX))
 
 
 def training_sample(vectors: np.ndarray, limit: int = TRAIN_SAMPLE, seed: int = 0) -> np.ndarray:
@@ -90,7 +99,8 @@ def build_ann(kind: str, quant: str, vectors: np.ndarray, params: dict) -> faiss
     check_ann(kind, quant, dim)
     if kind == "vamana":
         return VamanaAnn.build(vectors, quant, params)
-    index = trained_faiss_index(kind, quant, dim, n, params, training_sample(vectors))
+    sample = training_sample(vectors, training_limit(kind, n, params.get("nlist")))
+    index = trained_faiss_index(kind, quant, dim, n, params, sample)
     add_in_chunks(index, vectors)
     return index
 
@@ -108,7 +118,7 @@ def trained_faiss_index(kind: str, quant: str, dim: int, n: int, params: dict, s
         index = faiss.IndexHNSWSQ(dim, sq, m, metric) if sq is not None else faiss.IndexHNSWFlat(dim, m, metric)
         index.hnsw.efConstruction = int(params.get("efConstruction", 80))
     elif kind == "ivf":
-        # past TRAIN_SAMPLE rows the sample, not n, bounds the lists: k-means wants 39 training points a list
+        # a sample smaller than training_limit asks for bounds the lists: k-means wants 39 training points a list
         nlist = int(params.get("nlist") or min(default_nlist(n), max(1, len(sample) // 39)))
         params["nlist"] = nlist
         coarse = faiss.IndexFlatIP(dim)

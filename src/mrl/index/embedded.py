@@ -37,6 +37,7 @@ from mrl.index.ann import (
     check_ann,
     search_params,
     trained_faiss_index,
+    training_limit,
     training_rows,
 )
 from mrl.index.backend import (
@@ -243,7 +244,8 @@ class Index(SearchBackend):
         embeddings file): they are read in chunks of ``chunk_rows`` rows, twice (and the training sample twice
         before that: for the rotation, then for the quantizer), never copied whole. The
         build holds the ANN index (filled a chunk at a time; Vamana's build takes all prefixes at once), one
-        chunk, and the prefixes of at most ``TRAIN_SAMPLE`` sample rows to train the quantizer on.
+        chunk, and the prefixes of the sample rows the quantizer trains on (``training_limit``: 100,000, up to
+        500,000 for IVF's lists at large N).
         """
         folder = Path(folder)
         if folder.exists() and any(folder.iterdir()):
@@ -258,7 +260,9 @@ class Index(SearchBackend):
             raise MrlError(f"--keep-dims {keep_dims} must be between the prefix dim {prefix_dim} and {full_dim}")
         keep = keep_dims if keep_dims and keep_dims < full_dim else None
         check_ann(ann, quant, prefix_dim)
-        sample_rows = training_rows(rows)  # one sample of rows for the rotation and the ANN quantizer
+        params = {**DEFAULT_PARAMS.get(ann, {}), **(ann_params or {})}
+        # one sample of rows for the rotation and the ANN quantizer
+        sample_rows = training_rows(rows, training_limit(ann, rows, params.get("nlist")))
         sample_rows = np.arange(rows) if sample_rows is None else sample_rows
 
         def sample_chunks():  # the sample's unit rows, a chunk at a time (never the whole sample at full width)
@@ -279,7 +283,6 @@ class Index(SearchBackend):
                 unit = unit_vectors(vectors[start:stop], full_dim, "corpus vectors", np.arange(start, stop))
                 yield start, rotate_rows(unit, rotation, out=unit)
 
-        params = {**DEFAULT_PARAMS.get(ann, {}), **(ann_params or {})}
         # first pass over the rows: the ANN index fills a chunk at a time (Vamana's build takes all prefixes)
         # and int8's per-dim peaks are found; the second, under the writer lock, writes the coded rows
         if ann == "vamana":
