@@ -33,7 +33,7 @@ take 128 at M 16.
 
     python benchmarks/out_of_core.py --part storage
     python benchmarks/out_of_core.py --part cold --sizes 10000,100000,1000000
-    sudo python benchmarks/out_of_core.py --part limited --sizes 100000,1000000,10000000
+    python benchmarks/out_of_core.py --part limited --sizes 1000000,3000000,10000000 --prefix-dim 128   # as root
 
 Writes benchmarks/results/out_of_core-{storage,cold,limited}[-<tag>].json (and a plot against N for
 the limited part) and prints a table.
@@ -116,7 +116,8 @@ def main() -> None:
         "--points",
         default=None,
         help="mrl's k':search-width pairs (nprobe for ivf, efSearch for hnsw), e.g. 80:32,160:64; limited part "
-        "default 40:8,80:16,160:32,320:64; the cold part takes --shortlists (efSearch max(k', 64)) without it",
+        "default 80:32,80:64,160:64,160:128,320:128; without it the cold part takes --shortlists "
+        "(efSearch max(k', 64))",
     )
     ap.add_argument("--tag", default="")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)  # limited part: JSON of one child's job
@@ -125,7 +126,7 @@ def main() -> None:
         return child(json.loads(args.child))
     args.ann = args.ann or ("ivf" if args.part == "limited" else "hnsw")
     if args.points is None and args.part == "limited":
-        args.points = "40:8,80:16,160:32,320:64"
+        args.points = "80:32,80:64,160:64,160:128,320:128"
     model = load_model(args.model)
     if args.part == "storage":
         storage_part(args, model)
