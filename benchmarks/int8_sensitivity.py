@@ -39,13 +39,17 @@ from mrl.report import console, write_json
 ROOT = Path(__file__).resolve().parents[1]
 DIMS = [64, 128, 256, "full"]
 FFN_DOWN = r"layer\.\d+/output/dense/"
-VARIANTS = {  # name -> products left in float
-    "every product int8": (),
-    "ffn down float (default)": FLOAT_PRODUCTS,
-    "ffn down + attention out float": (FFN_DOWN, r"attention/output/dense/"),
-    "ffn up + down float": (FFN_DOWN, r"intermediate/dense/"),
-    "ffn down + first/last layer float": (FFN_DOWN, r"layer\.0/", "LAST"),
-}
+
+
+def variants(layers: int) -> dict[str, tuple[str, ...]]:
+    """Name -> the products left in float, for a transformer of ``layers`` layers."""
+    return {
+        "every product int8": (),
+        "ffn down float (default)": FLOAT_PRODUCTS,
+        "ffn down + attention out float": (FFN_DOWN, r"attention/output/dense/"),
+        "ffn up + down float": (FFN_DOWN, r"intermediate/dense/"),
+        "ffn down + first/last layer float": (FFN_DOWN, r"layer\.0/", rf"layer\.{layers - 1}/"),
+    }
 
 
 def main() -> None:
@@ -69,10 +73,9 @@ def main() -> None:
         layers = base[0].auto_model.config.num_hidden_layers
         export_onnx(folder)
         cache = EmbeddingCache(Path(tmp) / "cache")  # keyed by the graph file's bytes: each variant encodes anew
-        runs = [("float (onnx)", None), *VARIANTS.items()]
+        runs = [("float (onnx)", None), *variants(layers).items()]
         for name, keep in runs:
             if keep is not None:
-                keep = tuple(rf"layer\.{layers - 1}/" if p == "LAST" else p for p in keep)
                 quantize_int8(folder / ONNX_DIR / FLOAT_FILE, folder / ONNX_DIR / INT8_FILE, keep)
             model = load_model(str(folder), backend="onnx" if keep is None else "onnx-int8")
             model.encode(texts[:32])  # warm-up

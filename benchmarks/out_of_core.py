@@ -518,8 +518,9 @@ def child(job: dict) -> None:
         t0 = time.perf_counter()
         index = Index.build(folder, vectors, docs, prefix_dim=job["prefix_dim"], ann=job["ann"], quant=job["quant"],
                             store=job["store"], io="pread")  # fmt: skip
-        report = {"build_s": time.perf_counter() - t0, "index_ram_bytes": index.stats()["ram_bytes"],
-                  "index_disk_bytes": index.stats()["disk_bytes"]}  # fmt: skip
+        stats = index.stats()
+        report = {"build_s": time.perf_counter() - t0, "index_ram_bytes": stats["ram_bytes"],
+                  "index_disk_bytes": stats["disk_bytes"]}  # fmt: skip
     elif job["do"] == "search":
         report = limited_search(job)
     else:  # baseline: what the interpreter holds with this script's imports (numpy, faiss, mrl) and nothing else
@@ -531,32 +532,22 @@ def child(job: dict) -> None:
 
 
 def limited_search(job: dict) -> dict:
-    """Open the index cold (``io="pread"``), time single queries with their disk reads, then one batch."""
+    """Cold passes over the index (``io="pread"``) as :func:`measure` times them, plus what it holds in RAM."""
     folder = Path(job["folder"])
     queries, truth = np.load(job["queries"]), np.load(job["truth"])
-    drop_folder(folder)
-    index = Index.open(folder, io="pread")
     shortlist, width = job["shortlist"], job["ann_search"]
-    lat, found, read_bytes, reads = [], [], [], []
-    for q in queries[: job["single"]]:
-        b0, r0 = io_counters()
-        t0 = time.perf_counter()
-        found.append(index.search_keys(q[None, :], K, shortlist=shortlist, ann_search=width)[0][0])
-        lat.append(time.perf_counter() - t0)
-        b1, r1 = io_counters()
-        read_bytes.append(b1 - b0)
-        reads.append(r1 - r0 - 1)  # less the read of /proc/self/io itself
-    drop_folder(folder)
-    t0 = time.perf_counter()
-    batch = index.search_keys(queries, K, shortlist=shortlist, ann_search=width)[0]
-    batch_s = time.perf_counter() - t0
-    lat_ms = np.array(lat) * 1e3
-    return {"shortlist": shortlist, "ann_search": width, "recall@10": recall_at_k(np.asarray(batch), truth),
-            "recall@10_single": recall_at_k(np.asarray(found), truth[: len(found)]),
-            "qps_single": len(lat) / sum(lat), "p50_ms": float(np.percentile(lat_ms, 50)),
-            "p99_ms": float(np.percentile(lat_ms, 99)), "qps_batch": len(queries) / batch_s,
-            "disk_kb_per_query": round(float(np.mean(read_bytes)) / 1e3, 1),
-            "disk_reads_per_query": float(np.mean(reads)), "index_ram_bytes": index.stats()["ram_bytes"]}  # fmt: skip
+    held: dict = {}
+
+    def make():
+        index = Index.open(folder, io="pread")
+        held["index_ram_bytes"] = index.stats()["ram_bytes"]
+        return (
+            lambda q: index.search_keys(q[None, :], K, shortlist=shortlist, ann_search=width)[0][0],
+            lambda qs: index.search_keys(qs, K, shortlist=shortlist, ann_search=width)[0],
+        )
+
+    setting = {"shortlist": shortlist, "ann_search": width}
+    return {**measure("mrl", setting, make, queries, truth, folder, job["single"]), **held}
 
 
 class NumberedDocs(Sequence):

@@ -413,7 +413,7 @@ def test_ids_where_finds_live_documents_by_metadata(corpus, tmp_path, model):
 
 
 def test_ivf_lists_are_capped_by_the_training_sample():
-    """Past TRAIN_SAMPLE rows, k-means learns the lists from the sample alone: 39 points a list at least."""
+    """A sample smaller than the default lists need bounds them: 39 points a list at least."""
     from mrl.index.ann import trained_faiss_index
 
     sample = prefix(np.random.default_rng(0).standard_normal((3900, 32)).astype(np.float32), 32)

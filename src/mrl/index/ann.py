@@ -37,15 +37,16 @@ DEFAULT_PARAMS = {
 
 
 TRAIN_SAMPLE = 100_000  # rows that index training (and the rotation fit) learns from; far more than either needs
+POINTS_PER_LIST = 39  # faiss's floor of training points per k-means centroid (it warns below it)
 IVF_TRAIN_MAX = 500_000  # IVF's k-means may take more, for its default lists at large N (10M rows: 493,311)
 
 
 def training_limit(kind: str, n: int, nlist: int | None = None) -> int:
-    """How many rows a build learns from: TRAIN_SAMPLE, or for IVF enough for 39 points in each of its lists
-    (faiss's floor for k-means), up to IVF_TRAIN_MAX; else at large N the lists would be too few and too long."""
+    """How many rows a build learns from: TRAIN_SAMPLE, or for IVF enough for POINTS_PER_LIST in each of its
+    lists, up to IVF_TRAIN_MAX; else at large N the lists would be too few and too long."""
     if kind != "ivf":
         return TRAIN_SAMPLE
-    return max(TRAIN_SAMPLE, min(39 * (nlist or default_nlist(n)), IVF_TRAIN_MAX))
+    return max(TRAIN_SAMPLE, min(POINTS_PER_LIST * (nlist or default_nlist(n)), IVF_TRAIN_MAX))
 
 
 def training_sample(vectors: np.ndarray, limit: int = TRAIN_SAMPLE, seed: int = 0) -> np.ndarray:
@@ -60,8 +61,8 @@ def training_rows(n: int, limit: int = TRAIN_SAMPLE, seed: int = 0) -> np.ndarra
 
 
 def default_nlist(n: int) -> int:
-    """About 4 x sqrt(n) lists (the faiss guideline), at least 1 and at most n // 39 (faiss wants 39 points a list)."""
-    return max(1, min(int(4 * np.sqrt(max(n, 1))), max(1, n // 39)))
+    """About 4 x sqrt(n) lists (the faiss guideline), at least 1 and at most n // POINTS_PER_LIST."""
+    return max(1, min(int(4 * np.sqrt(max(n, 1))), max(1, n // POINTS_PER_LIST)))
 
 
 def build_params(kind: str, m: int, ef_construction: int | None, nlist: int | None) -> dict:
@@ -118,8 +119,8 @@ def trained_faiss_index(kind: str, quant: str, dim: int, n: int, params: dict, s
         index = faiss.IndexHNSWSQ(dim, sq, m, metric) if sq is not None else faiss.IndexHNSWFlat(dim, m, metric)
         index.hnsw.efConstruction = int(params.get("efConstruction", 80))
     elif kind == "ivf":
-        # a sample smaller than training_limit asks for bounds the lists: k-means wants 39 training points a list
-        nlist = int(params.get("nlist") or min(default_nlist(n), max(1, len(sample) // 39)))
+        # a sample smaller than training_limit asks for bounds the lists (POINTS_PER_LIST rows each)
+        nlist = int(params.get("nlist") or min(default_nlist(n), max(1, len(sample) // POINTS_PER_LIST)))
         params["nlist"] = nlist
         coarse = faiss.IndexFlatIP(dim)
         if sq is not None:

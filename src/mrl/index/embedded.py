@@ -268,12 +268,12 @@ class Index(SearchBackend):
         def sample_chunks():  # the sample's unit rows, a chunk at a time (never the whole sample at full width)
             for start in range(0, len(sample_rows), chunk_rows):
                 numbers = sample_rows[start : start + chunk_rows]
-                yield unit_vectors(vectors[numbers], full_dim, "corpus vectors", numbers)
+                yield start, unit_vectors(vectors[numbers], full_dim, "corpus vectors", numbers)
 
         rotation = None
         if rotate:
             moment = np.zeros((full_dim, full_dim), dtype=np.float64)
-            for unit in sample_chunks():
+            for _, unit in sample_chunks():
                 moment += unit.T @ unit  # a chunk's sum in float32, the running total in float64
             rotation = rotation_from_moment(moment)
 
@@ -289,7 +289,7 @@ class Index(SearchBackend):
             first_pass = np.empty((rows, prefix_dim), dtype=np.float32)
         else:
             sample = np.empty((len(sample_rows), prefix_dim), dtype=np.float32)  # filled in place: no second copy
-            for start, unit in zip(range(0, len(sample_rows), chunk_rows), sample_chunks(), strict=True):
+            for start, unit in sample_chunks():
                 sample[start : start + len(unit)] = prefix(rotate_rows(unit, rotation, out=unit), prefix_dim)
             index = trained_faiss_index(ann, quant, prefix_dim, rows, params, sample)
             del sample
@@ -451,7 +451,8 @@ class Index(SearchBackend):
         block = max(1, RERANK_BYTES // (4 * g.manifest.stored_dim * max(cand.shape[1], 1)))
         for i, q in enumerate(queries):
             if i % block == 0:
-                wanted = np.unique(cand[i : i + block][cand[i : i + block] >= 0])
+                block_cand = cand[i : i + block]
+                wanted = np.unique(block_cand[block_cand >= 0])
                 gathered = g.vectors(wanted)
             c = cand[i][cand[i] >= 0]
             if not len(c):
