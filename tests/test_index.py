@@ -100,6 +100,19 @@ def test_text_and_vector_queries_single_and_batch(corpus, tmp_path, model):
     assert index.last_timings.shortlist > 0 and index.last_timings.rerank > 0
 
 
+@pytest.mark.parametrize(("ann", "quant"), [("hnsw", "sq8"), ("vamana", "fp16")])
+def test_candidates_are_the_rows_the_rerank_orders(corpus, tmp_path, ann, quant):
+    """The first pass alone (what benchmarks count as the rerank's reads): k' rows a query, holding every hit."""
+    _, _, docs, vectors = corpus
+    index = Index.build(tmp_path / "i", vectors, docs, prefix_dim=64, ann=ann, quant=quant)
+    queries = vectors[:8]
+    cand = index.candidates(queries, 5, shortlist=30, ann_search=64)
+    rows, _ = index.search_keys(queries, 5, shortlist=30, ann_search=64)
+    assert cand.shape == (8, 30) and (cand >= 0).all()
+    assert all(set(r) <= set(c) for r, c in zip(rows, cand, strict=True))
+    assert (rows[:, 0] == np.arange(8)).all()  # each vector is its own best match, through the shortlist
+
+
 @pytest.mark.parametrize(
     ("ann", "quant"),
     [("hnsw", "sq8"), ("ivf", "pq4"), ("vamana", "fp16"), pytest.param("vamana", "sq8", marks=needs_lvq)],

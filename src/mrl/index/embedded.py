@@ -426,17 +426,33 @@ class Index(SearchBackend):
 
         t0 = time.perf_counter()
         unit_queries = g.stored_queries(unit_queries)
-        q_prefix = prefix(unit_queries, m.prefix_dim)
-        if isinstance(g.ann, VamanaAnn):
-            cand = g.ann.search(q_prefix, kprime, ann_search)
-        else:
-            _, cand = g.ann.search(q_prefix, kprime, params=search_params(g.ann, ann_search, g.selector, kprime))
+        cand = self._first_pass(g, unit_queries, kprime, ann_search)
         timings.shortlist = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         rows, scores = self._rerank(g, unit_queries, cand, k, funnel or [])
         timings.rerank = time.perf_counter() - t0
         return rows, scores
+
+    def candidates(
+        self, unit_queries: np.ndarray, k: int, shortlist: int | None = None, ann_search: int | None = None
+    ) -> np.ndarray:
+        """The first pass alone: each query's k' candidate rows, -1 padded, as :meth:`search_keys` reranks them.
+
+        For measuring what a search reads: the rerank touches exactly these rows of the vector file.
+        """
+        g = self.gen
+        self.check_k(k)
+        ann_search = ann_search or (g.manifest.tuned or {}).get("ann_search")
+        return self._first_pass(g, g.stored_queries(unit_queries), self.shortlist_size(k, shortlist), ann_search)
+
+    @staticmethod
+    def _first_pass(g: Generation, queries: np.ndarray, kprime: int, ann_search: int | None) -> np.ndarray:
+        """k' candidate rows a query from the ANN over the prefix (queries in the stored basis)."""
+        q_prefix = prefix(queries, g.manifest.prefix_dim)
+        if isinstance(g.ann, VamanaAnn):
+            return g.ann.search(q_prefix, kprime, ann_search)
+        return g.ann.search(q_prefix, kprime, params=search_params(g.ann, ann_search, g.selector, kprime))[1]
 
     @staticmethod
     def _rerank(g: Generation, queries: np.ndarray, cand: np.ndarray, k: int, funnel: list[int]):
