@@ -1,6 +1,8 @@
 """Markdown tables of the committed results, for the README and the docs (every figure read from its file).
 
     python benchmarks/summarize.py speed        # every index_speed run at recall@10 0.99 against faiss HNSW full
+    python benchmarks/summarize.py systems --file F   # one index_speed run: each system's best point at 0.99
+    python benchmarks/summarize.py versus --file F    # one index_speed run: each mrl first pass against each peer
     python benchmarks/summarize.py training     # train_scifact.json: every run raw and rotated per dim
     python benchmarks/summarize.py earlier      # train_scifact.json: the runs from before rotated prefixes
     python benchmarks/summarize.py criteria     # train_scifact.json: the recipe against the rotated control
@@ -56,6 +58,73 @@ def speed(target: str = "0.99") -> str:
             f"{mine['recall@10']:.4f} | {s['qps_single_ratio_vs_faiss_hnsw']:.2f}x | "
             f"{s['qps_batch_ratio_vs_faiss_hnsw']:.2f}x | {s['ram_ratio_vs_faiss_hnsw']:.2f}x |"
         )
+    return "\n".join(rows)
+
+
+SETTING_KEYS = ("efSearch", "k_factor", "ef", "window", "ann_search", "shortlist")
+
+
+def best_points(run: dict, target: float) -> dict[str, tuple[dict, float]]:
+    """Per system of an index_speed run: its fastest single-query point at recall@10 >= target, and its best
+    batch QPS there (the two optima can sit at different settings); systems that never reach it are left out."""
+    out = {}
+    for system in dict.fromkeys(p["system"] for p in run["points"]):
+        good = [p for p in run["points"] if p["system"] == system and p["recall@10"] >= target]
+        if good:
+            out[system] = (max(good, key=lambda p: p["qps_single"]), max(p["qps_batch"] for p in good))
+    return out
+
+
+def system_ram(run: dict, system: str) -> int:
+    return run["systems"][system.replace("-funnel128", "")]["ram_bytes"]
+
+
+def systems(path: Path, target: float = 0.99) -> str:
+    """One index_speed run: every system's fastest point at ``target``, with what it keeps in RAM and, for mrl,
+    how much of the full-vector file its rerank read over all queries; systems that never reach it say so."""
+    run = json.loads(path.read_text())
+    best = best_points(run, target)
+    rows = [
+        "| system | setting | recall@10 | QPS single | p99 ms | QPS batch | index RAM MiB | rerank read |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for system, info in run["systems"].items():
+        if system == "exact":
+            continue
+        if "skipped" in info or system not in best:
+            why = "skipped: " + info["skipped"].split(";")[0] if "skipped" in info else f"never reached {target}"
+            rows.append(f"| {system} | {why} | | | | | | |")
+            continue
+        p, batch = best[system]
+        setting = ", ".join(f"{k} {p[k]}" for k in SETTING_KEYS if k in p)
+        foot = info.get("rerank_footprint")
+        read = f"{foot['touched_fraction']:.1%} (k' {foot['shortlist']})" if foot else "-"
+        rows.append(
+            f"| {system} | {setting} | {p['recall@10']:.4f} | {p['qps_single']:.0f} | {p['p99_ms']:.2f} | "
+            f"{batch:.0f} | {system_ram(run, system) / 2**20:.0f} | {read} |"
+        )
+    return "\n".join(rows)
+
+
+def versus(path: Path, target: float = 0.99) -> str:
+    """One index_speed run: each mrl first pass against each peer at ``target``, as ratios (above 1: mrl ahead).
+
+    Read from the run's ``summary[target].by_system`` (``index_speed.py --resummarize`` adds it to older files)."""
+    run = json.loads(path.read_text())
+    by_system = run["summary"][str(target)]["by_system"]
+    rows = [
+        "| mrl | peer | single-query | batch | index RAM | verdict |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
+    ]
+    for mine, peers in by_system.items():
+        for peer, v in peers.items():
+            if "point" not in v:
+                why = v.get("skipped", "").split(";")[0] or ("peer never reached it" if v["mrl_reached"] else "")
+                rows.append(f"| {mine} | {peer} | | | | {why or f'mrl never reached {target}'} |")
+                continue
+            single, batch = v["qps_single_ratio"], v["qps_batch_ratio"]
+            verdict = "mrl faster" if min(single, batch) > 1 else "mrl slower" if max(single, batch) < 1 else "mixed"
+            rows.append(f"| {mine} | {peer} | {single:.2f}x | {batch:.2f}x | {v['ram_ratio']:.2f}x | {verdict} |")
     return "\n".join(rows)
 
 
@@ -161,12 +230,19 @@ def cold(path: Path = RESULTS / "out_of_core-cold.json", target: float = 0.95) -
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("table", choices=("speed", "training", "earlier", "criteria", "verdict", "cold"))
+    ap.add_argument(
+        "table", choices=("speed", "systems", "versus", "training", "earlier", "criteria", "verdict", "cold")
+    )
     ap.add_argument("--target", default="0.99")
+    ap.add_argument("--file", type=Path, help="systems, versus: the index_speed result file")
     args = ap.parse_args()
+    if args.table in ("systems", "versus") and args.file is None:
+        ap.error(f"{args.table} needs --file benchmarks/results/index_speed-....json")
     print(
         {
             "speed": lambda: speed(args.target),
+            "systems": lambda: systems(args.file, float(args.target)),
+            "versus": lambda: versus(args.file, float(args.target)),
             "training": training,
             "earlier": earlier,
             "criteria": criteria,
