@@ -492,6 +492,7 @@ def rerank_footprint(idx: Index, queries: np.ndarray, setting: dict) -> dict:
     touched = min(len(pages) * PAGE, file_bytes)  # the file's last page is partly empty
     return {
         "queries": len(queries),
+        "ann_search": setting["ann_search"],
         "shortlist": setting["shortlist"],
         "distinct_rows": len(rows),
         "row_bytes": segment.row_bytes,
