@@ -424,8 +424,8 @@ def main() -> None:
                         f"  {name} ann_search={a} k'={kp}: recall {p['recall@10']:.4f}, "
                         f"{p['qps_single']:.0f} QPS single, {p['qps_batch']:.0f} batch"
                     )
-            own = [p for p in result["points"] if p["system"] == name]
-            best = best_at(own, 0.99, mrl) or best_at(own, 0.95, mrl)
+            same = partial(str.__eq__, name)
+            best = best_at(result["points"], 0.99, same) or best_at(result["points"], 0.95, same)
             if best is not None:
                 result["systems"][name]["rerank_footprint"] = rerank_footprint(idx, queries, best)
                 c.print(f"  {name} rerank footprint: {result['systems'][name]['rerank_footprint']}")
@@ -630,10 +630,17 @@ def summarize(result: dict) -> dict:
             entry["qps_single_ratio_vs_exact"] = mine["qps_single"] / exact["qps_single"]
             entry["qps_batch_ratio_vs_exact"] = mine["qps_batch"] / exact["qps_batch"]
         entry["vs_peers"] = versus_every_peer(result, target, mine)
-        # each mrl first pass on its own against each peer (the line above takes the best of them)
+        # every system's own best point (its best batch QPS can sit at another setting), and each mrl first pass
+        # on its own against each peer (vs_peers above takes the best of them)
+        systems = list(dict.fromkeys(p["system"] for p in pts))
+        entry["best"] = {
+            system: {"point": point, "qps_batch": best_batch(pts, target, same)}
+            for system in systems
+            if (point := best_at(pts, target, same := partial(str.__eq__, system)))
+        }
         entry["by_system"] = {
             system: versus_every_peer(result, target, best_at(pts, target, same), same)
-            for system in dict.fromkeys(p["system"] for p in pts)
+            for system in systems
             if mrl(system) and (same := partial(str.__eq__, system))
         }
         out[str(target)] = entry

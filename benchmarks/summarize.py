@@ -64,15 +64,11 @@ def speed(target: str = "0.99") -> str:
 SETTING_KEYS = ("efSearch", "k_factor", "ef", "window", "ann_search", "shortlist")
 
 
-def best_points(run: dict, target: float) -> dict[str, tuple[dict, float]]:
-    """Per system of an index_speed run: its fastest single-query point at recall@10 >= target, and its best
-    batch QPS there (the two optima can sit at different settings); systems that never reach it are left out."""
-    out = {}
-    for system in dict.fromkeys(p["system"] for p in run["points"]):
-        good = [p for p in run["points"] if p["system"] == system and p["recall@10"] >= target]
-        if good:
-            out[system] = (max(good, key=lambda p: p["qps_single"]), max(p["qps_batch"] for p in good))
-    return out
+def summary_at(run: dict, path: Path, target: float) -> dict:
+    """An index_speed run's summary at ``target`` (``index_speed.py --resummarize`` brings older files up to date)."""
+    if str(target) not in run["summary"]:
+        raise SystemExit(f"{path.name} summarizes recall@10 {', '.join(run['summary'])}, not {target}")
+    return run["summary"][str(target)]
 
 
 def system_ram(run: dict, system: str) -> int:
@@ -83,7 +79,7 @@ def systems(path: Path, target: float = 0.99) -> str:
     """One index_speed run: every system's fastest point at ``target``, with what it keeps in RAM and, for mrl,
     how much of the full-vector file its rerank read over all queries; systems that never reach it say so."""
     run = json.loads(path.read_text())
-    best = best_points(run, target)
+    best = summary_at(run, path, target)["best"]
     rows = [
         "| system | setting | recall@10 | QPS single | p99 ms | QPS batch | index RAM MiB | rerank read |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -95,7 +91,7 @@ def systems(path: Path, target: float = 0.99) -> str:
             why = "skipped: " + info["skipped"].split(";")[0] if "skipped" in info else f"never reached {target}"
             rows.append(f"| {system} | {why} | | | | | | |")
             continue
-        p, batch = best[system]
+        p, batch = best[system]["point"], best[system]["qps_batch"]
         setting = ", ".join(f"{k} {p[k]}" for k in SETTING_KEYS if k in p)
         foot = info.get("rerank_footprint")
         # measured at the fastest point at recall 0.99 (else 0.95): shown where that is the point in this row
@@ -111,11 +107,8 @@ def systems(path: Path, target: float = 0.99) -> str:
 def versus(path: Path, target: float = 0.99) -> str:
     """One index_speed run: each mrl first pass against each peer at ``target``, as ratios (above 1: mrl ahead).
 
-    Read from the run's ``summary[target].by_system`` (``index_speed.py --resummarize`` adds it to older files)."""
-    run = json.loads(path.read_text())
-    if str(target) not in run["summary"]:
-        raise SystemExit(f"{path.name} summarizes recall@10 {', '.join(run['summary'])}, not {target}")
-    by_system = run["summary"][str(target)]["by_system"]
+    Read from the run's ``summary[target].by_system``."""
+    by_system = summary_at(json.loads(path.read_text()), path, target)["by_system"]
     rows = [
         "| mrl | peer | single-query | batch | index RAM | verdict |",
         "| --- | --- | ---: | ---: | ---: | --- |",

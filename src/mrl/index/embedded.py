@@ -418,15 +418,11 @@ class Index(SearchBackend):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Two-pass search on unit query vectors; keys are rows: (rows, scores), each (n_queries, k), -1 padded."""
         g = self.gen
-        m = g.manifest
-        self.check_k(k)
-        kprime = self.shortlist_size(k, shortlist)
-        ann_search = ann_search or (m.tuned or {}).get("ann_search")
         timings = timings or SearchTimings()
 
         t0 = time.perf_counter()
         unit_queries = g.stored_queries(unit_queries)
-        cand = self._first_pass(g, unit_queries, kprime, ann_search)
+        cand = self._first_pass(g, unit_queries, k, shortlist, ann_search)
         timings.shortlist = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -442,13 +438,16 @@ class Index(SearchBackend):
         For measuring what a search reads: the rerank touches exactly these rows of the vector file.
         """
         g = self.gen
-        self.check_k(k)
-        ann_search = ann_search or (g.manifest.tuned or {}).get("ann_search")
-        return self._first_pass(g, g.stored_queries(unit_queries), self.shortlist_size(k, shortlist), ann_search)
+        return self._first_pass(g, g.stored_queries(unit_queries), k, shortlist, ann_search)
 
-    @staticmethod
-    def _first_pass(g: Generation, queries: np.ndarray, kprime: int, ann_search: int | None) -> np.ndarray:
-        """k' candidate rows a query from the ANN over the prefix (queries in the stored basis)."""
+    def _first_pass(
+        self, g: Generation, queries: np.ndarray, k: int, shortlist: int | None, ann_search: int | None
+    ) -> np.ndarray:
+        """k' candidate rows a query from the ANN over the prefix (queries in the stored basis); k' and the
+        search width default to the tuned values, as for every search."""
+        self.check_k(k)
+        kprime = self.shortlist_size(k, shortlist)
+        ann_search = ann_search or (g.manifest.tuned or {}).get("ann_search")
         q_prefix = prefix(queries, g.manifest.prefix_dim)
         if isinstance(g.ann, VamanaAnn):
             return g.ann.search(q_prefix, kprime, ann_search)
