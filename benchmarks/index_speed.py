@@ -77,11 +77,12 @@ def real_embeddings(
 
     ``sources="all"``: SciFact abstracts, NLI and STS-B sentences (about 57k texts); ``"scifact"``: the 5,183
     abstracts alone, which a slow CPU encodes in a fraction of the time (and the evaluation cache may hold);
-    ``limit`` keeps the first that many abstracts (a 768-dim model takes about 27 min for all 5,183 on 2 cores).
+    ``limit`` keeps the first that many abstracts (a 768-dim model encodes long abstracts slowly on a CPU).
     Abstracts and sentences are cached apart, so either set is encoded once whatever the other is.
 
     Few seeds make hard data: each seed's copies crowd around it and a query's neighbours among them are
-    nearly equidistant (2,000 abstracts alone at 768 dims: faiss HNSW M 32 tops out at recall@10 0.976).
+    nearly equidistant (2,000 abstracts alone at 1M x 768: faiss HNSW M 32 stayed below recall@10 0.99 at
+    efSearch 512, in a run that was stopped and not kept).
     """
     scifact = load_beir(data / "scifact", "test")
     abstracts = dict(list(scifact.corpus.items())[:limit])
@@ -126,7 +127,7 @@ def add_data_args(ap: argparse.ArgumentParser, n: int) -> None:
         "--real-limit",
         type=int,
         default=None,
-        help="the first N SciFact abstracts only (a 768-dim model encodes all 5,183 in about 27 min on 2 cores)",
+        help="the first N SciFact abstracts only (a 768-dim model encodes long abstracts slowly on a CPU)",
     )
     ap.add_argument(
         "--bf16",
