@@ -1,4 +1,4 @@
-"""Issue 5 benchmark: the same two-pass search on each backend, at 100k vectors, in one run.
+"""The same two-pass search on each backend, at 100k vectors, in one run.
 
 Backends: the embedded index (faiss HNSW over the prefix, memory-mapped full vectors); PostgreSQL +
 pgvector (HNSW expression index on the prefix, rerank in the same SQL statement; a throwaway server on

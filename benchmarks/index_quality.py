@@ -1,4 +1,4 @@
-"""Issue 4 quality check: two-pass search on SciFact test keeps >= 99.5% of exact full-dim nDCG@10.
+"""Quality check: two-pass search on SciFact test keeps >= 99.5% of exact full-dim nDCG@10.
 
 For each prefix dim, builds an mrl index over the SciFact corpus, auto-tunes the shortlist k' and
 efSearch for recall@10 0.99 on sample documents, then runs the 300 test queries through the two-pass

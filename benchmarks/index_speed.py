@@ -1,4 +1,4 @@
-"""Issue 4 benchmark: mrl two-pass search against faiss HNSW (and hnswlib) on full vectors, and exact search.
+"""Speed benchmark: mrl two-pass search against faiss HNSW (and hnswlib) on full vectors, and exact search.
 
 Data. Real embeddings of every text we have (SciFact abstracts, NLI and STS-B sentences), encoded with
 --model. To reach --n vectors we draw from a kernel density estimate fitted to them: pick a real

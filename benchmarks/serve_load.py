@@ -1,4 +1,4 @@
-"""Issue 6 load test: 32 concurrent clients on loopback for 60 s, mixed searches and upserts.
+"""Load test: 32 concurrent clients on loopback for 60 s, mixed searches and upserts.
 
 Builds an index of the SciFact corpus (embeddings from the cache when present), starts `mrl serve`
 as a separate process, runs the clients, then checks that every acknowledged upsert is readable.
