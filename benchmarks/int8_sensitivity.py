@@ -1,11 +1,12 @@
-"""Which matrix products an int8 ONNX export should leave in float: nDCG@10 drift and speed of each choice.
+"""How an int8 ONNX export should round: nDCG@10 drift and speed of each scheme.
 
-Dynamic int8 quantization rounds each product's activations to one uint8 scale per batch. Products whose
-inputs have a few large values (the feed-forward down-projection reads the GELU output) lose the most. Each
-variant below quantizes every weight product of the transformer but those its patterns match (regular
-expressions on ONNX node names, as ``mrl.onnx_backend.quantize_int8`` takes them), and is measured in this
-one process against the float ONNX graph (which gives torch's rankings): SciFact test nDCG@10 at 64/128/256/full
-dims (the judged documents plus --corpus-distractors others) and abstracts encoded per second.
+Dynamic int8 quantization rounds each product's activations to one uint8 scale per batch: a few large values
+(the feed-forward down-projection reads the GELU output) make that scale coarse for all the rest. Blockwise
+int8 (ONNX Runtime's MatMulNBits at 8 bits, accuracy level 4) keeps one scale per block of inputs, for the
+weights and for each activation row. Each variant below is one call of ``mrl.onnx_backend.quantize_int8``
+(a block size, or dynamic with some products left in float by regular expressions on ONNX node names), measured
+in this one process against the float ONNX graph (which gives torch's rankings): SciFact test nDCG@10 at
+64/128/256/full dims (the judged documents plus --corpus-distractors others) and abstracts encoded per second.
 
     python benchmarks/int8_sensitivity.py                        # the bundled all-MiniLM-L6-v2
     python benchmarks/int8_sensitivity.py --model models/my-mrl --tag my-mrl
@@ -33,7 +34,7 @@ from mrl.data.beir import subset
 from mrl.encode import EmbeddingCache
 from mrl.evaluate import evaluate_retrieval
 from mrl.model import load_model
-from mrl.onnx_backend import FLOAT_FILE, FLOAT_PRODUCTS, INT8_FILE, ONNX_DIR, export_onnx, quantize_int8
+from mrl.onnx_backend import BLOCK_SIZE, FLOAT_FILE, INT8_FILE, ONNX_DIR, export_onnx, quantize_int8
 from mrl.report import console, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,14 +42,14 @@ DIMS = [64, 128, 256, "full"]
 FFN_DOWN = r"layer\.\d+/output/dense/"
 
 
-def variants(layers: int) -> dict[str, tuple[str, ...]]:
-    """Name -> the products left in float, for a transformer of ``layers`` layers."""
+def variants() -> dict[str, tuple[int | None, tuple[str, ...]]]:
+    """Name -> (block size, or None for dynamic; the products left in float)."""
     return {
-        "every product int8": (),
-        "ffn down float (default)": FLOAT_PRODUCTS,
-        "ffn down + attention out float": (FFN_DOWN, r"attention/output/dense/"),
-        "ffn up + down float": (FFN_DOWN, r"intermediate/dense/"),
-        "ffn down + first/last layer float": (FFN_DOWN, r"layer\.0/", rf"layer\.{layers - 1}/"),
+        "dynamic, every product int8": (None, ()),
+        "dynamic, ffn down float": (None, (FFN_DOWN,)),
+        "blocks of 32": (32, ()),
+        "blocks of 64": (64, ()),
+        f"blocks of {BLOCK_SIZE} (default)": (BLOCK_SIZE, ()),
     }
 
 
@@ -70,14 +71,13 @@ def main() -> None:
         folder = Path(tmp) / "model"
         base = load_model(args.model)
         base.save(str(folder))
-        layers = base[0].auto_model.config.num_hidden_layers
         export_onnx(folder)
         cache = EmbeddingCache(Path(tmp) / "cache")  # keyed by the graph file's bytes: each variant encodes anew
-        runs = [("float (onnx)", None), *variants(layers).items()]
-        for name, keep in runs:
-            if keep is not None:
-                quantize_int8(folder / ONNX_DIR / FLOAT_FILE, folder / ONNX_DIR / INT8_FILE, keep)
-            model = load_model(str(folder), backend="onnx" if keep is None else "onnx-int8")
+        runs = [("float (onnx)", None), *variants().items()]
+        for name, scheme in runs:
+            if scheme is not None:
+                quantize_int8(folder / ONNX_DIR / FLOAT_FILE, folder / ONNX_DIR / INT8_FILE, *scheme)
+            model = load_model(str(folder), backend="onnx" if scheme is None else "onnx-int8")
             model.encode(texts[:32])  # warm-up
             times = []
             for _ in range(args.repeats):
@@ -85,7 +85,8 @@ def main() -> None:
                 model.encode(texts, batch_size=32)
                 times.append(time.perf_counter() - t0)
             ev = evaluate_retrieval(model, test, DIMS, cache=cache, model_name=name, progress=False)
-            row = {"variant": name, "float_patterns": list(keep or []),
+            block, keep = scheme or (None, ())
+            row = {"variant": name, "block_size": block, "float_patterns": list(keep),
                    "abstracts_per_s": len(texts) / statistics.median(times),
                    "ndcg@10": {k: v["ndcg@10"] for k, v in ev.dims.items()}}  # fmt: skip
             result["rows"].append(row)
@@ -96,7 +97,7 @@ def main() -> None:
         row["worst_drift"] = min(row["ndcg@10_minus_float"].values())
         row["speed_x_float"] = row["abstracts_per_s"] / ref["abstracts_per_s"]
     write_json(result, ROOT / "benchmarks" / "results" / f"int8_sensitivity{'-' + args.tag if args.tag else ''}.json")
-    table = Table(title=f"int8 ONNX: products left in float, {args.model}")
+    table = Table(title=f"int8 ONNX schemes, {args.model}")
     for col in ("variant", "abstracts/s", "x float", *(f"nDCG@10 {d}" for d in DIMS)):
         table.add_column(col, justify="right")
     for r in result["rows"]:

@@ -35,7 +35,7 @@ def test_onnx_embeddings_equal_torch(exported, scifact_small):
 
 
 def test_int8_vectors_stay_close_to_float_at_every_prefix(exported, scifact_small):
-    """int8 weights perturb each vector a little (the nDCG@10 drift on all of SciFact: benchmarks/encode_speed.py)."""
+    """int8 blocks perturb each vector a little (the nDCG@10 drift on SciFact: benchmarks/encode_speed.py)."""
     from mrl.encode import prefix
 
     texts = list(load_beir(scifact_small, "test").corpus.values())
@@ -43,8 +43,25 @@ def test_int8_vectors_stay_close_to_float_at_every_prefix(exported, scifact_smal
     int8 = load_model(str(exported), backend="onnx-int8").encode(texts, batch_size=16)
     for dim in (64, 128, 384):
         cosine = np.sum(prefix(full, dim) * prefix(int8, dim), axis=1)
-        # 0.9977 / 0.9962 seen on all-MiniLM-L6-v2; quantizing every product as well gave 0.995 / 0.990
-        assert cosine.mean() > 0.996 and cosine.min() > 0.993, (dim, cosine.mean(), cosine.min())
+        # mean / min 0.9991 / 0.9985 seen on all-MiniLM-L6-v2 (AMD EPYC); the dynamic scheme's 0.9977 / 0.9962 fails
+        assert cosine.mean() > 0.998 and cosine.min() > 0.997, (dim, cosine.mean(), cosine.min())
+
+
+def test_int8_moves_ndcg_by_less_than_0005_at_every_dim(exported, data_dir):
+    """The bar the int8 export is held to, on benchmarks/encode_speed.py's quality set: all 300 SciFact test
+    queries over their judged abstracts and 1,000 others (a few minutes). A small subset cannot hold this bar:
+    with 20 queries, one query's reordered top 10 moves the mean by more than 0.005."""
+    import random
+
+    from mrl.data.beir import subset
+
+    test = load_beir(data_dir / "scifact", "test")
+    test = subset(test, list(test.qrels), 1000, random.Random(0))
+    dims = [64, 128, 256, "full"]
+    float_ = evaluate_retrieval(load_model(str(exported), backend="onnx"), test, dims, progress=False)
+    int8 = evaluate_retrieval(load_model(str(exported), backend="onnx-int8"), test, dims, progress=False)
+    for dim in float_.dims:
+        assert abs(int8.dims[dim]["ndcg@10"] - float_.dims[dim]["ndcg@10"]) < 0.005, dim
 
 
 def test_eval_and_search_with_the_onnx_backend(exported, scifact_small, tmp_path):
@@ -69,8 +86,8 @@ def test_eval_and_search_with_the_onnx_backend(exported, scifact_small, tmp_path
 
 
 def test_a_new_int8_scheme_gets_new_cache_keys(exported, tmp_path):
-    """The embedding cache keys an ONNX model by its graph file too: re-quantizing the same folder with other
-    products in float must not reuse the vectors of the old graph."""
+    """The embedding cache keys an ONNX model by its graph file too: re-quantizing the same folder with another
+    scheme must not reuse the vectors of the old graph."""
     import shutil
 
     from mrl.model import model_fingerprint
@@ -80,6 +97,6 @@ def test_a_new_int8_scheme_gets_new_cache_keys(exported, tmp_path):
     shutil.copytree(exported, folder)
     before = model_fingerprint(load_model(str(folder), backend="onnx-int8"))
     assert model_fingerprint(load_model(str(folder), backend="onnx-int8")) == before  # stable across loads
-    quantize_int8(folder / "onnx" / "model.onnx", folder / "onnx" / "model_qint8.onnx", keep_float=())
+    quantize_int8(folder / "onnx" / "model.onnx", folder / "onnx" / "model_qint8.onnx", block_size=None)
     assert model_fingerprint(load_model(str(folder), backend="onnx-int8")) != before
     assert model_fingerprint(load_model(str(folder), backend="onnx")) != before

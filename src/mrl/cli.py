@@ -879,7 +879,10 @@ def export_cmd(
     model_dir: Annotated[str, typer.Argument(help="A model folder, or 'default' (then --out is needed).")],
     onnx: Annotated[bool, typer.Option("--onnx", help="Export to ONNX (onnx/model.onnx in the folder).")] = False,
     quantize: Annotated[
-        str | None, typer.Option(help="int8: also onnx/model_qint8.onnx (dynamic int8 weights, per channel).")
+        str | None,
+        typer.Option(
+            help="int8: also onnx/model_qint8.onnx (int8 weights and activations, a scale per 128 inputs).",
+        ),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Write a copy of the model folder here and export into it.")] = None,
 ) -> None:

@@ -1,10 +1,12 @@
 """Encoding on CPU with ONNX Runtime: export a Sentence-Transformers folder, then encode without torch's runtime.
 
-Why: on a CPU, ONNX Runtime runs the same graph faster than eager PyTorch, and an int8 model (dynamic
-quantization of the matrix products' weights, per output channel) faster still. Not every product is
-quantized: the feed-forward down-projections read the GELU output, whose few large values make one uint8
-scale per batch too coarse (on all-MiniLM-L6-v2 they carry most of the int8 error, a third of the
-FLOPs), and the modules after pooling (an adaptor's Dense) run once per text, so they stay float.
+Why: on a CPU, ONNX Runtime runs the same graph faster than eager PyTorch, and an int8 model faster still.
+The int8 model keeps one scale per block of 128 inputs, for the weights and for each text's activations alike
+(ONNX Runtime's ``MatMulNBits`` at 8 bits, multiplied in int8): the usual dynamic scheme rounds a whole batch's
+activations to one scale, which the few large values of a transformer's activations make too coarse (on
+all-MiniLM-L6-v2 it moved nDCG@10 by up to 0.008, blocks by 0.0024; ``benchmarks/int8_sensitivity.py``
+measures both). The
+modules after pooling (an adaptor's Dense) run once per text, so they stay float.
 
 ``mrl export MODEL --onnx [--quantize int8]`` writes ``onnx/model.onnx`` (and ``onnx/model_qint8.onnx``)
 into the folder, the layout sentence-transformers' own ONNX backend reads. mrl exports and runs it itself:
@@ -93,29 +95,46 @@ def export_onnx(folder: str | Path, quantize: str | None = None) -> list[Path]:
     return written
 
 
-# the transformer's products int8 leaves in float (regular expressions on node names): each layer's feed-forward
-# down-projection (benchmarks/int8_sensitivity.py measures the alternatives)
-FLOAT_PRODUCTS = (r"layer\.\d+/output/dense/",)
+# int8 weights and activations get one scale per this many inputs of a product (int8_sensitivity.py measures others)
+BLOCK_SIZE = 128
 
 
-def quantize_int8(source: Path, target: Path, keep_float: tuple[str, ...] = FLOAT_PRODUCTS) -> None:
-    """Dynamic int8 quantization of ``source``'s weight products (per output channel, as sentence-transformers'
-    avx512_vnni preset) but those matching ``keep_float``; written to a temporary name, then renamed."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def quantize_int8(
+    source: Path, target: Path, block_size: int | None = BLOCK_SIZE, keep_float: tuple[str, ...] = ()
+) -> None:
+    """int8 quantization of ``source``'s transformer weight products but those matching ``keep_float``, written
+    to a temporary name, then renamed.
 
+    ``block_size`` n: ``MatMulNBits`` with 8-bit symmetric weights, one scale per n weights along the inner
+    dimension, at accuracy level 4, where ONNX Runtime also rounds each activation row to int8 per block of n
+    and multiplies in int8 (VNNI or AMX kernels where the CPU has them). ``None``: dynamic quantization, int8
+    weights per output channel and one uint8 scale for a batch's activations (sentence-transformers' preset).
+    """
     tmp = target.with_suffix(".tmp.onnx")
-    quantize_dynamic(
-        str(source),
-        str(tmp),
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        op_types_to_quantize=["MatMul"],
-        nodes_to_quantize=int8_nodes(source, keep_float),
-    )
+    nodes = int8_nodes(source, keep_float)
+    if block_size is None:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(
+            str(source),
+            str(tmp),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul"],
+            nodes_to_quantize=nodes,
+        )
+    else:
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        quantizer = MatMulNBitsQuantizer(
+            str(source), bits=8, block_size=block_size, is_symmetric=True, accuracy_level=4, nodes_to_include=nodes
+        )
+        quantizer.process()
+        quantizer.model.save_model_to_file(str(tmp))
     os.replace(tmp, target)
 
 
-def int8_nodes(path: Path, keep_float: tuple[str, ...] = FLOAT_PRODUCTS) -> list[str]:
+def int8_nodes(path: Path, keep_float: tuple[str, ...] = ()) -> list[str]:
     """The MatMul nodes to quantize: those with a weight matrix inside the transformer module (the first of the
     stack: ``/st/st.0/``), except the ones whose name matches a pattern of ``keep_float``."""
     import onnx

@@ -32,7 +32,10 @@ ENGINES = {
     "psycopg": "psycopg",
     "qdrant_client": "qdrant-client",
     "qdrant_edge": "qdrant-edge-py",
+    "onnxruntime": "onnxruntime",
+    "onnx": "onnx",
     "torch": "torch",
+    "transformers": "transformers",
     "sentence_transformers": "sentence-transformers",
     "numpy": "numpy",
 }
