@@ -5,8 +5,7 @@ The int8 model keeps one scale per block of 128 inputs, for the weights and for 
 (ONNX Runtime's ``MatMulNBits`` at 8 bits, multiplied in int8): the usual dynamic scheme rounds a whole batch's
 activations to one scale, which the few large values of a transformer's activations make too coarse (on
 all-MiniLM-L6-v2 it moved nDCG@10 by up to 0.008, blocks by 0.0024; ``benchmarks/int8_sensitivity.py``
-measures both). The
-modules after pooling (an adaptor's Dense) run once per text, so they stay float.
+measures both). The modules after pooling (an adaptor's Dense) run once per text, so they stay float.
 
 ``mrl export MODEL --onnx [--quantize int8]`` writes ``onnx/model.onnx`` (and ``onnx/model_qint8.onnx``)
 into the folder, the layout sentence-transformers' own ONNX backend reads. mrl exports and runs it itself:
