@@ -11,9 +11,18 @@ engines differ only in the first pass. Same data and queries as index_speed.py. 
 - scann: ScaNN's k-means tree with SOAR spilling, anisotropic 4-bit hashing and int8 reordering;
 - usearch-i8: usearch's HNSW on int8 codes (scaled so the largest prefix component maps to 127);
 - glass-sq8: pyglass (zilliztech), an HNSW walk that prefetches the next neighbours' codes, over 8-bit codes;
-- vsag-sq8, vsag-sq4, vsag-fp16: VSAG's HGraph (Ant Group) over 8-bit, 4-bit or float16 codes.
+- vsag-sq8, vsag-sq4, vsag-fp16: VSAG's HGraph (Ant Group) over 8-bit, 4-bit or float16 codes;
+- svs-fp16: SVS Vamana over float16 codes, as ``--ann vamana --quant fp16`` builds it (needs ``mrl[svs]``);
+- faiss-nsg-sq8, faiss-nsg-flat: faiss's NSG graph (built from an NN-Descent k-NN graph) over 8-bit codes or floats;
+- zvec-hnsw-int8: zvec's HNSW over int8 codes, as ``--ann zvec`` builds it; zvec-vamana-fp16, zvec-vamana-int8:
+  zvec's Vamana graph.
 
 ScaNN, usearch, pyglass and pyvsag are benchmark-only dependencies: ``pip install -e '.[bench]'``.
+A quick screen at 200k vectors, fewer beams and shortlists:
+
+    python benchmarks/first_pass.py --n 200000 --model models/all-mpnet-base-v2 --bf16 --real-limit 2000 \
+        --prefix-dim 256 --engines zvec-hnsw-int8,svs-fp16 --shortlists 50,80 --knobs 50,64,80,96,128,192 \
+        --single 500 --tag 768-screen
 
     python benchmarks/first_pass.py --n 1000000 --model models/bench/mrl-w --prefix-dim 256 --no-rotate
     python benchmarks/first_pass.py --n 1000000 --model models/bench/mrl-w --prefix-dim 192 --engines glass-sq8 \
@@ -212,7 +221,120 @@ class VsagFP16(VsagHGraph):
     quant = "fp16"
 
 
-ENGINES = {e.name: e for e in (IvfPqFastScan, Scann, UsearchI8, GlassSQ8, VsagSQ8, VsagSQ4, VsagFP16)}
+class SvsFP16:
+    """SVS Vamana over float16 codes (the open float path of ``--ann vamana --quant fp16``); knob = window."""
+
+    name = "svs-fp16"
+
+    def __init__(self, vectors: np.ndarray, tmp: Path):
+        from mrl.index.vamana import VamanaAnn
+
+        self.params = {}
+        self.ann = VamanaAnn.build(vectors, "fp16", self.params)
+        self.ann.save(tmp / "svs")
+        self.bytes = folder_bytes(tmp)
+
+    def shortlist(self, q: np.ndarray, knob: int, kp: int) -> np.ndarray:
+        return self.ann.search(q, kp, window=knob)
+
+
+class FaissNSG:
+    """faiss NSG (Fu et al., VLDB 2019: a pruned single-layer graph like Vamana) over 8-bit codes; knob = search_L.
+
+    The graph is built from an NN-Descent k-NN graph (faiss's build_type 1), R = 32 neighbours a node.
+    """
+
+    name = "faiss-nsg-sq8"
+    codes = "SQ8"
+
+    def __init__(self, vectors: np.ndarray, tmp: Path):
+        dim = vectors.shape[1]
+        self.params = {"R": 32, "codes": self.codes, "GK": 64}
+        if self.codes == "Flat":
+            self.index = faiss.IndexNSGFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        else:
+            self.index = faiss.IndexNSGSQ(dim, faiss.ScalarQuantizer.QT_8bit, 32, faiss.METRIC_INNER_PRODUCT)
+            self.index.train(vectors)
+        self.index.build_type = 1
+        self.index.GK = 64
+        self.index.add(np.ascontiguousarray(vectors))
+        self.bytes = int(faiss.serialize_index(self.index).nbytes)
+
+    def shortlist(self, q: np.ndarray, knob: int, kp: int) -> np.ndarray:
+        self.index.nsg.search_L = knob  # faiss has no per-call NSG parameters
+        return self.index.search(np.ascontiguousarray(q), kp)[1]
+
+
+class FaissNSGFlat(FaissNSG):
+    name = "faiss-nsg-flat"
+    codes = "Flat"
+
+
+class ZvecGraph:
+    """zvec (Alibaba, Apache-2.0; the Proxima engine) as an embedded collection; knob = ef / search list.
+
+    Rows are inserted in order, so zvec's internal ids are the row numbers; searched through its read-only
+    low-latency path (``query_internal_ids``), one query a call.
+    """
+
+    kind = "hnsw"
+    quant = "INT8"
+
+    def __init__(self, vectors: np.ndarray, tmp: Path):
+        import zvec
+
+        n, dim = vectors.shape
+        quant = getattr(zvec.QuantizeType, self.quant)
+        if self.kind == "vamana":
+            self.params = {"max_degree": 32, "search_list_size": 200, "alpha": 1.2, "quant": self.quant}
+            param = zvec.VamanaIndexParam(metric_type=zvec.MetricType.IP, max_degree=32, search_list_size=200,
+                                          alpha=1.2, quantize_type=quant)  # fmt: skip
+            self.query_param = lambda knob: zvec.VamanaQueryParam(ef_search=knob)
+        else:
+            self.params = {"m": 16, "ef_construction": 200, "quant": self.quant}
+            param = zvec.HnswIndexParam(metric_type=zvec.MetricType.IP, m=16, ef_construction=200, quantize_type=quant)
+            self.query_param = lambda knob: zvec.HnswQueryParam(ef=knob)
+        schema = zvec.CollectionSchema(name="c", vectors=zvec.VectorSchema("v", zvec.DataType.VECTOR_FP32, dim,
+                                                                           index_param=param))  # fmt: skip
+        collection = zvec.create_and_open(str(tmp / "zvec"), schema)
+        for start in range(0, n, 1024):  # zvec writes at most 1,024 docs a call
+            rows = range(start, min(n, start + 1024))
+            collection.insert([zvec.Doc(id=str(i), vectors={"v": vectors[i]}) for i in rows])
+        collection.optimize()
+        del collection
+        self.zvec = zvec
+        self.collection = zvec.open(str(tmp / "zvec"), zvec.CollectionOption(read_only=True))
+        self.bytes = folder_bytes(tmp)
+
+    def shortlist(self, q: np.ndarray, knob: int, kp: int) -> np.ndarray:
+        param = self.query_param(knob)
+        out = np.full((len(q), kp), -1, dtype=np.int64)
+        for i, row in enumerate(q):
+            query = self.zvec.Query(field_name="v", vector=np.ascontiguousarray(row), param=param)
+            out[i] = self.collection.query_internal_ids(query, topk=kp)
+        return out
+
+
+class ZvecHnswInt8(ZvecGraph):
+    name = "zvec-hnsw-int8"
+
+
+class ZvecVamanaFP16(ZvecGraph):
+    name = "zvec-vamana-fp16"
+    kind = "vamana"
+    quant = "FP16"
+
+
+class ZvecVamanaInt8(ZvecGraph):
+    name = "zvec-vamana-int8"
+    kind = "vamana"
+
+
+ENGINES = {
+    e.name: e
+    for e in (IvfPqFastScan, Scann, UsearchI8, GlassSQ8, VsagSQ8, VsagSQ4, VsagFP16, SvsFP16, FaissNSG, FaissNSGFlat,
+              ZvecHnswInt8, ZvecVamanaFP16, ZvecVamanaInt8)
+}  # fmt: skip
 
 
 def main() -> None:
@@ -233,9 +355,11 @@ def main() -> None:
         default="100,150,200",
         help="k' values of the graph engines (faiss, usearch, glass); a rotated prefix needs shorter ones",
     )
+    ap.add_argument("--knobs", default="64,96,128,160,192,256,384", help="search beams of the graph engines")
     args = ap.parse_args()
     shortlists = [int(x) for x in args.shortlists.split(",")]
-    graph_grid = tuple((ef, kp) for ef in (64, 96, 128, 160, 192, 256, 384) for kp in shortlists if kp <= ef)
+    knobs = [int(x) for x in args.knobs.split(",")]
+    graph_grid = tuple((ef, kp) for ef in knobs for kp in shortlists if kp <= ef)
 
     _, base, queries, info = benchmark_vectors(args)
     p = args.prefix_dim
@@ -255,7 +379,7 @@ def main() -> None:
             "ram_bytes": int(faiss.serialize_index(peer).nbytes),
             "build_s": time.perf_counter() - t0,
         }
-        for ef in (64, 96, 128, 160, 192, 256, 384):
+        for ef in knobs:
             params = faiss.SearchParametersHNSW(efSearch=ef)
             search = lambda q, p=params: peer.search(q, K, params=p)[1]  # noqa: E731
             result["points"].append(point(PEER, {"knob": ef, "shortlist": K}, truth, search, queries, args.single))

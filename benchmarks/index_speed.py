@@ -364,6 +364,11 @@ def main() -> None:
             [32, 64, 128, 256] if args.quick else [32, 64, 96, 128, 160, 192, 256, 384, 512],
         ),
         "ivf": ({}, [8, 16, 32, 64] if args.quick else [8, 16, 32, 64, 128, 192, 256]),
+        # zvec's HNSW (mrl.index.zvec_graph), built like mrl's faiss graph; knob = efSearch
+        "zvec": (
+            {"M": args.mrl_hnsw_m, "efConstruction": args.mrl_ef_construction},
+            [32, 64, 96, 128] if args.quick else [32, 48, 64, 80, 96, 128, 160, 192, 256],
+        ),
         # SVS Vamana (mrl.index.vamana): one list of 2M neighbours a node, as HNSW's base layer; knob = search window
         "vamana": (
             {"graph_max_degree": 2 * args.mrl_hnsw_m, "window_size": args.mrl_ef_construction},
@@ -408,7 +413,7 @@ def main() -> None:
             c.print(f"{name} built in {build:.0f} s, ANN {st['ann_bytes'] / 2**20:.0f} MiB")
             for a in grid:
                 for kp in shortlists:
-                    if ann in ("hnsw", "vamana") and kp > a:
+                    if ann in ("hnsw", "vamana", "zvec") and kp > a:
                         continue  # mrl searches graphs with a beam >= k': the pair is a duplicate point
                     result["points"].append(
                         point(

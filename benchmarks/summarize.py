@@ -32,7 +32,10 @@ def cpu_of(run: dict) -> str:
 
 
 def engine_of(system: str) -> str:
-    """Which engine an mrl system name ran: faiss (open source) or SVS, whose LVQ codes are closed and Intel-only."""
+    """Which engine an mrl system name ran: faiss or zvec (open source), or SVS, whose LVQ codes are closed and
+    Intel-only."""
+    if "zvec" in system:
+        return "zvec (open source)"
     if "vamana" not in system:
         return "faiss (open source)"
     if "fp16" in system or "fp32" in system:
@@ -68,7 +71,13 @@ def summary_at(run: dict, path: Path, target: float) -> dict:
     """An index_speed run's summary at ``target`` (``index_speed.py --resummarize`` brings older files up to date)."""
     if str(target) not in run["summary"]:
         raise SystemExit(f"{path.name} summarizes recall@10 {', '.join(run['summary'])}, not {target}")
-    return run["summary"][str(target)]
+    summary = run["summary"][str(target)]
+    if "best" not in summary:
+        raise SystemExit(
+            f"{path.name} has a summary from before per-system tables: "
+            f"python benchmarks/index_speed.py --resummarize {path}"
+        )
+    return summary
 
 
 def system_ram(run: dict, system: str) -> int:

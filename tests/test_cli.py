@@ -196,7 +196,8 @@ def test_train_bad_input_fails_before_training(tmp_path, rows, args, needle, sci
     assert not out.exists()
 
 
-@pytest.mark.parametrize(("ann", "quant"), [("hnsw", "sq8"), ("vamana", "fp32")])  # fp32: SVS's path on any CPU
+# fp32: SVS's path on any CPU
+@pytest.mark.parametrize(("ann", "quant"), [("hnsw", "sq8"), ("vamana", "fp32"), ("zvec", "sq8")])
 def test_index_build_search_add_delete_cli(tmp_path, data_dir, ann, quant):
     from conftest import write_beir_subset
 
@@ -224,8 +225,12 @@ def test_index_build_search_add_delete_cli(tmp_path, data_dir, ann, quant):
     assert "tuned: shortlist" in proc.stderr and "documents" in proc.stdout
     built = Index.open(idx).stats()["ann_params"]
     # --hnsw-m 16 (the default) is M for HNSW and 2M = 32 neighbours a node for Vamana, as HNSW's base layer
-    vamana = {"graph_max_degree": 32, "window_size": 200, "alpha": 0.95}
-    assert built == ({"M": 16, "efConstruction": 80} if ann == "hnsw" else vamana)
+    defaults = {
+        "hnsw": {"M": 16, "efConstruction": 80},
+        "vamana": {"graph_max_degree": 32, "window_size": 200, "alpha": 0.95},
+        "zvec": {"M": 16, "efConstruction": 200},
+    }
+    assert built == defaults[ann]
     proc = mrl("search", str(idx), "vitamin D and bone fractures", "-k", "3", "--json", "--funnel", "64,128,full")
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout)

@@ -44,6 +44,9 @@ def snapshot(folder: Path) -> dict[str, bytes]:
         pytest.param("vamana", "sq4", "float32", marks=needs_lvq),
         ("vamana", "fp32", "float16"),
         ("vamana", "fp16", "float32"),
+        ("zvec", "sq8", "float32"),
+        ("zvec", "fp16", "float16"),
+        ("zvec", "fp32", "float32"),
     ],
 )
 def test_two_pass_matches_exact_search_with_full_shortlist(corpus, tmp_path, model, ann, quant, store):
@@ -100,7 +103,7 @@ def test_text_and_vector_queries_single_and_batch(corpus, tmp_path, model):
     assert index.last_timings.shortlist > 0 and index.last_timings.rerank > 0
 
 
-@pytest.mark.parametrize(("ann", "quant"), [("hnsw", "sq8"), ("vamana", "fp16")])
+@pytest.mark.parametrize(("ann", "quant"), [("hnsw", "sq8"), ("vamana", "fp16"), ("zvec", "sq8")])
 def test_candidates_are_the_rows_the_rerank_orders(corpus, tmp_path, ann, quant):
     """The first pass alone (what benchmarks count as the rerank's reads): k' rows a query, holding every hit."""
     _, _, docs, vectors = corpus
@@ -115,7 +118,13 @@ def test_candidates_are_the_rows_the_rerank_orders(corpus, tmp_path, ann, quant)
 
 @pytest.mark.parametrize(
     ("ann", "quant"),
-    [("hnsw", "sq8"), ("ivf", "pq4"), ("vamana", "fp16"), pytest.param("vamana", "sq8", marks=needs_lvq)],
+    [
+        ("hnsw", "sq8"),
+        ("ivf", "pq4"),
+        ("vamana", "fp16"),
+        pytest.param("vamana", "sq8", marks=needs_lvq),
+        ("zvec", "sq8"),
+    ],
 )
 def test_reopen_add_upsert_delete(corpus, tmp_path, model, ann, quant):
     _, _, docs, vectors = corpus
@@ -193,6 +202,9 @@ def test_pq4_first_pass_needs_ivf_and_an_even_prefix(corpus, tmp_path):
     with pytest.raises(MrlError, match="--ann vamana stores the prefix as sq8, sq4, fp16, fp32, not 'pq4'"):
         Index.build(tmp_path / "i", vectors, docs, ann="vamana", quant="pq4")
     assert not (tmp_path / "i").exists()
+    with pytest.raises(MrlError, match="--ann zvec stores the prefix as sq8, fp16, fp32, not 'sq4'"):
+        Index.build(tmp_path / "i", vectors, docs, ann="zvec", quant="sq4")
+    assert not (tmp_path / "i").exists()
 
 
 def test_duplicate_ids_in_corpus_file(tmp_path):
@@ -203,7 +215,7 @@ def test_duplicate_ids_in_corpus_file(tmp_path):
     assert info.value.line == 3
 
 
-@pytest.mark.parametrize(("ann", "quant"), [("hnsw", "sq8"), ("vamana", "fp32")])
+@pytest.mark.parametrize(("ann", "quant"), [("hnsw", "sq8"), ("vamana", "fp32"), ("zvec", "sq8")])
 def test_tune_reaches_target_and_is_stored(corpus, tmp_path, model, ann, quant):
     _, _, docs, vectors = corpus
     index = Index.build(
@@ -245,7 +257,8 @@ WRITER = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize(("ann", "quant"), [("hnsw", "sq8"), ("vamana", "fp32")])  # a faiss file, an SVS folder
+# a faiss file, an SVS folder, a zvec folder
+@pytest.mark.parametrize(("ann", "quant"), [("hnsw", "sq8"), ("vamana", "fp32"), ("zvec", "sq8")])
 def test_kill_during_writes_leaves_last_committed_state(corpus, tmp_path, model, ann, quant):
     """SIGKILL a writer mid-stream; readers never fail meanwhile and the index reopens consistent."""
     _, _, docs, vectors = corpus
@@ -309,6 +322,30 @@ def test_untuned_hnsw_search_returns_the_whole_shortlist(tmp_path):
     assert (cand >= 0).all()
     exact = np.argsort(-(q @ prefix(vectors, 64).T), axis=1)[:, :1000]
     assert np.mean([len(set(c) & set(e)) / 1000 for c, e in zip(cand, exact, strict=True)]) >= 0.9
+
+
+def test_zvec_counts_its_float_copy_on_disk_and_needs_format_4(corpus, tmp_path):
+    """zvec keeps a float copy of the prefixes beside its int8 graph: a quantized search never reads it, so RAM
+    leaves it out; unquantized, the copy is the graph's data and counts. Older mrl versions refuse the index."""
+    _, _, docs, vectors = corpus
+    sq8 = Index.build(tmp_path / "sq8", vectors, docs, prefix_dim=64, ann="zvec", quant="sq8").stats()
+    cold = [p for p in sq8["parts"] if p["part"].startswith("zvec's float copy")]
+    assert len(cold) == 1 and cold[0]["where"] == "disk" and cold[0]["bytes"] > 0
+    ann_hot = next(p["bytes"] for p in sq8["parts"] if p["part"].startswith("ANN"))
+    assert ann_hot + cold[0]["bytes"] == sq8["ann_bytes"]
+    fp32 = Index.build(tmp_path / "fp32", vectors, docs, prefix_dim=64, ann="zvec", quant="fp32").stats()
+    assert not [p for p in fp32["parts"] if p["part"].startswith("zvec's float copy")]
+    assert read_current(tmp_path / "sq8").format_version == 4
+
+
+def test_zvec_batch_search_equals_one_query_at_a_time(corpus, tmp_path):
+    """A batch runs on every core, a slice a thread; each query gets the answer it gets alone."""
+    _, _, docs, vectors = corpus
+    index = Index.build(tmp_path / "i", vectors, docs, prefix_dim=64, ann="zvec")
+    queries = vectors[:40]
+    batch = index.candidates(queries, 10, shortlist=30, ann_search=48)
+    single = np.concatenate([index.candidates(q[None], 10, shortlist=30, ann_search=48) for q in queries])
+    assert (batch == single).all() and (batch[:, 0] == np.arange(40)).all()
 
 
 def huge_kib_at(address: int) -> int:

@@ -457,14 +457,16 @@ def index_build(
     ann: Annotated[
         str,
         typer.Option(
-            help="First-pass index: hnsw, ivf, flat, or vamana (Intel SVS's Vamana graph: pip install 'mrl[svs]')."
+            help="First-pass index: hnsw (faiss), zvec (zvec's HNSW with prefetching: the fastest open-source "
+            "graph), ivf, flat, or vamana (Intel SVS's Vamana graph: pip install 'mrl[svs]')."
         ),
     ] = "hnsw",
     quant: Annotated[
         str,
         typer.Option(
             help="First-pass storage: sq8 (1 byte/dim), sq4 (4 bits/dim), fp16, fp32, or pq4 (IVF only: 4-bit "
-            "fast-scan PQ). With vamana, sq8 and sq4 are SVS's LVQ-8 and LVQ-4 (Intel CPUs only)."
+            "fast-scan PQ). With vamana, sq8 and sq4 are SVS's LVQ-8 and LVQ-4 (Intel CPUs only); zvec takes sq8, "
+            "fp16, fp32."
         ),
     ] = "sq8",
     store: Annotated[
@@ -481,9 +483,12 @@ def index_build(
             "floor. At least --prefix-dim; embedded only."
         ),
     ] = None,
-    hnsw_m: Annotated[int, typer.Option(help="HNSW graph degree M (vamana: 2M neighbours a node).")] = 16,
+    hnsw_m: Annotated[
+        int, typer.Option(help="HNSW graph degree M, for hnsw and zvec (vamana: 2M neighbours a node).")
+    ] = 16,
     ef_construction: Annotated[
-        int | None, typer.Option(help="HNSW efConstruction (default 80); vamana's build window (default 200).")
+        int | None,
+        typer.Option(help="HNSW efConstruction (default 80; zvec 200); vamana's build window (default 200)."),
     ] = None,
     nlist: Annotated[int | None, typer.Option(help="IVF lists (default about 4 x sqrt(n)).")] = None,
     target_recall: Annotated[
@@ -722,7 +727,7 @@ def search_cmd(
         None
     ),
     ann_search: Annotated[
-        int | None, typer.Option(help="efSearch (HNSW), nprobe (IVF) or search window (vamana).")
+        int | None, typer.Option(help="efSearch (hnsw, zvec), nprobe (ivf) or search window (vamana).")
     ] = None,
     target_recall: Annotated[
         float | None, typer.Option(help="Tune k' and efSearch/nprobe for this recall first (stored in the index).")

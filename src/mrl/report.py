@@ -29,6 +29,7 @@ ENGINES = {
     "rabitqlib": "rabitqlib",
     "pyvsag": "pyvsag",
     "voyager": "voyager",
+    "zvec": "zvec",
     "psycopg": "psycopg",
     "qdrant_client": "qdrant-client",
     "qdrant_edge": "qdrant-edge-py",

@@ -17,8 +17,12 @@ from mrl.errors import MrlError
 from mrl.index.vamana import DEFAULT_PARAMS as VAMANA_DEFAULTS
 from mrl.index.vamana import QUANTS as VAMANA_QUANTS
 from mrl.index.vamana import VamanaAnn, check_cpu, svs_module
+from mrl.index.zvec_graph import DEFAULT_PARAMS as ZVEC_DEFAULTS
+from mrl.index.zvec_graph import QUANTS as ZVEC_QUANTS
+from mrl.index.zvec_graph import ZvecAnn, zvec_module
 
-ANN_KINDS = ("hnsw", "ivf", "flat", "vamana")  # vamana: SVS, mrl.index.vamana
+ANN_KINDS = ("hnsw", "ivf", "flat", "vamana", "zvec")  # vamana: SVS, mrl.index.vamana; zvec: mrl.index.zvec_graph
+FOLDER_ANNS = {"vamana": VamanaAnn, "zvec": ZvecAnn}  # engines that save a folder, not a faiss file
 QUANTS = ("sq8", "sq4", "fp16", "fp32", "pq4")
 SCALAR_QUANTIZERS = {
     "sq8": faiss.ScalarQuantizer.QT_8bit,
@@ -33,6 +37,7 @@ DEFAULT_PARAMS = {
     "ivf": {"nlist": None},
     "flat": {},
     "vamana": VAMANA_DEFAULTS,
+    "zvec": ZVEC_DEFAULTS,
 }
 
 
@@ -72,6 +77,8 @@ def build_params(kind: str, m: int, ef_construction: int | None, nlist: int | No
     """
     if kind == "hnsw":
         return {"M": m, "efConstruction": ef_construction or HNSW_EF_CONSTRUCTION}
+    if kind == "zvec":
+        return {"M": m, "efConstruction": ef_construction or ZVEC_DEFAULTS["efConstruction"]}
     if kind == "vamana":
         return {"graph_max_degree": 2 * m, **({"window_size": ef_construction} if ef_construction else {})}
     return {"nlist": nlist}
@@ -85,21 +92,25 @@ def check_ann(kind: str, quant: str, prefix_dim: int) -> None:
         raise MrlError(f"unknown quantization '{quant}' (choose {', '.join(QUANTS)})")
     if kind == "vamana" and quant not in VAMANA_QUANTS:
         raise MrlError(f"--ann vamana stores the prefix as {', '.join(VAMANA_QUANTS)}, not '{quant}'")
+    if kind == "zvec" and quant not in ZVEC_QUANTS:
+        raise MrlError(f"--ann zvec stores the prefix as {', '.join(ZVEC_QUANTS)}, not '{quant}'")
     if kind == "vamana":
         check_cpu(quant, f"--ann vamana --quant {quant}")  # before SVS could end the process on a non-Intel CPU
         svs_module()  # fail before encoding when the optional engine is missing
+    if kind == "zvec":
+        zvec_module()
     if quant == "pq4" and (kind != "ivf" or prefix_dim % 2):
         raise MrlError(
             f"quantization 'pq4' needs --ann ivf and an even prefix dim (got --ann {kind}, prefix dim {prefix_dim})"
         )
 
 
-def build_ann(kind: str, quant: str, vectors: np.ndarray, params: dict) -> faiss.Index | VamanaAnn:
+def build_ann(kind: str, quant: str, vectors: np.ndarray, params: dict) -> faiss.Index | VamanaAnn | ZvecAnn:
     """Build and fill an ANN index over ``vectors`` (unit prefixes, float32, ids = row numbers)."""
     n, dim = vectors.shape
     check_ann(kind, quant, dim)
-    if kind == "vamana":
-        return VamanaAnn.build(vectors, quant, params)
+    if kind in FOLDER_ANNS:
+        return FOLDER_ANNS[kind].build(vectors, quant, params)
     sample = training_sample(vectors, training_limit(kind, n, params.get("nlist")))
     index = trained_faiss_index(kind, quant, dim, n, params, sample)
     add_in_chunks(index, vectors)
@@ -172,10 +183,10 @@ def ann_kind(index: faiss.Index) -> str:
     return "flat"
 
 
-def ann_search_grid(index: faiss.Index | VamanaAnn) -> list[int | None]:
+def ann_search_grid(index: faiss.Index | VamanaAnn | ZvecAnn) -> list[int | None]:
     """Candidate values of the search-time knob for auto-tuning."""
-    kind = "vamana" if isinstance(index, VamanaAnn) else ann_kind(index)
-    if kind in ("hnsw", "vamana"):
+    kind = "graph" if isinstance(index, (VamanaAnn, ZvecAnn)) else ann_kind(index)
+    if kind in ("hnsw", "graph"):
         return list(GRAPH_SEARCH_GRID)
     if kind == "ivf":
         nlist = index.nlist

@@ -8,6 +8,7 @@ Layout of an index folder (every file but ``CURRENT`` and ``docs.sqlite`` is imm
                                  first keep_dims), read by memory map or batched preadv (mrl.index.segments)
     ann-<gen>.faiss              the faiss index over the re-normalized prefix (ids = row numbers)
     ann-<gen>.svs/               instead, with ``ann="vamana"``: the SVS graph folder (mrl.index.vamana)
+    ann-<gen>.zvec/              instead, with ``ann="zvec"``: the zvec collection (mrl.index.zvec_graph)
     deleted-<gen>.npy            rows tombstoned by delete/upsert
     rotation-<gen>.npy           the d x d rotation the vectors are stored in (mrl.index.rotation), if any
     docs.sqlite                  row -> id, text, metadata
@@ -31,6 +32,7 @@ from mrl.encode import prefix
 from mrl.errors import MrlError
 from mrl.index.ann import (
     DEFAULT_PARAMS,
+    FOLDER_ANNS,
     add_in_chunks,
     ann_search_grid,
     build_ann,
@@ -68,6 +70,7 @@ from mrl.index.segments import (
 from mrl.index.storage import atomic_write, atomic_write_path, free_bytes, path_bytes, writer_lock
 from mrl.index.tuning import exact_top_rows
 from mrl.index.vamana import VamanaAnn
+from mrl.index.zvec_graph import ZvecAnn, hot_bytes
 
 RERANK_BYTES = 8 << 20  # decoded candidate rows a batch search gathers at a time
 BUILD_CHUNK = 4096  # rows a build reads at a time: 6 MB of 384-dim float32, a few copies of it at a peak
@@ -84,7 +87,7 @@ class Generation:
     manifest: Manifest
     segments: list[Segment]
     starts: np.ndarray
-    ann: faiss.Index | VamanaAnn
+    ann: faiss.Index | VamanaAnn | ZvecAnn
     deleted: np.ndarray
     selector: faiss.IDSelector | None
     live_bits: np.ndarray | None
@@ -105,7 +108,11 @@ class Generation:
         if m.tombstones_file:
             deleted[np.load(folder / m.tombstones_file)] = True
         selector, live_bits = None, None
-        if m.ann == "vamana":
+        if m.ann == "zvec":  # zvec maps its files: the page cache holds them, not the process's heap
+            ann = ZvecAnn.load(folder / m.ann_file, m.quant)
+            ann.hide(np.flatnonzero(deleted))
+            huge = HugePageAdvice()
+        elif m.ann == "vamana":
             before = anonymous_mappings()
             ann = VamanaAnn.load(folder / m.ann_file, m.quant, writable=bool(deleted.any()))
             ann.hide(np.flatnonzero(deleted))
@@ -184,7 +191,7 @@ class Index(SearchBackend):
         return self.gen.manifest
 
     @property
-    def ann(self) -> faiss.Index | VamanaAnn:
+    def ann(self) -> faiss.Index | VamanaAnn | ZvecAnn:
         return self.gen.ann
 
     @property
@@ -283,9 +290,9 @@ class Index(SearchBackend):
                 unit = unit_vectors(vectors[start:stop], full_dim, "corpus vectors", np.arange(start, stop))
                 yield start, rotate_rows(unit, rotation, out=unit)
 
-        # first pass over the rows: the ANN index fills a chunk at a time (Vamana's build takes all prefixes)
+        # first pass over the rows: the ANN index fills a chunk at a time (SVS and zvec builds take all prefixes)
         # and int8's per-dim peaks are found; the second, under the writer lock, writes the coded rows
-        if ann == "vamana":
+        if ann in FOLDER_ANNS:
             first_pass = np.empty((rows, prefix_dim), dtype=np.float32)
         else:
             sample = np.empty((len(sample_rows), prefix_dim), dtype=np.float32)  # filled in place: no second copy
@@ -295,13 +302,13 @@ class Index(SearchBackend):
             del sample
         peak = np.zeros(keep or full_dim, dtype=np.float32)
         for start, unit in stored_chunks():
-            if ann == "vamana":
+            if ann in FOLDER_ANNS:
                 first_pass[start : start + len(unit)] = prefix(unit, prefix_dim)
             else:
                 add_in_chunks(index, prefix(unit, prefix_dim))
             if store == "int8":
                 np.maximum(peak, np.abs(keep_prefix(unit, keep)).max(axis=0), out=peak)
-        if ann == "vamana":
+        if ann in FOLDER_ANNS:
             index = build_ann(ann, quant, first_pass, params)
             del first_pass
         scale = calibrate_int8(peak[None, :]) if store == "int8" else None
@@ -449,7 +456,7 @@ class Index(SearchBackend):
         kprime = self.shortlist_size(k, shortlist)
         ann_search = ann_search or (g.manifest.tuned or {}).get("ann_search")
         q_prefix = prefix(queries, g.manifest.prefix_dim)
-        if isinstance(g.ann, VamanaAnn):
+        if isinstance(g.ann, (VamanaAnn, ZvecAnn)):
             return g.ann.search(q_prefix, kprime, ann_search)
         return g.ann.search(q_prefix, kprime, params=search_params(g.ann, ann_search, g.selector, kprime))[1]
 
@@ -545,8 +552,8 @@ class Index(SearchBackend):
             try:
                 m.segments = [*m.segments, write_segment(self.folder, f"vectors-{m.generation:08d}.npy", codes)]
                 # a copy to extend: searches keep using the live one meanwhile
-                if isinstance(self.gen.ann, VamanaAnn):
-                    ann = VamanaAnn.load(self.folder / self.manifest.ann_file, m.quant, writable=True)
+                if m.ann in FOLDER_ANNS:
+                    ann = FOLDER_ANNS[m.ann].load(self.folder / self.manifest.ann_file, m.quant, writable=True)
                     ann.add(prefix(unit, m.prefix_dim), first_row)
                 else:
                     ann = faiss.clone_index(self.gen.ann)
@@ -589,15 +596,22 @@ class Index(SearchBackend):
         m = self.manifest
         files = {name: path_bytes(self.folder / name) for name in m.files()}
         ann_bytes = files[m.ann_file]
+        # zvec keeps a float copy of the prefixes that a quantized search never reads: on disk, not in RAM
+        ann_hot, ann_cold = hot_bytes(self.folder / m.ann_file, m.quant) if m.ann == "zvec" else (ann_bytes, 0)
         vector_bytes = sum(files[s["file"]] for s in m.segments)
         docs_bytes = (self.folder / "docs.sqlite").stat().st_size
         # what a search keeps hot (RAM) and what it reads from disk: the rerank's rows, and the hits' documents
         parts = [
             {
                 "part": f"ANN over the {m.prefix_dim}-dim prefix ({m.ann}, {m.quant})",
-                "bytes": ann_bytes,
+                "bytes": ann_hot,
                 "where": "ram",
             },
+            *[
+                {"part": "zvec's float copy of the prefixes (never searched)", "bytes": b, "where": "disk"}
+                for b in [ann_cold]
+                if b
+            ],
             {"part": "tombstones", "bytes": int(self.deleted.nbytes), "where": "ram"},
             {
                 "part": f"rerank vectors ({m.stored_dim} dims, {m.store}, {len(m.segments)} segments, {self.io})",
@@ -750,9 +764,9 @@ def _remove_sqlite(path: Path, keep_main: bool = False) -> None:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
-def _write_ann(folder: Path, gen: int, index: faiss.Index | VamanaAnn) -> str:
-    if isinstance(index, VamanaAnn):
-        name = f"ann-{gen:08d}.svs"
+def _write_ann(folder: Path, gen: int, index: faiss.Index | VamanaAnn | ZvecAnn) -> str:
+    if isinstance(index, (VamanaAnn, ZvecAnn)):
+        name = f"ann-{gen:08d}.{'svs' if isinstance(index, VamanaAnn) else 'zvec'}"
         index.save(folder / name)
         return name
     name = f"ann-{gen:08d}.faiss"

@@ -16,9 +16,10 @@ from pathlib import Path
 from mrl.errors import MrlError
 from mrl.index.storage import atomic_write, atomic_write_json
 
-# 2: full vectors may be stored rotated (``rotation_file``); 3: stored as int8 or truncated (``keep_dims``).
+# 2: full vectors may be stored rotated (``rotation_file``); 3: stored as int8 or truncated (``keep_dims``);
+# 4: the first pass may be a zvec collection (``ann="zvec"``).
 # An index records the oldest version that reads it (required_version), so older releases still open the rest.
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 CURRENT = "CURRENT"
 MAX_RACES = 50  # retries when a concurrent writer commits twice between reading CURRENT and its files
 
@@ -28,7 +29,7 @@ class Manifest:
     model: str | None
     full_dim: int
     prefix_dim: int
-    ann: str  # hnsw | ivf | flat | vamana
+    ann: str  # hnsw | ivf | flat | vamana | zvec
     quant: str  # sq8 | sq4 | fp32 | pq4: how the ANN stores the prefix
     store: str  # float32 | float16 | int8: how the rerank vectors are stored
     ann_params: dict = field(default_factory=dict)
@@ -51,6 +52,8 @@ class Manifest:
 
     def required_version(self) -> int:
         """The oldest format version that reads this index correctly."""
+        if self.ann == "zvec":
+            return 4
         if self.keep_dims or self.store == "int8":
             return 3
         return 2 if self.rotation_file else 1
@@ -119,5 +122,5 @@ def collect_garbage(folder: Path, keep_generations: int = 2) -> None:
             continue
         if path.is_file():
             path.unlink(missing_ok=True)
-        elif path.is_dir() and ".svs" in path.name:  # an SVS graph folder (mrl.index.vamana) or its temp folder
+        elif path.is_dir() and (".svs" in path.name or ".zvec" in path.name):  # a graph folder or its temp folder
             shutil.rmtree(path, ignore_errors=True)

@@ -63,7 +63,7 @@ class SearchRequest(BaseModel):
     vector: list[float] | list[list[float]] | None = Field(None, description="One full-width vector or a batch.")
     k: int = Field(10, description="Results per query.")
     shortlist: int | None = Field(None, description="First-pass candidates k' (default: tuned, else 10 x k).")
-    ann_search: int | None = Field(None, description="efSearch (HNSW), nprobe (IVF) or search window (vamana).")
+    ann_search: int | None = Field(None, description="efSearch (hnsw, zvec), nprobe (ivf) or search window (vamana).")
     target_recall: float | None = Field(None, description="Use the index's tuned settings if tuned for >= this.")
     funnel: list[int] | None = Field(None, description="Intermediate rerank dims, e.g. [128].")
 

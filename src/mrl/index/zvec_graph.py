@@ -1,0 +1,212 @@
+"""zvec's HNSW graph over 8-bit codes as the first pass: ``--ann zvec``.
+
+Why a third graph engine: a graph walk over a prefix is bound by memory latency, one random read of a
+code per visited node, and the engines differ most in how they hide it. zvec (Alibaba's Proxima engine,
+Apache-2.0, a wheel that needs only numpy) walks an HNSW graph over int8 codes with software prefetching
+of the next neighbours' codes and a low-latency single-query path. Over the same prefix, with the same
+graph degree and search beam as faiss HNSW-SQ8, it answers a query in less time
+(benchmarks/index_speed.py and first_pass.py measure it against the other engines).
+``quant="sq8"`` maps to zvec's INT8 codes, ``fp16`` to FP16 and ``fp32`` to uncompressed floats; the
+rerank on full vectors absorbs the coarser codes.
+
+On disk an index is one folder ``ann-<gen>.zvec``: a zvec collection whose documents are the rows, in
+row order, so zvec's internal ids are the row numbers (checked when a generation loads). zvec keeps a
+float copy of every prefix beside the quantized graph; a quantized search never reads it, so
+:func:`hot_bytes` counts it on disk, not in RAM. :meth:`add` extends a copy of the collection, never the
+live one; tombstoned rows are hidden in memory when a generation loads, as with faiss and SVS.
+
+Example::
+
+    import numpy as np
+    from mrl.index.zvec_graph import ZvecAnn
+
+    x = np.random.default_rng(0).standard_normal((2000, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ann = ZvecAnn.build(x, quant="sq8", params={})
+    rows = ann.search(x[:3], 5, ef=64)
+    assert (rows[:, 0] == [0, 1, 2]).all()
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+
+from mrl.errors import MrlError
+from mrl.index.storage import atomic_write_path
+
+QUANTS = ("sq8", "fp16", "fp32")
+ZVEC_QUANTS = {"sq8": "INT8", "fp16": "FP16", "fp32": None}  # None: zvec's unquantized graph
+DEFAULT_PARAMS = {"M": 16, "efConstruction": 200}
+FIELD = "v"
+WRITE_BATCH = 1024  # documents a zvec insert takes at most
+FLOAT_COPY = "*.index.*.proxima"  # zvec's float copy of the vectors; a quantized graph is *.qindex.*
+
+
+def zvec_module():
+    """``zvec``, or a clear error naming the package that installs it."""
+    try:
+        import zvec
+    except ImportError as exc:
+        raise MrlError("--ann zvec needs zvec: pip install zvec (mrl installs it by default)") from exc
+    return zvec
+
+
+def hot_bytes(folder: Path, quant: str) -> tuple[int, int]:
+    """(bytes a search reads, bytes it never reads) of a saved collection: the float copy is cold when quantized."""
+    files = [f for f in folder.rglob("*") if f.is_file()]
+    cold = {f for f in files if f.match(FLOAT_COPY)} if ZVEC_QUANTS[quant] else set()
+    return sum(f.stat().st_size for f in files if f not in cold), sum(f.stat().st_size for f in cold)
+
+
+class ZvecAnn:
+    """A zvec collection whose internal ids are the rows of the mrl index, with faiss-like calls.
+
+    Searches of a saved collection go through zvec's read-only low-latency path, one query a call; a build
+    or an :meth:`add` works on a private writable copy in a temporary folder (searched through zvec's
+    slower document path), which :meth:`save` copies into place.
+    """
+
+    def __init__(self, collection, path: Path, quant: str, workspace: tempfile.TemporaryDirectory | None = None):
+        self.collection = collection
+        self.path = path
+        self.quant = quant
+        self._workspace = workspace  # owns the folder of a writable copy; removed with this object
+        self._hidden = np.zeros(0, dtype=bool)
+        self._lock = threading.Lock()  # a writable copy is changed by one caller at a time
+
+    # ---- building and persistence -----------------------------------------------------------
+    @classmethod
+    def build(cls, vectors: np.ndarray, quant: str, params: dict) -> ZvecAnn:
+        """Graph over ``vectors`` (unit prefixes; ids = row numbers) in a temporary folder.
+
+        ``params`` gets the defaults filled in, so the manifest records what was built.
+        """
+        zvec = zvec_module()
+        for key, value in DEFAULT_PARAMS.items():
+            params.setdefault(key, value)
+        quantize = getattr(zvec.QuantizeType, ZVEC_QUANTS[quant] or "UNDEFINED")
+        index_param = zvec.HnswIndexParam(
+            metric_type=zvec.MetricType.IP,
+            m=int(params["M"]),
+            ef_construction=int(params["efConstruction"]),
+            quantize_type=quantize,
+        )
+        vector = zvec.VectorSchema(FIELD, zvec.DataType.VECTOR_FP32, vectors.shape[1], index_param=index_param)
+        workspace = tempfile.TemporaryDirectory(prefix="mrl-zvec-")
+        path = Path(workspace.name) / "collection"
+        collection = zvec.create_and_open(str(path), zvec.CollectionSchema(name="mrl", vectors=vector))
+        ann = cls(collection, path, quant, workspace)
+        ann._insert(vectors, 0)
+        return ann
+
+    @classmethod
+    def load(cls, folder: Path, quant: str, writable: bool = False) -> ZvecAnn:
+        """Open a saved collection read-only for searches, or (``writable``) a private copy of it to add rows to."""
+        zvec = zvec_module()
+        if not any(folder.glob("manifest.*")):
+            # an OSError, like a missing faiss file: Generation.load_current retries it when a commit raced
+            raise FileNotFoundError(f"{folder}: incomplete zvec collection (no manifest)")
+        if writable:
+            workspace = tempfile.TemporaryDirectory(prefix="mrl-zvec-")
+            path = Path(workspace.name) / "collection"
+            shutil.copytree(folder, path)
+            return cls(zvec.open(str(path), zvec.CollectionOption(read_only=False)), path, quant, workspace)
+        ann = cls(zvec.open(str(folder), zvec.CollectionOption(read_only=True)), folder, quant)
+        ann._check_row_order()
+        return ann
+
+    def save(self, folder: Path) -> None:
+        """Write the collection as ``folder``, complete or not at all (see :func:`atomic_write_path`)."""
+        with self._lock:
+            self.collection.flush()
+            atomic_write_path(folder, lambda tmp: shutil.copytree(self.path, tmp))
+
+    def _check_row_order(self) -> None:
+        """zvec numbers documents in insertion order; a collection where that fails would return wrong rows."""
+        n = self.ntotal
+        probe = np.unique(np.linspace(0, max(n - 1, 0), num=min(n, 1000)).astype(np.int64))
+        keys = self.collection.resolve_internal_ids(probe)
+        if any(key is not None and key != str(row) for key, row in zip(keys, probe, strict=True)):
+            raise MrlError(f"{self.path}: zvec's internal ids are not the index's row numbers; rebuild the index")
+
+    # ---- searching and writing --------------------------------------------------------------
+    @property
+    def ntotal(self) -> int:
+        return int(self.collection.stats.doc_count)
+
+    def search(self, queries: np.ndarray, k: int, ef: int | None) -> np.ndarray:
+        """Top-``k`` live rows of each query, -1 padded; ``ef`` is the search beam (raised to at least ``k``).
+
+        A batch is split over the cores, one thread a slice: zvec answers one query a call and releases
+        Python's lock while it searches.
+        """
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        out = np.full((len(queries), k), -1, dtype=np.int64)
+        threads = min(os.cpu_count() or 1, len(queries))
+        if threads <= 1:
+            self._search_into(queries, k, ef, out)
+            return out
+        bounds = np.linspace(0, len(queries), threads + 1).astype(int)
+        with ThreadPoolExecutor(threads) as pool:
+            slices = [(queries[a:b], k, ef, out[a:b]) for a, b in pairwise(bounds)]
+            for done in [pool.submit(self._search_into, *args) for args in slices]:
+                done.result()
+        return out
+
+    def _search_into(self, queries: np.ndarray, k: int, ef: int | None, out: np.ndarray) -> None:
+        zvec = zvec_module()
+        n = self.ntotal
+        hidden = self._hidden
+        for i, row in enumerate(queries):
+            fetch = min(k, n)
+            found = np.zeros(0, dtype=np.int64)
+            while fetch:
+                param = zvec.HnswQueryParam(ef=max(int(ef or 0), fetch))
+                found = self._query(zvec.Query(field_name=FIELD, vector=row, param=param), fetch)
+                if len(hidden):
+                    found = found[~hidden[found]]
+                if len(found) >= k or fetch >= n:
+                    break
+                fetch = min(n, 2 * fetch)  # hidden rows took places: ask for more
+            out[i, : min(k, len(found))] = found[:k]
+
+    def _query(self, query, k: int) -> np.ndarray:
+        if self._workspace is None:  # read-only: the low-latency path that answers internal ids
+            found = self.collection.query_internal_ids(query, topk=k)
+            return found[found >= 0]
+        # a writable copy (a fresh build) is searched through the document path, whose ids are the row numbers
+        return np.array([int(doc.id) for doc in self.collection.query(query, topk=k)], dtype=np.int64)
+
+    def add(self, vectors: np.ndarray, first_row: int) -> None:
+        """Append rows ``first_row``... (the collection must be a writable copy: ``load(writable=True)``)."""
+        if self._workspace is None:
+            raise MrlError(f"{self.path}: opened read-only; open a writable copy to add rows")
+        if first_row != self.ntotal:
+            raise MrlError(f"{self.path}: rows must be appended in order (next row {self.ntotal}, got {first_row})")
+        self._insert(vectors, first_row)
+
+    def _insert(self, vectors: np.ndarray, first_row: int) -> None:
+        zvec = zvec_module()
+        with self._lock:
+            for start in range(0, len(vectors), WRITE_BATCH):
+                chunk = np.ascontiguousarray(vectors[start : start + WRITE_BATCH], dtype=np.float32)
+                docs = [zvec.Doc(id=str(first_row + start + i), vectors={FIELD: v}) for i, v in enumerate(chunk)]
+                failed = [s for s in self.collection.insert(docs) if not s.ok()]
+                if failed:
+                    raise MrlError(f"zvec refused rows from {first_row + start}: {failed[0]}")
+            self.collection.optimize()  # index every new row in the graph now, not at the first search
+
+    def hide(self, rows: np.ndarray) -> None:
+        """Leave ``rows`` (tombstones) out of this in-memory copy's results; the saved collection keeps them."""
+        if len(rows):
+            hidden = np.zeros(self.ntotal, dtype=bool)
+            hidden[np.asarray(rows, dtype=np.int64)] = True
+            self._hidden = hidden
