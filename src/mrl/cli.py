@@ -577,7 +577,8 @@ def index_build(
             from mrl.index.embedded import check_free_space, estimate_bytes
 
             text_bytes = sum(len(d.text) + len(d.id) for d in documents)
-            check_free_space(out, estimate_bytes(len(documents), width, prefix_dim, store, keep_dims, text_bytes))
+            needed = estimate_bytes(len(documents), width, prefix_dim, store, keep_dims, text_bytes, ann)
+            check_free_space(out, needed)
 
     if chunk_rows < 1:
         raise MrlError(f"--chunk-rows must be at least 1, not {chunk_rows}")

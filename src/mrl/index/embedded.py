@@ -694,15 +694,23 @@ def rerank_by_rows(vectors: np.ndarray, queries: np.ndarray, cand: np.ndarray, k
 
 
 def estimate_bytes(
-    rows: int, full_dim: int, prefix_dim: int, store: str = "float32", keep_dims: int | None = None, text_bytes: int = 0
+    rows: int,
+    full_dim: int,
+    prefix_dim: int,
+    store: str = "float32",
+    keep_dims: int | None = None,
+    text_bytes: int = 0,
+    ann: str = "hnsw",
 ) -> int:
     """Disk an embedded build of ``rows`` vectors will take: rerank rows, the ANN file and the document store.
 
     Generous on purpose (the graph's links, SQLite's pages at twice the text): a refusal costs a rerun with
-    more space, a build that runs out of space costs the encoding.
+    more space, a build that runs out of space costs the encoding. zvec keeps a float copy of the prefixes
+    beside its graph.
     """
     row_bytes = (keep_dims or full_dim) * np.dtype(DTYPES[store]).itemsize
-    return rows * (row_bytes + 4 * (prefix_dim + 64)) + 2 * text_bytes
+    ann_bytes = 4 * (prefix_dim + 64) + (4 * prefix_dim if ann == "zvec" else 0)
+    return rows * (row_bytes + ann_bytes) + 2 * text_bytes
 
 
 def check_free_space(folder: Path, needed: int) -> None:
