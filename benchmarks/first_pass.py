@@ -14,8 +14,8 @@ engines differ only in the first pass. Same data and queries as index_speed.py. 
 - vsag-sq8, vsag-sq4, vsag-fp16: VSAG's HGraph (Ant Group) over 8-bit, 4-bit or float16 codes;
 - svs-fp16: SVS Vamana over float16 codes, as ``--ann vamana --quant fp16`` builds it (needs ``mrl[svs]``);
 - faiss-nsg-sq8, faiss-nsg-flat: faiss's NSG graph (built from an NN-Descent k-NN graph) over 8-bit codes or floats;
-- zvec-hnsw-int8: zvec's HNSW over int8 codes, as ``--ann zvec`` builds it; zvec-vamana-fp16, zvec-vamana-int8:
-  zvec's Vamana graph.
+- zvec-hnsw-int8: zvec's HNSW over int8 codes, as ``--ann zvec`` builds it (zvec-hnsw-int8-m32: with M 32);
+  zvec-vamana-fp16, zvec-vamana-int8: zvec's Vamana graph.
 
 ScaNN, usearch, pyglass and pyvsag are benchmark-only dependencies: ``pip install -e '.[bench]'``.
 A quick screen at 200k vectors, fewer beams and shortlists:
@@ -279,6 +279,7 @@ class ZvecGraph:
 
     kind = "hnsw"
     quant = "INT8"
+    m = 16
 
     def __init__(self, vectors: np.ndarray, tmp: Path):
         import zvec
@@ -291,8 +292,10 @@ class ZvecGraph:
                                           alpha=1.2, quantize_type=quant)  # fmt: skip
             self.query_param = lambda knob: zvec.VamanaQueryParam(ef_search=knob)
         else:
-            self.params = {"m": 16, "ef_construction": 200, "quant": self.quant}
-            param = zvec.HnswIndexParam(metric_type=zvec.MetricType.IP, m=16, ef_construction=200, quantize_type=quant)
+            self.params = {"m": self.m, "ef_construction": 200, "quant": self.quant}
+            param = zvec.HnswIndexParam(
+                metric_type=zvec.MetricType.IP, m=self.m, ef_construction=200, quantize_type=quant
+            )
             self.query_param = lambda knob: zvec.HnswQueryParam(ef=knob)
         schema = zvec.CollectionSchema(name="c", vectors=zvec.VectorSchema("v", zvec.DataType.VECTOR_FP32, dim,
                                                                            index_param=param))  # fmt: skip
@@ -319,6 +322,11 @@ class ZvecHnswInt8(ZvecGraph):
     name = "zvec-hnsw-int8"
 
 
+class ZvecHnswInt8M32(ZvecGraph):
+    name = "zvec-hnsw-int8-m32"
+    m = 32
+
+
 class ZvecVamanaFP16(ZvecGraph):
     name = "zvec-vamana-fp16"
     kind = "vamana"
@@ -333,7 +341,7 @@ class ZvecVamanaInt8(ZvecGraph):
 ENGINES = {
     e.name: e
     for e in (IvfPqFastScan, Scann, UsearchI8, GlassSQ8, VsagSQ8, VsagSQ4, VsagFP16, SvsFP16, FaissNSG, FaissNSGFlat,
-              ZvecHnswInt8, ZvecVamanaFP16, ZvecVamanaInt8)
+              ZvecHnswInt8, ZvecHnswInt8M32, ZvecVamanaFP16, ZvecVamanaInt8)
 }  # fmt: skip
 
 
