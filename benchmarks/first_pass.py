@@ -14,7 +14,8 @@ engines differ only in the first pass. Same data and queries as index_speed.py. 
 - vsag-sq8, vsag-sq4, vsag-fp16: VSAG's HGraph (Ant Group) over 8-bit, 4-bit or float16 codes;
 - svs-fp16: SVS Vamana over float16 codes, as ``--ann vamana --quant fp16`` builds it (needs ``mrl[svs]``);
 - faiss-nsg-sq8, faiss-nsg-flat: faiss's NSG graph (built from an NN-Descent k-NN graph) over 8-bit codes or floats;
-- zvec-hnsw-int8: zvec's HNSW over int8 codes, as ``--ann zvec`` builds it (zvec-hnsw-int8-m32: with M 32);
+- zvec-hnsw-int8: zvec's HNSW over int8 codes with ``--ann zvec``'s settings (zvec-hnsw-int8-m32: with M 32),
+  built by this script and searched one query a call (batches too, unlike ``--ann zvec``);
   zvec-vamana-fp16, zvec-vamana-int8: zvec's Vamana graph.
 
 ScaNN, usearch, pyglass and pyvsag are benchmark-only dependencies: ``pip install -e '.[bench]'``.

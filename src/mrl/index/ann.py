@@ -23,6 +23,8 @@ from mrl.index.zvec_graph import ZvecAnn, zvec_module
 
 ANN_KINDS = ("hnsw", "ivf", "flat", "vamana", "zvec")  # vamana: SVS, mrl.index.vamana; zvec: mrl.index.zvec_graph
 FOLDER_ANNS = {"vamana": VamanaAnn, "zvec": ZvecAnn}  # engines that save a folder, not a faiss file
+FolderAnn = VamanaAnn | ZvecAnn  # their classes, for annotations and isinstance
+KIND_QUANTS = {"vamana": VAMANA_QUANTS, "zvec": ZVEC_QUANTS}  # the codes each folder engine stores
 QUANTS = ("sq8", "sq4", "fp16", "fp32", "pq4")
 SCALAR_QUANTIZERS = {
     "sq8": faiss.ScalarQuantizer.QT_8bit,
@@ -75,10 +77,8 @@ def build_params(kind: str, m: int, ef_construction: int | None, nlist: int | No
 
     Vamana's one neighbour list a node corresponds to HNSW's base layer, which holds 2M neighbours.
     """
-    if kind == "hnsw":
-        return {"M": m, "efConstruction": ef_construction or HNSW_EF_CONSTRUCTION}
-    if kind == "zvec":
-        return {"M": m, "efConstruction": ef_construction or ZVEC_DEFAULTS["efConstruction"]}
+    if kind in ("hnsw", "zvec"):
+        return {"M": m, "efConstruction": ef_construction or DEFAULT_PARAMS[kind]["efConstruction"]}
     if kind == "vamana":
         return {"graph_max_degree": 2 * m, **({"window_size": ef_construction} if ef_construction else {})}
     return {"nlist": nlist}
@@ -90,10 +90,8 @@ def check_ann(kind: str, quant: str, prefix_dim: int) -> None:
         raise MrlError(f"unknown ANN kind '{kind}' (choose {', '.join(ANN_KINDS)})")
     if quant not in QUANTS:
         raise MrlError(f"unknown quantization '{quant}' (choose {', '.join(QUANTS)})")
-    if kind == "vamana" and quant not in VAMANA_QUANTS:
-        raise MrlError(f"--ann vamana stores the prefix as {', '.join(VAMANA_QUANTS)}, not '{quant}'")
-    if kind == "zvec" and quant not in ZVEC_QUANTS:
-        raise MrlError(f"--ann zvec stores the prefix as {', '.join(ZVEC_QUANTS)}, not '{quant}'")
+    if kind in KIND_QUANTS and quant not in KIND_QUANTS[kind]:
+        raise MrlError(f"--ann {kind} stores the prefix as {', '.join(KIND_QUANTS[kind])}, not '{quant}'")
     if kind == "vamana":
         check_cpu(quant, f"--ann vamana --quant {quant}")  # before SVS could end the process on a non-Intel CPU
         svs_module()  # fail before encoding when the optional engine is missing
@@ -105,7 +103,7 @@ def check_ann(kind: str, quant: str, prefix_dim: int) -> None:
         )
 
 
-def build_ann(kind: str, quant: str, vectors: np.ndarray, params: dict) -> faiss.Index | VamanaAnn | ZvecAnn:
+def build_ann(kind: str, quant: str, vectors: np.ndarray, params: dict) -> faiss.Index | FolderAnn:
     """Build and fill an ANN index over ``vectors`` (unit prefixes, float32, ids = row numbers)."""
     n, dim = vectors.shape
     check_ann(kind, quant, dim)
@@ -183,9 +181,9 @@ def ann_kind(index: faiss.Index) -> str:
     return "flat"
 
 
-def ann_search_grid(index: faiss.Index | VamanaAnn | ZvecAnn) -> list[int | None]:
+def ann_search_grid(index: faiss.Index | FolderAnn) -> list[int | None]:
     """Candidate values of the search-time knob for auto-tuning."""
-    kind = "graph" if isinstance(index, (VamanaAnn, ZvecAnn)) else ann_kind(index)
+    kind = "graph" if isinstance(index, FolderAnn) else ann_kind(index)
     if kind in ("hnsw", "graph"):
         return list(GRAPH_SEARCH_GRID)
     if kind == "ivf":

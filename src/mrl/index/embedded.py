@@ -33,6 +33,7 @@ from mrl.errors import MrlError
 from mrl.index.ann import (
     DEFAULT_PARAMS,
     FOLDER_ANNS,
+    FolderAnn,
     add_in_chunks,
     ann_search_grid,
     build_ann,
@@ -87,7 +88,7 @@ class Generation:
     manifest: Manifest
     segments: list[Segment]
     starts: np.ndarray
-    ann: faiss.Index | VamanaAnn | ZvecAnn
+    ann: faiss.Index | FolderAnn
     deleted: np.ndarray
     selector: faiss.IDSelector | None
     live_bits: np.ndarray | None
@@ -191,7 +192,7 @@ class Index(SearchBackend):
         return self.gen.manifest
 
     @property
-    def ann(self) -> faiss.Index | VamanaAnn | ZvecAnn:
+    def ann(self) -> faiss.Index | FolderAnn:
         return self.gen.ann
 
     @property
@@ -456,7 +457,7 @@ class Index(SearchBackend):
         kprime = self.shortlist_size(k, shortlist)
         ann_search = ann_search or (g.manifest.tuned or {}).get("ann_search")
         q_prefix = prefix(queries, g.manifest.prefix_dim)
-        if isinstance(g.ann, (VamanaAnn, ZvecAnn)):
+        if isinstance(g.ann, FolderAnn):
             return g.ann.search(q_prefix, kprime, ann_search)
         return g.ann.search(q_prefix, kprime, params=search_params(g.ann, ann_search, g.selector, kprime))[1]
 
@@ -772,9 +773,9 @@ def _remove_sqlite(path: Path, keep_main: bool = False) -> None:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
-def _write_ann(folder: Path, gen: int, index: faiss.Index | VamanaAnn | ZvecAnn) -> str:
-    if isinstance(index, (VamanaAnn, ZvecAnn)):
-        name = f"ann-{gen:08d}.{'svs' if isinstance(index, VamanaAnn) else 'zvec'}"
+def _write_ann(folder: Path, gen: int, index: faiss.Index | FolderAnn) -> str:
+    if isinstance(index, FolderAnn):
+        name = f"ann-{gen:08d}.{index.SUFFIX}"
         index.save(folder / name)
         return name
     name = f"ann-{gen:08d}.faiss"

@@ -83,6 +83,8 @@ class VamanaAnn:
     dynamic format) or when it has tombstones.
     """
 
+    SUFFIX = "svs"  # of the folder an index generation saves: ann-<gen>.svs
+
     def __init__(self, index, quant: str):
         self.index = index
         self.quant = quant

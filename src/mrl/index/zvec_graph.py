@@ -74,6 +74,8 @@ class ZvecAnn:
     slower document path), which :meth:`save` copies into place.
     """
 
+    SUFFIX = "zvec"  # of the folder an index generation saves: ann-<gen>.zvec
+
     def __init__(self, collection, path: Path, quant: str, workspace: tempfile.TemporaryDirectory | None = None):
         self.collection = collection
         self.path = path
