@@ -316,7 +316,7 @@ def test_untuned_hnsw_search_returns_the_whole_shortlist(tmp_path):
 
     vectors = np.random.default_rng(0).standard_normal((5000, 128)).astype(np.float32)
     docs = [Document(f"d{i}", "x") for i in range(5000)]
-    index = Index.build(tmp_path / "i", vectors, docs, prefix_dim=64, rotate=False)  # the ANN sees the raw prefix
+    index = Index.build(tmp_path / "i", vectors, docs, prefix_dim=64, ann="hnsw", rotate=False)  # raw prefix
     q = prefix(vectors[:20], 64)
     _, cand = index.ann.search(q, 1000, params=search_params(index.ann, None, None, 1000))
     assert (cand >= 0).all()
@@ -379,7 +379,8 @@ def test_opened_graph_sits_on_huge_pages_and_searches_the_same(tmp_path):
     from mrl.index.hugepages import large_arrays
 
     vectors = np.random.default_rng(1).standard_normal((40_000, 256)).astype(np.float32)
-    index = Index.build(tmp_path / "i", vectors, [Document(f"d{i}", "x") for i in range(40_000)], prefix_dim=128)
+    docs = [Document(f"d{i}", "x") for i in range(40_000)]
+    index = Index.build(tmp_path / "i", vectors, docs, prefix_dim=128, ann="hnsw")
     untouched = faiss.deserialize_index(faiss.serialize_index(index.ann))  # a copy on ordinary pages
     q = prefix(vectors[:50], 128)
     params = faiss.SearchParametersHNSW(efSearch=64)
@@ -479,3 +480,23 @@ def test_ivf_learns_from_enough_rows_for_its_lists():
     assert training_limit("ivf", 50_000) == TRAIN_SAMPLE  # small corpora: every row, as before
     assert training_limit("ivf", 10_000_000) == 39 * default_nlist(10_000_000) <= IVF_TRAIN_MAX
     assert training_limit("ivf", 10_000_000, nlist=65_536) == IVF_TRAIN_MAX
+
+
+def test_a_new_index_gets_zvecs_graph_where_zvec_installs(tmp_path):
+    """The default first pass is the fastest open-source one measured (zvec); faiss HNSW where zvec has no wheel."""
+    import importlib.util
+
+    from mrl.config import DEFAULT_ANN
+
+    assert ("zvec" if importlib.util.find_spec("zvec") else "hnsw") == DEFAULT_ANN
+    vectors = np.random.default_rng(3).standard_normal((300, 64)).astype(np.float32)
+    docs = [Document(f"d{i}", "x") for i in range(300)]
+    index = Index.build(tmp_path / "i", vectors, docs, prefix_dim=32)
+    assert index.manifest.ann == DEFAULT_ANN
+    assert index.search_keys(prefix(vectors[:5], 64), 1, shortlist=20, ann_search=64)[0][:, 0].tolist() == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]

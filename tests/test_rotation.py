@@ -40,7 +40,9 @@ def test_rotation_keeps_every_score_and_makes_the_prefix_rank_like_the_full_vect
 def test_rotated_index_answers_in_the_models_basis(corpus, tmp_path, model):
     _, _, docs, vectors = corpus
     unit = prefix(vectors, vectors.shape[1])
-    index = Index.build(tmp_path / "i", vectors[:150], docs[:150], model="default", prefix_dim=32, loaded_model=model)
+    index = Index.build(
+        tmp_path / "i", vectors[:150], docs[:150], model="default", prefix_dim=32, ann="hnsw", loaded_model=model
+    )
     assert index.stats()["rotated"] and read_current(tmp_path / "i").format_version == 2
     queries = unit[150:180]  # documents the rotation was not fitted on
     rows, scores = index.search_keys(queries, 10, shortlist=150, ann_search=512)
@@ -61,7 +63,7 @@ def test_rotated_index_answers_in_the_models_basis(corpus, tmp_path, model):
 
 def test_unrotated_index_keeps_format_1_and_the_raw_prefix(corpus, tmp_path, model):
     _, _, docs, vectors = corpus
-    index = Index.build(tmp_path / "i", vectors, docs, model="default", prefix_dim=32, rotate=False)
+    index = Index.build(tmp_path / "i", vectors, docs, model="default", prefix_dim=32, ann="hnsw", rotate=False)
     m = read_current(tmp_path / "i")
     assert m.rotation_file is None and m.format_version == 1 and not index.stats()["rotated"]
     raw = prefix(vectors[:5], 32)

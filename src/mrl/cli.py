@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from mrl.config import DEFAULT_ANN
 from mrl.errors import MrlError
 
 app = typer.Typer(
@@ -457,10 +458,11 @@ def index_build(
     ann: Annotated[
         str,
         typer.Option(
-            help="First-pass index: hnsw (faiss), zvec (zvec's HNSW with prefetching: the fastest open-source "
-            "graph), ivf, flat, or vamana (Intel SVS's Vamana graph: pip install 'mrl[svs]')."
+            help="First-pass index: zvec (zvec's HNSW with prefetching: the fastest open-source graph; the default "
+            "where zvec installs, hnsw on macOS on Intel), hnsw (faiss), ivf, flat, or vamana (Intel SVS's Vamana "
+            "graph: pip install 'mrl[svs]')."
         ),
-    ] = "hnsw",
+    ] = DEFAULT_ANN,
     quant: Annotated[
         str,
         typer.Option(

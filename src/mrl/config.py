@@ -7,12 +7,18 @@ shipped ``configs/*.toml``.
 
 from __future__ import annotations
 
+import importlib.util
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
 from mrl.errors import MrlError
+
+# The first pass a new index gets: zvec's HNSW graph where its wheel exists (at 1M vectors it answered more queries
+# a second than faiss HNSW over the same prefix: benchmarks/results/index_speed-1000000-*-amd-zvec*.json), faiss
+# HNSW elsewhere (zvec has no wheel for macOS on Intel). Looked up without importing zvec.
+DEFAULT_ANN = "zvec" if importlib.util.find_spec("zvec") is not None else "hnsw"
 
 
 @dataclass
@@ -63,7 +69,7 @@ class EvalSection:
 @dataclass
 class IndexSection:
     prefix_dim: int = 64
-    ann: str = "hnsw"
+    ann: str = DEFAULT_ANN
     rotate: bool = True  # store vectors rotated so the prefix ranks like the full vector (mrl.index.rotation)
     target_recall: float = 0.99
     shortlists: list[int] = field(default_factory=lambda: [10, 20, 50, 100, 200, 500])

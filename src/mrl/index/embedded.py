@@ -27,6 +27,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from mrl.config import DEFAULT_ANN
 from mrl.data import Document
 from mrl.encode import prefix
 from mrl.errors import MrlError
@@ -71,6 +72,7 @@ from mrl.index.segments import (
 from mrl.index.storage import atomic_write, atomic_write_path, free_bytes, path_bytes, writer_lock
 from mrl.index.tuning import exact_top_rows
 from mrl.index.vamana import VamanaAnn
+from mrl.index.zvec_graph import MIN_BYTES as ZVEC_MIN_BYTES
 from mrl.index.zvec_graph import ZvecAnn, hot_bytes
 
 RERANK_BYTES = 8 << 20  # decoded candidate rows a batch search gathers at a time
@@ -226,7 +228,7 @@ class Index(SearchBackend):
         documents: list[Document],
         model: str | None = None,
         prefix_dim: int = 64,
-        ann: str = "hnsw",
+        ann: str = DEFAULT_ANN,
         quant: str = "sq8",
         store: str = "float32",
         ann_params: dict | None = None,
@@ -701,17 +703,17 @@ def estimate_bytes(
     store: str = "float32",
     keep_dims: int | None = None,
     text_bytes: int = 0,
-    ann: str = "hnsw",
+    ann: str = DEFAULT_ANN,
 ) -> int:
     """Disk an embedded build of ``rows`` vectors will take: rerank rows, the ANN file and the document store.
 
     Generous on purpose (the graph's links, SQLite's pages at twice the text): a refusal costs a rerun with
     more space, a build that runs out of space costs the encoding. zvec keeps a float copy of the prefixes
-    beside its graph.
+    beside its graph, and even a small collection takes about 11 MB.
     """
     row_bytes = (keep_dims or full_dim) * np.dtype(DTYPES[store]).itemsize
     ann_bytes = 4 * (prefix_dim + 64) + (4 * prefix_dim if ann == "zvec" else 0)
-    return rows * (row_bytes + ann_bytes) + 2 * text_bytes
+    return rows * (row_bytes + ann_bytes) + 2 * text_bytes + (ZVEC_MIN_BYTES if ann == "zvec" else 0)
 
 
 def check_free_space(folder: Path, needed: int) -> None:

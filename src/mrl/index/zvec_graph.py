@@ -47,7 +47,10 @@ ZVEC_QUANTS = {"sq8": "INT8", "fp16": "FP16", "fp32": None}  # None: zvec's unqu
 DEFAULT_PARAMS = {"M": 16, "efConstruction": 200}
 FIELD = "v"
 WRITE_BATCH = 1024  # documents a zvec insert takes at most
-FLOAT_COPY = "*.index.*.proxima"  # zvec's float copy of the vectors; a quantized graph is *.qindex.*
+FLOAT_COPY = "*.index.*.proxima"
+# a collection's least size on disk: zvec grows its graph and float-copy files in steps of about 5 MiB (40 rows
+# of 64 dims took 11 MB)
+MIN_BYTES = 12 << 20  # zvec's float copy of the vectors; a quantized graph is *.qindex.*
 
 
 def zvec_module():
@@ -64,6 +67,19 @@ def hot_bytes(folder: Path, quant: str) -> tuple[int, int]:
     files = [f for f in folder.rglob("*") if f.is_file()]
     cold = {f for f in files if f.match(FLOAT_COPY)} if ZVEC_QUANTS[quant] else set()
     return sum(f.stat().st_size for f in files if f not in cold), sum(f.stat().st_size for f in cold)
+
+
+def copy_tree(src: Path, dst: Path) -> None:
+    """Copy a collection file by file, so a full disk raises its own OSError (ENOSPC), which the index reports as
+    such; ``shutil.copytree`` gathers its errors into one without an errno."""
+    dst.mkdir(parents=True)
+    for path in sorted(src.rglob("*")):
+        target = dst / path.relative_to(src)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
 
 
 class ZvecAnn:
@@ -119,7 +135,7 @@ class ZvecAnn:
         if writable:
             workspace = tempfile.TemporaryDirectory(prefix="mrl-zvec-")
             path = Path(workspace.name) / "collection"
-            shutil.copytree(folder, path)
+            copy_tree(folder, path)
             return cls(zvec.open(str(path), zvec.CollectionOption(read_only=False)), path, quant, workspace)
         ann = cls(zvec.open(str(folder), zvec.CollectionOption(read_only=True)), folder, quant)
         ann._check_row_order()
@@ -129,7 +145,7 @@ class ZvecAnn:
         """Write the collection as ``folder``, complete or not at all (see :func:`atomic_write_path`)."""
         with self._lock:
             self.collection.flush()
-            atomic_write_path(folder, lambda tmp: shutil.copytree(self.path, tmp))
+            atomic_write_path(folder, lambda tmp: copy_tree(self.path, tmp))
 
     def _check_row_order(self) -> None:
         """zvec numbers documents in insertion order; a collection where that fails would return wrong rows."""
