@@ -116,8 +116,11 @@ def systems(path: Path, target: float = 0.99) -> str:
 def versus(path: Path, target: float = 0.99) -> str:
     """One index_speed run: each mrl first pass against each peer at ``target``, as ratios (above 1: mrl ahead).
 
-    Read from the run's ``summary[target].by_system``."""
-    by_system = summary_at(json.loads(path.read_text()), path, target)["by_system"]
+    Read from the run's ``summary[target].by_system``; runs with ``--head-to-head`` rounds get a second table,
+    each mrl system's best point at recall 0.99 and the peer's re-timed in turns (the median of per-round ratios).
+    """
+    run = json.loads(path.read_text())
+    by_system = summary_at(run, path, target)["by_system"]
     rows = [
         "| mrl | peer | single-query | batch | index RAM | verdict |",
         "| --- | --- | ---: | ---: | ---: | --- |",
@@ -131,6 +134,23 @@ def versus(path: Path, target: float = 0.99) -> str:
             single, batch = v["qps_single_ratio"], v["qps_batch_ratio"]
             verdict = "mrl faster" if min(single, batch) > 1 else "mrl slower" if max(single, batch) < 1 else "mixed"
             rows.append(f"| {mine} | {peer} | {single:.2f}x | {batch:.2f}x | {v['ram_ratio']:.2f}x | {verdict} |")
+    systems = run["systems"].items()
+    turns = [(mine, peer, h) for mine, info in systems for peer, h in info.get("head_to_head", {}).items()]
+    if turns:
+        rows += [
+            "",
+            "| mrl | peer | rounds | single-query | batch | mrl setting | peer setting |",
+            "| --- | --- | ---: | ---: | ---: | --- | --- |",
+        ]
+        for mine, peer, h in turns:
+            if not h["rounds"]:
+                rows.append(f"| {mine} | {peer} | 0 | | | | {h['reason']} |")
+                continue
+            setting = "ann_search {ann_search}, shortlist {shortlist}".format(**h["mrl_setting"])
+            rows.append(
+                f"| {mine} | {peer} | {h['rounds']} | {h['median_ratio_single']:.2f}x | {h['median_ratio_batch']:.2f}x "
+                f"| {setting} | efSearch {h['peer_setting']['efSearch']} |"
+            )
     return "\n".join(rows)
 
 
