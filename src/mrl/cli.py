@@ -460,7 +460,7 @@ def index_build(
         typer.Option(
             help="First-pass index: zvec (zvec's HNSW with prefetching: the fastest open-source graph; the default "
             "where zvec installs, hnsw on macOS on Intel), hnsw (faiss), ivf, flat, or vamana (Intel SVS's Vamana "
-            "graph: pip install 'mrl[svs]')."
+            "graph: pip install 'mrl\\[svs]')."
         ),
     ] = DEFAULT_ANN,
     quant: Annotated[
