@@ -493,10 +493,5 @@ def test_a_new_index_gets_zvecs_graph_where_zvec_installs(tmp_path):
     docs = [Document(f"d{i}", "x") for i in range(300)]
     index = Index.build(tmp_path / "i", vectors, docs, prefix_dim=32)
     assert index.manifest.ann == DEFAULT_ANN
-    assert index.search_keys(prefix(vectors[:5], 64), 1, shortlist=20, ann_search=64)[0][:, 0].tolist() == [
-        0,
-        1,
-        2,
-        3,
-        4,
-    ]
+    rows, _ = index.search_keys(prefix(vectors[:5], 64), 1, shortlist=20, ann_search=64)
+    assert rows[:, 0].tolist() == [0, 1, 2, 3, 4]

@@ -712,8 +712,10 @@ def estimate_bytes(
     beside its graph, and even a small collection takes about 11 MB.
     """
     row_bytes = (keep_dims or full_dim) * np.dtype(DTYPES[store]).itemsize
-    ann_bytes = 4 * (prefix_dim + 64) + (4 * prefix_dim if ann == "zvec" else 0)
-    return rows * (row_bytes + ann_bytes) + 2 * text_bytes + (ZVEC_MIN_BYTES if ann == "zvec" else 0)
+    ann_bytes = 4 * (prefix_dim + 64)
+    if ann == "zvec":
+        return rows * (row_bytes + ann_bytes + 4 * prefix_dim) + 2 * text_bytes + ZVEC_MIN_BYTES
+    return rows * (row_bytes + ann_bytes) + 2 * text_bytes
 
 
 def check_free_space(folder: Path, needed: int) -> None:

@@ -47,10 +47,10 @@ ZVEC_QUANTS = {"sq8": "INT8", "fp16": "FP16", "fp32": None}  # None: zvec's unqu
 DEFAULT_PARAMS = {"M": 16, "efConstruction": 200}
 FIELD = "v"
 WRITE_BATCH = 1024  # documents a zvec insert takes at most
-FLOAT_COPY = "*.index.*.proxima"
+FLOAT_COPY = "*.index.*.proxima"  # zvec's float copy of the vectors; a quantized graph is *.qindex.*
 # a collection's least size on disk: zvec grows its graph and float-copy files in steps of about 5 MiB (40 rows
 # of 64 dims took 11 MB)
-MIN_BYTES = 12 << 20  # zvec's float copy of the vectors; a quantized graph is *.qindex.*
+MIN_BYTES = 12 << 20
 
 
 def zvec_module():
@@ -77,8 +77,7 @@ def copy_tree(src: Path, dst: Path) -> None:
         target = dst / path.relative_to(src)
         if path.is_dir():
             target.mkdir(parents=True, exist_ok=True)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
+        else:  # sorted: a folder comes before what it holds
             shutil.copy2(path, target)
 
 
