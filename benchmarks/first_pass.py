@@ -56,6 +56,7 @@ from mrl.data import Document
 from mrl.encode import prefix
 from mrl.index import Index
 from mrl.index.ann import build_ann
+from mrl.index.hugepages import advise_new_mappings, anonymous_mappings
 from mrl.index.rotation import rotate_rows
 from mrl.report import console, write_json
 
@@ -281,23 +282,37 @@ class ZvecGraph:
     kind = "hnsw"
     quant = "INT8"
     m = 16
+    contiguous = False  # zvec copies the graph and codes into one allocation when it opens the collection
+    huge_pages = False  # ask for 2 MiB pages under the memory zvec allocated while opening (mrl.index.hugepages)
+    prefetch_offset = 8  # neighbours whose codes zvec prefetches ahead of the one it scores (zvec's default)
 
     def __init__(self, vectors: np.ndarray, tmp: Path):
         import zvec
 
         n, dim = vectors.shape
         quant = getattr(zvec.QuantizeType, self.quant)
-        if self.kind == "vamana":
+        if self.kind == "rabitq":
+            self.params = {"m": self.m, "ef_construction": 200, "total_bits": 7}
+            param = zvec.HnswRabitqIndexParam(metric_type=zvec.MetricType.IP, m=self.m, ef_construction=200)
+            self.query_param = lambda knob: zvec.HnswRabitqQueryParam(ef=knob)
+        elif self.kind == "vamana":
             self.params = {"max_degree": 32, "search_list_size": 200, "alpha": 1.2, "quant": self.quant}
             param = zvec.VamanaIndexParam(metric_type=zvec.MetricType.IP, max_degree=32, search_list_size=200,
                                           alpha=1.2, quantize_type=quant)  # fmt: skip
             self.query_param = lambda knob: zvec.VamanaQueryParam(ef_search=knob)
         else:
-            self.params = {"m": self.m, "ef_construction": 200, "quant": self.quant}
+            self.params = {"m": self.m, "ef_construction": 200, "quant": self.quant, "contiguous": self.contiguous,
+                           "huge_pages": self.huge_pages, "prefetch_offset": self.prefetch_offset}  # fmt: skip
             param = zvec.HnswIndexParam(
-                metric_type=zvec.MetricType.IP, m=self.m, ef_construction=200, quantize_type=quant
+                metric_type=zvec.MetricType.IP,
+                m=self.m,
+                ef_construction=200,
+                quantize_type=quant,
+                use_contiguous_memory=self.contiguous,
             )
-            self.query_param = lambda knob: zvec.HnswQueryParam(ef=knob)
+            self.query_param = lambda knob: zvec.HnswQueryParam(
+                ef=knob, extra_params={"prefetch_offset": self.prefetch_offset}
+            )
         schema = zvec.CollectionSchema(name="c", vectors=zvec.VectorSchema("v", zvec.DataType.VECTOR_FP32, dim,
                                                                            index_param=param))  # fmt: skip
         collection = zvec.create_and_open(str(tmp / "zvec"), schema)
@@ -307,7 +322,12 @@ class ZvecGraph:
         collection.optimize()
         del collection
         self.zvec = zvec
+        before = anonymous_mappings()
         self.collection = zvec.open(str(tmp / "zvec"), zvec.CollectionOption(read_only=True))
+        self.shortlist(vectors[:1], 16, 10)  # a first search, so that zvec has loaded what it loads lazily
+        self.params["anonymous_bytes"] = sum(b - a for a, b in anonymous_mappings() - before)
+        if self.huge_pages:
+            self.params["huge_page_bytes"] = advise_new_mappings(before).bytes
         self.bytes = folder_bytes(tmp)
 
     def shortlist(self, q: np.ndarray, knob: int, kp: int) -> np.ndarray:
@@ -328,6 +348,27 @@ class ZvecHnswInt8M32(ZvecGraph):
     m = 32
 
 
+class ZvecHnswInt8Contiguous(ZvecGraph):
+    name = "zvec-hnsw-int8-contig"
+    contiguous = True
+
+
+class ZvecHnswInt8ContiguousHuge(ZvecGraph):
+    name = "zvec-hnsw-int8-contig-huge"
+    contiguous = True
+    huge_pages = True
+
+
+class ZvecHnswInt8Prefetch16(ZvecGraph):
+    name = "zvec-hnsw-int8-po16"
+    prefetch_offset = 16
+
+
+class ZvecHnswRabitq(ZvecGraph):
+    name = "zvec-hnsw-rabitq"
+    kind = "rabitq"
+
+
 class ZvecVamanaFP16(ZvecGraph):
     name = "zvec-vamana-fp16"
     kind = "vamana"
@@ -342,7 +383,8 @@ class ZvecVamanaInt8(ZvecGraph):
 ENGINES = {
     e.name: e
     for e in (IvfPqFastScan, Scann, UsearchI8, GlassSQ8, VsagSQ8, VsagSQ4, VsagFP16, SvsFP16, FaissNSG, FaissNSGFlat,
-              ZvecHnswInt8, ZvecHnswInt8M32, ZvecVamanaFP16, ZvecVamanaInt8)
+              ZvecHnswInt8, ZvecHnswInt8M32, ZvecHnswInt8Contiguous, ZvecHnswInt8ContiguousHuge, ZvecHnswInt8Prefetch16,
+              ZvecHnswRabitq, ZvecVamanaFP16, ZvecVamanaInt8)
 }  # fmt: skip
 
 
@@ -400,7 +442,13 @@ def main() -> None:
     t0 = time.perf_counter()
     docs = [Document(str(i), "") for i in range(args.n)]
     index = Index.build(
-        work / "mrl", base, docs, prefix_dim=p, ann_params={"M": 16, "efConstruction": 200}, rotate=not args.no_rotate
+        work / "mrl",
+        base,
+        docs,
+        prefix_dim=p,
+        ann="hnsw",
+        ann_params={"M": 16, "efConstruction": 200},
+        rotate=not args.no_rotate,
     )
     unit_prefix = np.ascontiguousarray(prefix(rotate_rows(base, index.gen.rotation), p))  # what mrl's first pass holds
     st = index.stats()

@@ -397,13 +397,24 @@ def test_opened_graph_sits_on_huge_pages_and_searches_the_same(tmp_path):
 
 
 @pytest.mark.skipif(thp_mode() == "never", reason="transparent huge pages are off on this machine")
-def test_opened_vamana_graph_sits_on_huge_pages_and_searches_the_same(tmp_path):
-    """SVS falls back to 4 KiB pages when no huge pages are reserved: opening advises 2 MiB pages for what it mapped."""
-    pytest.importorskip("svs")
-    vectors = np.random.default_rng(2).standard_normal((40_000, 256)).astype(np.float32)
-    docs = [Document(f"d{i}", "x") for i in range(40_000)]
-    # fp32 codes: 40k x 128 floats, 20 MiB in one mapping, above the size below which mappings are left alone
-    index = Index.build(tmp_path / "i", vectors, docs, prefix_dim=128, ann="vamana", quant="fp32")
+@pytest.mark.parametrize(
+    ("ann", "quant", "rows"),
+    [
+        # SVS falls back to 4 KiB pages when no huge pages are reserved; fp32 codes: 40k x 128 floats, 20 MiB
+        ("vamana", "fp32", 40_000),
+        # zvec copies a collection's graph and codes out of its mapped files into one allocation when it opens
+        # it: 80k x (128 bytes of codes + 32 neighbors) is about 20 MiB
+        ("zvec", "sq8", 80_000),
+    ],
+)
+def test_what_an_engine_allocates_on_open_gets_huge_pages_and_searches_the_same(ann, quant, rows, tmp_path):
+    """Opening advises 2 MiB pages for the memory the engine allocated while loading; results never change."""
+    if ann == "vamana":
+        pytest.importorskip("svs")
+    vectors = np.random.default_rng(2).standard_normal((rows, 256)).astype(np.float32)
+    docs = [Document(f"d{i}", "x") for i in range(rows)]
+    # both engines' copies are above the size below which mappings are left alone (16 MiB)
+    index = Index.build(tmp_path / "i", vectors, docs, prefix_dim=128, ann=ann, quant=quant)
     q = prefix(vectors[:50], 256)
     expected = index.search_keys(q, 10, shortlist=20, ann_search=64)[0]  # while the pages may still move
     advice = index.gen.huge_pages
@@ -412,6 +423,7 @@ def test_opened_vamana_graph_sits_on_huge_pages_and_searches_the_same(tmp_path):
     if collapses_at_once():
         assert max(huge_kib_at(address) for address, _ in advice.spans) >= 16 << 10
     assert np.array_equal(index.search_keys(q, 10, shortlist=20, ann_search=64)[0], expected)
+    assert (expected[:, 0] == np.arange(50)).all()
 
 
 AMD_CPUINFO = (

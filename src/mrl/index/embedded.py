@@ -111,10 +111,10 @@ class Generation:
         if m.tombstones_file:
             deleted[np.load(folder / m.tombstones_file)] = True
         selector, live_bits = None, None
-        if m.ann == "zvec":  # zvec maps its files: the page cache holds them, not the process's heap
+        if m.ann == "zvec":
             ann = ZvecAnn.load(folder / m.ann_file, m.quant)
             ann.hide(np.flatnonzero(deleted))
-            huge = HugePageAdvice()
+            huge = ann.huge_pages
         elif m.ann == "vamana":
             before = anonymous_mappings()
             ann = VamanaAnn.load(folder / m.ann_file, m.quant, writable=bool(deleted.any()))
