@@ -117,7 +117,8 @@ def versus(path: Path, target: float = 0.99) -> str:
     """One index_speed run: each mrl first pass against each peer at ``target``, as ratios (above 1: mrl ahead).
 
     Read from the run's ``summary[target].by_system``; runs with ``--head-to-head`` rounds get a second table,
-    each mrl system's best point at recall 0.99 and the peer's re-timed in turns (the median of per-round ratios).
+    each mrl system's cheapest setting at recall 0.99 and the peer's re-timed in turns (the median of per-round
+    ratios).
     """
     run = json.loads(path.read_text())
     by_system = summary_at(run, path, target)["by_system"]
