@@ -56,7 +56,7 @@ from mrl.data import Document
 from mrl.encode import prefix
 from mrl.index import Index
 from mrl.index.ann import build_ann
-from mrl.index.hugepages import advise_new_mappings, anonymous_mappings
+from mrl.index.hugepages import advise_new_mappings, memory_map, new_memory
 from mrl.index.rotation import rotate_rows
 from mrl.report import console, write_json
 
@@ -322,10 +322,10 @@ class ZvecGraph:
         collection.optimize()
         del collection
         self.zvec = zvec
-        before = anonymous_mappings()
+        before = memory_map()
         self.collection = zvec.open(str(tmp / "zvec"), zvec.CollectionOption(read_only=True))
         self.shortlist(vectors[:1], 16, 10)  # a first search, so that zvec has loaded what it loads lazily
-        self.params["anonymous_bytes"] = sum(b - a for a, b in anonymous_mappings() - before)
+        self.params["anonymous_bytes"] = sum(size for _, size in new_memory(before))
         if self.huge_pages:
             self.params["huge_page_bytes"] = advise_new_mappings(before).bytes
         self.bytes = folder_bytes(tmp)

@@ -55,7 +55,7 @@ from mrl.index.backend import (
     unknown_ids_error,
 )
 from mrl.index.docstore import DocStore
-from mrl.index.hugepages import HugePageAdvice, advise_huge_pages, advise_new_mappings, anonymous_mappings
+from mrl.index.hugepages import HugePageAdvice, advise_huge_pages, advise_new_mappings, memory_map
 from mrl.index.manifest import MAX_RACES, Manifest, collect_garbage, commit, read_current
 from mrl.index.rotation import rotate_rows, rotation_from_moment, unrotate_rows
 from mrl.index.segments import (
@@ -116,7 +116,7 @@ class Generation:
             ann.hide(np.flatnonzero(deleted))
             huge = ann.huge_pages
         elif m.ann == "vamana":
-            before = anonymous_mappings()
+            before = memory_map()
             ann = VamanaAnn.load(folder / m.ann_file, m.quant, writable=bool(deleted.any()))
             ann.hide(np.flatnonzero(deleted))
             huge = advise_new_mappings(before, background=True)

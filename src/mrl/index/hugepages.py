@@ -5,9 +5,10 @@ and the neighbor lists). With 4 KiB pages almost every read also misses the TLB 
 page-table walk; with 2 MiB pages the whole structure is covered by a few hundred TLB entries.
 Most distributions set transparent huge pages to ``madvise``, so a process only gets them for the
 memory it asks for, which is what this module does for the arrays faiss allocated when it read the
-index, and for the mappings SVS made while it loaded one (SVS asks for reserved huge pages, which most
-machines have none of, then falls back to 4 KiB pages without the hint). It changes the physical
-backing only, never the contents or the results.
+index, and for the memory SVS and zvec allocated while they opened one (SVS asks for reserved huge
+pages, which most machines have none of, then falls back to 4 KiB pages without the hint; zvec copies
+its graph out of the mapped files into plain allocations). It changes the physical backing only, never
+the contents or the results.
 
 Example::
 
@@ -36,9 +37,8 @@ import faiss
 MADV_HUGEPAGE = 14
 MADV_COLLAPSE = 25
 HUGE_PAGE = 2 << 20
-# new mappings smaller than this are not an index's arrays but thread stacks (8 MiB) and the like, which
-# MADV_COLLAPSE would fill with whole 2 MiB pages
-LARGE_MAPPING = 16 << 20
+# glibc puts one inaccessible page (more with a larger guard size) below each thread's stack
+STACK_GUARD = 64 << 10
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -87,34 +87,67 @@ def advise_huge_pages(index: faiss.Index, background: bool = False) -> HugePageA
     return advise_spans(large_arrays(index), background)
 
 
-def anonymous_mappings() -> set[tuple[int, int]]:
-    """(start, end) of this process's writable anonymous memory mappings (empty where /proc is missing).
+@dataclass(frozen=True)
+class MemoryMap:
+    """A snapshot of this process's writable private memory, from ``/proc/self/maps``.
 
-    For engines whose arrays Python cannot reach (SVS): the mappings that appear while one loads an
-    index are the index's (large allocations get mappings of their own).
+    For engines whose arrays Python cannot reach (SVS, zvec): the memory that appears while one opens
+    an index is the index's. Taken before and after, :func:`new_memory` finds it.
     """
+
+    anonymous: frozenset[tuple[int, int]]  # (start, end) of each writable anonymous mapping
+    heap: tuple[int, int] | None  # the [heap] that malloc grows with brk
+    guard_ends: frozenset[int]  # ends of small inaccessible mappings: the guard page below a thread stack
+
+
+def memory_map() -> MemoryMap:
+    """This process's :class:`MemoryMap` (empty where /proc is missing)."""
     try:
         with open("/proc/self/maps") as maps:
             lines = maps.readlines()
     except OSError:
-        return set()
-    spans = set()
+        return MemoryMap(frozenset(), None, frozenset())
+    anonymous, heap, guards = set(), None, set()
     for line in lines:
         fields = line.split()
-        if len(fields) == 5 and fields[1].startswith("rw"):  # no path: anonymous
-            start, end = (int(x, 16) for x in fields[0].split("-"))
-            spans.add((start, end))
-    return spans
+        start, end = (int(x, 16) for x in fields[0].split("-"))
+        name = fields[5] if len(fields) > 5 else ""
+        if fields[1].startswith("rw") and not name:
+            anonymous.add((start, end))
+        elif fields[1].startswith("rw") and name == "[heap]":
+            heap = (start, end)
+        elif fields[1].startswith("---") and end - start <= STACK_GUARD:
+            guards.add(end)
+    return MemoryMap(frozenset(anonymous), heap, frozenset(guards))
 
 
-def advise_new_mappings(before: set[tuple[int, int]], background: bool = False) -> HugePageAdvice:
-    """Ask for 2 MiB pages under the anonymous mappings made since ``before`` (:func:`anonymous_mappings`).
+def new_memory(before: MemoryMap) -> list[tuple[int, int]]:
+    """(address, bytes) of the writable memory that has appeared since ``before``, thread stacks left out.
 
-    Advising a mapping that is not the index's (another thread's allocation) is harmless: it changes
-    the backing of that memory, never its contents.
+    A mapping counts whole unless it is unchanged: engines map their copies themselves (zvec in
+    several pieces, which the kernel joins into one mapping when they land side by side), often in
+    address space that threads freed a moment before, so comparing extents alone would miss them. A
+    mapping that grew or merged with a new neighbor is advised whole, which is harmless; the heap only
+    for its growth.
     """
-    new = anonymous_mappings() - before
-    return advise_spans([(start, end - start) for start, end in new if end - start >= LARGE_MAPPING], background)
+    now = memory_map()
+    spans = [
+        (start, end - start)
+        for start, end in now.anonymous - before.anonymous
+        if start not in now.guard_ends  # a new thread's stack sits right above its guard page
+    ]
+    if now.heap and before.heap and now.heap[0] == before.heap[0] and now.heap[1] > before.heap[1]:
+        spans.append((before.heap[1], now.heap[1] - before.heap[1]))
+    return sorted(spans)
+
+
+def advise_new_mappings(before: MemoryMap, background: bool = False) -> HugePageAdvice:
+    """Ask for 2 MiB pages under the memory that appeared since ``before`` (:func:`new_memory`).
+
+    Advising memory that is not the index's (another thread's allocation) is harmless: it changes the
+    backing of that memory, never its contents.
+    """
+    return advise_spans(new_memory(before), background)
 
 
 def advise_spans(spans: list[tuple[int, int]], background: bool = False) -> HugePageAdvice:

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from mrl.errors import MrlError
-from mrl.index.hugepages import HugePageAdvice, advise_new_mappings, anonymous_mappings
+from mrl.index.hugepages import HugePageAdvice, advise_new_mappings, memory_map
 from mrl.index.storage import atomic_write_path
 
 QUANTS = ("sq8", "fp16", "fp32")
@@ -142,7 +142,7 @@ class ZvecAnn:
             path = Path(workspace.name) / "collection"
             copy_tree(folder, path)
             return cls(zvec.open(str(path), zvec.CollectionOption(read_only=False)), path, quant, workspace)
-        before = anonymous_mappings()
+        before = memory_map()
         ann = cls(zvec.open(str(folder), zvec.CollectionOption(read_only=True)), folder, quant)
         # the contiguous copy of the graph is made while opening; searches need not wait for its pages to move
         ann.huge_pages = advise_new_mappings(before, background=True)
