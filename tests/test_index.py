@@ -361,6 +361,47 @@ def huge_kib_at(address: int) -> int:
     return 0
 
 
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux's /proc/self/maps")
+def test_new_memory_finds_mappings_made_in_freed_space_and_leaves_thread_stacks_out():
+    """What an engine maps while it opens an index is found, also where freed memory was; thread stacks are not."""
+    import ctypes
+
+    from mrl.index.hugepages import memory_map, new_memory
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+
+    def private_map(size: int) -> int:
+        """What C++ engines get from mmap: private anonymous read-write memory (Python's mmap module shares it)."""
+        address = libc.mmap(None, size, 0x1 | 0x2, 0x02 | 0x20, -1, 0)  # PROT_READ|WRITE, MAP_PRIVATE|ANONYMOUS
+        assert address not in (None, ctypes.c_void_p(-1).value)
+        return address
+
+    def covered(spans: list[tuple[int, int]], start: int, size: int) -> bool:
+        return any(a <= start and start + size <= a + n for a, n in spans)
+
+    freed = private_map(8 << 20)  # freed while the "open" runs, as zvec's exiting threads free their stacks
+    before = memory_map()
+    libc.munmap(freed, 8 << 20)
+    copy = [(private_map(size), size) for size in (12 << 20, 2 << 20)]  # an engine's copy in pieces, like zvec's
+    gate = threading.Event()
+    worker = threading.Thread(target=gate.wait)
+    worker.start()
+    try:
+        spans = new_memory(before)
+        assert all(covered(spans, start, size) for start, size in copy)
+        # the new thread's stack (8 MiB by default) is left out: MADV_COLLAPSE would fill it with 2 MiB pages
+        others = [n for a, n in spans if not any(a <= start < a + n for start, _ in copy)]
+        assert sum(others) < 4 << 20
+    finally:
+        gate.set()
+        worker.join()
+        for start, size in copy:
+            libc.munmap(start, size)
+
+
 def thp_mode() -> str:
     path = Path("/sys/kernel/mm/transparent_hugepage/enabled")
     return path.read_text().split("[")[1].split("]")[0] if path.exists() else "never"
