@@ -443,8 +443,8 @@ def test_opened_graph_sits_on_huge_pages_and_searches_the_same(tmp_path):
     [
         # SVS falls back to 4 KiB pages when no huge pages are reserved; fp32 codes: 40k x 128 floats, 20 MiB
         ("vamana", "fp32", 40_000),
-        # zvec copies a collection's graph and codes out of its mapped files into one allocation when it opens
-        # it: 80k x (128 bytes of codes + 32 neighbors) is about 20 MiB
+        # zvec copies a collection's graph and codes out of its mapped files into memory it maps (in pieces)
+        # when it opens it: 80k x (128 bytes of codes + 32 neighbors) is about 20 MiB
         ("zvec", "sq8", 80_000),
     ],
 )
@@ -454,7 +454,7 @@ def test_what_an_engine_allocates_on_open_gets_huge_pages_and_searches_the_same(
         pytest.importorskip("svs")
     vectors = np.random.default_rng(2).standard_normal((rows, 256)).astype(np.float32)
     docs = [Document(f"d{i}", "x") for i in range(rows)]
-    # both engines' copies are above the size below which mappings are left alone (16 MiB)
+    # both engines' copies span several 2 MiB pages: at least 16 MiB of them must be advised
     index = Index.build(tmp_path / "i", vectors, docs, prefix_dim=128, ann=ann, quant=quant)
     q = prefix(vectors[:50], 256)
     expected = index.search_keys(q, 10, shortlist=20, ann_search=64)[0]  # while the pages may still move

@@ -13,10 +13,10 @@ On disk an index is one folder ``ann-<gen>.zvec``: a zvec collection whose docum
 row order, so zvec's internal ids are the row numbers (checked when a generation loads). zvec keeps a
 float copy of every prefix beside the quantized graph; a quantized search never reads it, so
 :func:`hot_bytes` counts it on disk, not in RAM. Collections are built with zvec's contiguous layout:
-opening one copies the graph and its codes out of the mapped files into one allocation, which mrl then
-backs with 2 MiB pages (mrl.index.hugepages), as it does faiss's arrays; a walk over a mapped file of 4 KiB pages
-pays a TLB miss on almost every hop. :meth:`add` extends a copy of the collection, never the
-live one; tombstoned rows are hidden in memory when a generation loads, as with faiss and SVS.
+opening one copies the graph and its codes out of the mapped files into memory zvec maps itself (a few
+pieces), which mrl then backs with 2 MiB pages (mrl.index.hugepages), as it does faiss's arrays; a walk over
+a mapped file of 4 KiB pages pays a TLB miss on almost every hop. :meth:`add` extends a copy of the collection,
+never the live one; tombstoned rows are hidden in memory when a generation loads, as with faiss and SVS.
 
 Example::
 
@@ -120,7 +120,7 @@ class ZvecAnn:
             m=int(params["M"]),
             ef_construction=int(params["efConstruction"]),
             quantize_type=quantize,
-            use_contiguous_memory=True,  # a collection's setting: its graph is copied into one allocation when opened
+            use_contiguous_memory=True,  # a collection's setting: its graph is copied into memory when opened
         )
         vector = zvec.VectorSchema(FIELD, zvec.DataType.VECTOR_FP32, vectors.shape[1], index_param=index_param)
         workspace = tempfile.TemporaryDirectory(prefix="mrl-zvec-")
