@@ -56,7 +56,7 @@ from mrl.data import Document
 from mrl.encode import prefix
 from mrl.index import Index
 from mrl.index.ann import build_ann
-from mrl.index.hugepages import advise_new_mappings, memory_map, new_memory
+from mrl.index.hugepages import advise_spans, memory_map, new_memory
 from mrl.index.rotation import rotate_rows
 from mrl.report import console, write_json
 
@@ -325,9 +325,10 @@ class ZvecGraph:
         before = memory_map()
         self.collection = zvec.open(str(tmp / "zvec"), zvec.CollectionOption(read_only=True))
         self.shortlist(vectors[:1], 16, 10)  # a first search, so that zvec has loaded what it loads lazily
-        self.params["anonymous_bytes"] = sum(size for _, size in new_memory(before))
+        spans = new_memory(before)
+        self.params["anonymous_bytes"] = sum(size for _, size in spans)
         if self.huge_pages:
-            self.params["huge_page_bytes"] = advise_new_mappings(before).bytes
+            self.params["huge_page_bytes"] = advise_spans(spans).bytes
         self.bytes = folder_bytes(tmp)
 
     def shortlist(self, q: np.ndarray, knob: int, kp: int) -> np.ndarray:
