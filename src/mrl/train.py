@@ -353,13 +353,14 @@ def train_adaptor_model(
     texts = list(corpus.values())
     docs, _ = (cache or EmbeddingCache()).get_or_encode(model, texts_fingerprint(corpus), texts)
     known = {t: i for i, t in enumerate(texts)}
+    columns = ("anchor", "positive", "negative") if triplets else ("anchor", "positive")
+    # every training text once, in one pass with a progress bar: a 768-dim model takes minutes for them on a CPU
+    fresh = sorted({getattr(r, c) for r in rows for c in columns} - known.keys())
+    vectors = dict(zip(fresh, encode_texts(model, fresh), strict=True)) if fresh else {}
 
     def embed(column: list[str]) -> np.ndarray:
-        fresh = sorted({t for t in column if t not in known})
-        vectors = dict(zip(fresh, encode_texts(model, fresh, progress=False), strict=True)) if fresh else {}
         return np.stack([docs[known[t]] if t in known else vectors[t] for t in column])
 
-    columns = ("anchor", "positive", "negative") if triplets else ("anchor", "positive")
     labelled = tuple(embed([getattr(r, c) for r in rows]) for c in columns)
     queries = embed(sorted({r.anchor for r in rows}))
     head, history = train_adaptor(adaptor, labelled, docs, queries)
