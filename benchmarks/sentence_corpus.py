@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 from mrl.data import load_triplets
+from mrl.index.storage import atomic_write
 
 
 def main() -> None:
@@ -30,11 +31,8 @@ def main() -> None:
         for t in load_triplets(path):
             for text in (t.anchor, t.positive, t.negative):
                 sentences.setdefault(text, None)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    with tmp.open("w") as f:
-        for i, text in enumerate(sentences):
-            f.write(json.dumps({"_id": f"s{i}", "title": "", "text": text}) + "\n")
-    tmp.replace(args.out)
+    lines = (json.dumps({"_id": f"s{i}", "title": "", "text": text}) + "\n" for i, text in enumerate(sentences))
+    atomic_write(args.out, lambda f: f.writelines(line.encode() for line in lines))
     print(f"{len(sentences)} sentences -> {args.out}")
 
 
