@@ -62,7 +62,7 @@ from mrl.report import console, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from index_speed import K, add_data_args, benchmark_vectors, best_at, point  # noqa: E402
+from index_speed import K, add_data_args, benchmark_vectors, best_at, index_bytes, point  # noqa: E402
 
 DEFAULT = "faiss-hnsw-sq8"
 PEER = "faiss-hnsw-full (peer)"
@@ -81,7 +81,7 @@ class IvfPqFastScan:
     def __init__(self, vectors: np.ndarray, tmp: Path):
         self.params = {}
         self.index = build_ann("ivf", "pq4", vectors, self.params)
-        self.bytes = int(faiss.serialize_index(self.index).nbytes)
+        self.bytes = index_bytes(self.index)
 
     def shortlist(self, q: np.ndarray, knob: int, kp: int) -> np.ndarray:
         return self.index.search(q, kp, params=faiss.SearchParametersIVF(nprobe=knob))[1]
@@ -260,7 +260,7 @@ class FaissNSG:
         self.index.build_type = 1
         self.index.GK = 64
         self.index.add(np.ascontiguousarray(vectors))
-        self.bytes = int(faiss.serialize_index(self.index).nbytes)
+        self.bytes = index_bytes(self.index)
 
     def shortlist(self, q: np.ndarray, knob: int, kp: int) -> np.ndarray:
         self.index.nsg.search_L = knob  # faiss has no per-call NSG parameters
@@ -428,7 +428,7 @@ def main() -> None:
         t0 = time.perf_counter()
         peer.add(base)
         result["systems"][PEER] = {
-            "ram_bytes": int(faiss.serialize_index(peer).nbytes),
+            "ram_bytes": index_bytes(peer),
             "build_s": time.perf_counter() - t0,
         }
         for ef in knobs:
