@@ -118,6 +118,17 @@ def test_mining_skips_known_positives_and_near_duplicates(scifact_small):
     assert counts["skipped_known_positive"] >= len(pairs)  # the positive itself ranks near the top
 
 
+def test_mining_a_positive_outside_the_corpus_skips_its_near_copy_in_the_corpus(scifact_small):
+    """A positive that is not a corpus document is encoded itself; the document it copies is too close to mine."""
+    data = load_beir(scifact_small, "test")
+    model = load_model("default")
+    query, doc = next((q, d) for q, docs in data.qrels.items() for d in docs)
+    edited = data.corpus[doc] + " (Edited.)"  # not a corpus text, so it is encoded, not looked up
+    triplets, counts = mine_hard_negatives(model, [Pair(data.queries[query], edited)], data.corpus, progress=False)
+    assert triplets[0].positive == edited and triplets[0].negative != data.corpus[doc]
+    assert counts["skipped_known_positive"] == 0 and counts["skipped_near_duplicate"] >= 1
+
+
 def test_resume_after_kill(nli, tmp_path):
     """SIGKILL a training run after its first checkpoint; --resume finishes it from there."""
     import os

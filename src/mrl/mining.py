@@ -58,10 +58,14 @@ def mine_hard_negatives(
 
     anchors = list(dict.fromkeys(p.anchor for p in pairs))
     anchor_row = {a: i for i, a in enumerate(anchors)}
-    queries = prefix(encode_texts(model, anchors, batch_size, progress=False), docs.shape[1])
+    queries = prefix(encode_texts(model, anchors, batch_size, progress=progress), docs.shape[1])
+    # a positive that is a corpus document (the usual case for BEIR pairs) reuses that document's vector:
+    # re-encoding hundreds of abstracts costs minutes with a 768-dim model on a CPU
     pos_texts = list(dict.fromkeys(p.positive.strip() for p in pairs))
-    pos_row = {t: i for i, t in enumerate(pos_texts)}
-    pos_emb = prefix(encode_texts(model, pos_texts, batch_size, progress=False), docs.shape[1])
+    fresh = [t for t in pos_texts if t not in text_to_index]
+    vectors = prefix(encode_texts(model, fresh, batch_size, progress=progress), docs.shape[1]) if fresh else []
+    encoded = dict(zip(fresh, vectors, strict=True))
+    pos_emb = {t: docs[text_to_index[t][0]] if t in text_to_index else encoded[t] for t in pos_texts}
 
     depth = min(depth + skip_top, len(doc_ids))
     counts = {
@@ -77,7 +81,7 @@ def mine_hard_negatives(
         top = np.argpartition(-scores, depth - 1)[:depth]
         top = top[np.argsort(-scores[top])][skip_top:]
         known = {i for text in positives_of[pair.anchor] for i in text_to_index.get(text, [])}
-        ceiling = (1.0 - margin) * float(pos_emb[pos_row[pair.positive.strip()]] @ q)
+        ceiling = (1.0 - margin) * float(pos_emb[pair.positive.strip()] @ q)
         chosen = _first_negative(top, scores, known, doc_texts, positives_of[pair.anchor], ceiling, counts)
         if chosen is None:  # a hard query: its positive ranks low, so everything near the top is 'too close'
             counts["searched_beyond_depth"] += 1
