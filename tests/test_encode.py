@@ -105,7 +105,15 @@ def test_an_interrupted_index_build_resumes_its_encoding(model, scifact_small, t
     cmd = [sys.executable, "-m", "mrl.cli", "index", "build", "--corpus", str(scifact_small / "corpus.jsonl"),
            "--out", str(tmp_path / "i"), "--cache-dir", str(cache), "--chunk-rows", "4",
            "--batch-size", "4"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as in a terminal: a runner started in the background by a non-interactive shell ignores SIGINT,
+    # and the child would inherit that and build on through the signal
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:  # wait for two chunks on disk, then interrupt
         states = list(cache.glob("*.partial.json"))
