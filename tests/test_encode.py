@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mrl.data import load_beir
-from mrl.encode import EmbeddingCache, encode_texts, prefix
+from mrl.encode import EmbeddingCache, encode_reusing, encode_texts, prefix
 
 TEXTS = [
     "Vitamin D supplementation reduces fracture risk in older adults.",
@@ -54,6 +54,19 @@ def test_prefix_matches_sentence_transformers_truncate_dim(model):
     for dim in (64, 128, 256):
         reference = model.encode(TEXTS, truncate_dim=dim, normalize_embeddings=True)
         assert np.allclose(prefix(full, dim), reference, atol=1e-5)
+
+
+def test_encode_reusing_takes_known_rows_and_encodes_the_rest(model):
+    """Known texts get the stored row as it is (here a marker no model would output); the rest are encoded."""
+    marker = np.full((2, 384), 7.0, dtype=np.float32)
+    known = {TEXTS[0]: 1}
+    texts = [TEXTS[0], TEXTS[2], TEXTS[0], TEXTS[3], TEXTS[2]]
+    rows = encode_reusing(model, texts, known, marker, progress=False)
+    assert rows.shape == (5, 384) and rows.dtype == np.float32
+    assert (rows[0] == 7.0).all() and (rows[2] == 7.0).all()
+    fresh = encode_texts(model, [TEXTS[2], TEXTS[3]], progress=False)
+    assert np.allclose(rows[[1, 3]], fresh, atol=1e-5)
+    assert np.array_equal(rows[1], rows[4])
 
 
 def test_prefix_rejects_bad_dims():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,29 @@ def encode_texts(model, texts: list[str], batch_size: int = 64, progress: bool =
         normalize_embeddings=False,
     )
     return np.asarray(emb, dtype=np.float32)
+
+
+def encode_reusing(
+    model,
+    texts: list[str],
+    known: Mapping[str, int],
+    known_vectors: np.ndarray,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> np.ndarray:
+    """One row per text of ``texts``: a text in ``known`` takes row ``known[text]`` of ``known_vectors``.
+
+    The rest are encoded in one pass (each distinct text once). Training and mining texts are often corpus
+    documents already encoded through the cache (a BEIR positive is one); re-encoding hundreds of abstracts
+    costs minutes with a 768-dim model on a CPU. Rows come back as stored: normalize with :func:`prefix`.
+    """
+    fresh = list(dict.fromkeys(t for t in texts if t not in known))
+    encoded = encode_texts(model, fresh, batch_size, progress=progress) if fresh else None
+    fresh_row = {t: i for i, t in enumerate(fresh)}
+    out = np.empty((len(texts), known_vectors.shape[1]), dtype=np.float32)
+    for i, text in enumerate(texts):
+        out[i] = known_vectors[known[text]] if text in known else encoded[fresh_row[text]]
+    return out
 
 
 def default_cache_dir() -> Path:

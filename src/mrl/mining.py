@@ -19,7 +19,7 @@ from rich.progress import track
 
 from mrl.data import Pair, Triplet
 from mrl.data.beir import texts_fingerprint
-from mrl.encode import EmbeddingCache, encode_texts, prefix
+from mrl.encode import EmbeddingCache, encode_reusing, encode_texts, prefix
 from mrl.errors import MrlError
 
 
@@ -59,13 +59,11 @@ def mine_hard_negatives(
     anchors = list(dict.fromkeys(p.anchor for p in pairs))
     anchor_row = {a: i for i, a in enumerate(anchors)}
     queries = prefix(encode_texts(model, anchors, batch_size, progress=progress), docs.shape[1])
-    # a positive that is a corpus document (the usual case for BEIR pairs) reuses that document's vector:
-    # re-encoding hundreds of abstracts costs minutes with a 768-dim model on a CPU
+    # a positive that is a corpus document (the usual case for BEIR pairs) reuses that document's vector
     pos_texts = list(dict.fromkeys(p.positive.strip() for p in pairs))
-    fresh = [t for t in pos_texts if t not in text_to_index]
-    vectors = prefix(encode_texts(model, fresh, batch_size, progress=progress), docs.shape[1]) if fresh else []
-    encoded = dict(zip(fresh, vectors, strict=True))
-    pos_emb = {t: docs[text_to_index[t][0]] if t in text_to_index else encoded[t] for t in pos_texts}
+    first_row = {text: rows[0] for text, rows in text_to_index.items()}
+    pos_vectors = prefix(encode_reusing(model, pos_texts, first_row, docs, batch_size, progress), docs.shape[1])
+    pos_emb = dict(zip(pos_texts, pos_vectors, strict=True))
 
     depth = min(depth + skip_top, len(doc_ids))
     counts = {

@@ -329,7 +329,7 @@ def train_adaptor_model(
     from mrl.adaptor import AdaptorConfig, config_json, train_adaptor
     from mrl.data.beir import texts_fingerprint
     from mrl.dev_eval import MatryoshkaRetrievalEvaluator
-    from mrl.encode import EmbeddingCache, encode_texts
+    from mrl.encode import EmbeddingCache, encode_reusing
 
     out = Path(out)
     triplets, pairs = triplets or [], pairs or []
@@ -352,14 +352,14 @@ def train_adaptor_model(
     started = time.perf_counter()
     texts = list(corpus.values())
     docs, _ = (cache or EmbeddingCache()).get_or_encode(model, texts_fingerprint(corpus), texts)
-    known = {t: i for i, t in enumerate(texts)}
     columns = ("anchor", "positive", "negative") if triplets else ("anchor", "positive")
-    # every training text once, in one pass with a progress bar: a 768-dim model takes minutes for them on a CPU
-    fresh = sorted({getattr(r, c) for r in rows for c in columns} - known.keys())
-    vectors = dict(zip(fresh, encode_texts(model, fresh), strict=True)) if fresh else {}
+    # every training text once, in one pass with a progress bar; a corpus document reuses its corpus row
+    distinct = sorted({getattr(r, c) for r in rows for c in columns})
+    row_of = {t: i for i, t in enumerate(distinct)}
+    vectors = encode_reusing(model, distinct, {t: i for i, t in enumerate(texts)}, docs)
 
     def embed(column: list[str]) -> np.ndarray:
-        return np.stack([docs[known[t]] if t in known else vectors[t] for t in column])
+        return vectors[[row_of[t] for t in column]]
 
     labelled = tuple(embed([getattr(r, c) for r in rows]) for c in columns)
     queries = embed(sorted({r.anchor for r in rows}))
