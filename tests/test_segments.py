@@ -104,7 +104,8 @@ def test_a_build_from_a_memory_map_in_chunks_gives_the_in_memory_index(corpus, t
     chunked = Index.build(
         tmp_path / "chunked", mapped, docs, prefix_dim=64, store="int8", loaded_model=model, chunk_rows=17
     )
-    assert chunked.manifest.int8_scale == pytest.approx(whole.manifest.int8_scale, rel=1e-4)  # float32 sums
+    # the rotation's moment is summed in float64 whatever the chunking: the scales agree to float32 rounding
+    assert chunked.manifest.int8_scale == pytest.approx(whole.manifest.int8_scale, rel=1e-6)
     rows = np.arange(len(docs))
     # the same scores between stored rows (an eigenvector's sign, or the order of near-equal ones, may differ)
     gram = chunked.vectors(rows) @ chunked.vectors(rows).T

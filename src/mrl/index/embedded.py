@@ -284,7 +284,10 @@ class Index(SearchBackend):
         if rotate:
             moment = np.zeros((full_dim, full_dim), dtype=np.float64)
             for _, unit in sample_chunks():
-                moment += unit.T @ unit  # a chunk's sum in float32, the running total in float64
+                # float64 products too: a float32 sum's rounding depends on the chunking and on the CPU's kernel,
+                # and the eigenvectors (hence the int8 scale) would move with it
+                wide = unit.astype(np.float64)
+                moment += wide.T @ wide
             rotation = rotation_from_moment(moment)
 
         def stored_chunks():  # unit rows in the stored basis, one chunk at a time
