@@ -43,7 +43,7 @@ from mrl.report import console, write_json
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
-from index_speed import K, add_data_args, benchmark_vectors  # noqa: E402
+from harness import K, add_data_args, all_claims, benchmark_vectors  # noqa: E402
 
 
 def measure(name: str, index, queries: np.ndarray, truth: list[list[str]], shortlists: list[int], single: int):
@@ -87,7 +87,7 @@ def main() -> None:
     backends = args.backends.split(",")
 
     _, vectors, queries, info = benchmark_vectors(args)
-    queries = queries[: args.queries]
+    queries = all_claims(queries, args.queries)
     ids = [f"d{i}" for i in range(len(vectors))]
     docs = [Document(i, f"document {i}") for i in ids]
     truth = [[ids[r] for r in row] for row in exact_top_rows(queries, len(vectors), vectors.__getitem__, K)]

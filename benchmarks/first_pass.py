@@ -23,7 +23,7 @@ A quick screen at 200k vectors, fewer beams and shortlists:
 
     python benchmarks/first_pass.py --n 200000 --model models/all-mpnet-base-v2 --bf16 --real-limit 2000 \
         --prefix-dim 256 --engines zvec-hnsw-int8,svs-fp16 --shortlists 50,80 --knobs 50,64,80,96,128,192 \
-        --single 500 --tag 768-screen
+        --tag 768-screen
 
     python benchmarks/first_pass.py --n 1000000 --model models/bench/mrl-w --prefix-dim 256 --no-rotate
     python benchmarks/first_pass.py --n 1000000 --model models/bench/mrl-w --prefix-dim 192 --engines glass-sq8 \
@@ -62,7 +62,17 @@ from mrl.report import console, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from index_speed import K, add_data_args, benchmark_vectors, best_at, index_bytes, point  # noqa: E402
+from harness import K, add_data_args, all_claims, benchmark_vectors, operating_point, time_point  # noqa: E402
+from harness import faiss_bytes as index_bytes  # noqa: E402
+
+
+def point(name: str, setting: dict, truth: np.ndarray, search, queries: np.ndarray) -> dict:
+    return {"system": name, **setting, **time_point(search, queries, truth)}
+
+
+def best_at(points: list[dict], target: float, keep) -> dict | None:
+    return operating_point([p for p in points if keep(p["system"])], target)
+
 
 DEFAULT = "faiss-hnsw-sq8"
 PEER = "faiss-hnsw-full (peer)"
@@ -394,7 +404,6 @@ def main() -> None:
     add_data_args(ap, 1_000_000)
     ap.add_argument("--prefix-dim", type=int, default=256)
     ap.add_argument("--engines", default=",".join(ENGINES), help=f"besides {DEFAULT}: any of {', '.join(ENGINES)}")
-    ap.add_argument("--single", type=int, default=300, help="queries timed one at a time per point")
     ap.add_argument("--no-rotate", action="store_true", help="the raw prefix (Index.build(rotate=False))")
     ap.add_argument(
         "--with-peer",
@@ -414,6 +423,7 @@ def main() -> None:
     graph_grid = tuple((ef, kp) for ef in knobs for kp in shortlists if kp <= ef)
 
     _, base, queries, info = benchmark_vectors(args)
+    queries = all_claims(queries, 1000)
     p = args.prefix_dim
     flat = faiss.IndexFlatIP(base.shape[1])
     flat.add(base)
@@ -434,7 +444,7 @@ def main() -> None:
         for ef in knobs:
             params = faiss.SearchParametersHNSW(efSearch=ef)
             search = lambda q, p=params: peer.search(q, K, params=p)[1]  # noqa: E731
-            result["points"].append(point(PEER, {"knob": ef, "shortlist": K}, truth, search, queries, args.single))
+            result["points"].append(point(PEER, {"knob": ef, "shortlist": K}, truth, search, queries))
             c.print(result["points"][-1])
         del peer
         gc.collect()
@@ -456,7 +466,7 @@ def main() -> None:
     result["systems"][DEFAULT] = {"ram_bytes": st["ram_bytes"], "build_s": time.perf_counter() - t0, **st["ann_params"]}
     for ef, kp in graph_grid:
         search = lambda q, ef=ef, kp=kp: index.search_keys(q, K, shortlist=kp, ann_search=ef)[0]  # noqa: E731
-        result["points"].append(point(DEFAULT, {"knob": ef, "shortlist": kp}, truth, search, queries, args.single))
+        result["points"].append(point(DEFAULT, {"knob": ef, "shortlist": kp}, truth, search, queries))
         c.print(result["points"][-1])
     del base
     gc.collect()
@@ -476,7 +486,7 @@ def main() -> None:
                 # the rerank of Index.search_keys, on this engine's shortlist
                 return Index._rerank(index.gen, q, cand, K, [])[0]
 
-            result["points"].append(point(name, {"knob": knob, "shortlist": kp}, truth, search, queries, args.single))
+            result["points"].append(point(name, {"knob": knob, "shortlist": kp}, truth, search, queries))
             c.print(result["points"][-1])
         del engine
         gc.collect()

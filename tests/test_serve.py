@@ -32,7 +32,7 @@ def built(model, data_dir, tmp_path_factory):
 @pytest.fixture()
 def index(built, model, tmp_path):
     _, docs, vectors = built
-    return Index.build(tmp_path / "idx", vectors, docs, model="default", loaded_model=model)
+    return Index.build(tmp_path / "idx", vectors, docs, model="default", prefix_dim=64, loaded_model=model)
 
 
 @pytest.fixture()

@@ -454,7 +454,14 @@ def index_build(
     model: Annotated[str, typer.Option(help="Model folder or hub id (recorded in the index for queries).")] = (
         "default"
     ),
-    prefix_dim: Annotated[int, typer.Option(help="Dims of the first-pass prefix.")] = 64,
+    prefix_dim: Annotated[
+        str,
+        typer.Option(
+            help="Dims of the first-pass prefix, or auto: build at full width, then measure narrower prefixes and an "
+            "exact scan on held-out sample queries and keep the fastest that reaches --target-recall (embedded "
+            "index; the other backends build 64 dims under auto)."
+        ),
+    ] = "auto",
     ann: Annotated[
         str,
         typer.Option(
@@ -494,7 +501,18 @@ def index_build(
     ] = None,
     nlist: Annotated[int | None, typer.Option(help="IVF lists (default about 4 x sqrt(n)).")] = None,
     target_recall: Annotated[
-        float | None, typer.Option(help="Auto-tune shortlist and efSearch/nprobe for this recall@10.")
+        float | None,
+        typer.Option(
+            help="Auto-tune shortlist and efSearch/nprobe (and under --prefix-dim auto the width) for this recall@10 "
+            "against exact search; default 0.99 under --prefix-dim auto, else no tuning."
+        ),
+    ] = None,
+    tune_queries: Annotated[
+        Path | None,
+        typer.Option(
+            help="Queries to tune on instead of held-out documents: JSONL/CSV/Parquet with a 'text' column (BEIR "
+            "queries.jsonl works), or a .npy matrix of query vectors."
+        ),
     ] = None,
     id_field: Annotated[str | None, typer.Option(help="Id column (default _id, else id).")] = None,
     text_field: Annotated[str, typer.Option(help="Text column.")] = "text",
@@ -539,16 +557,34 @@ def index_build(
 ) -> None:
     """Encode a corpus once and build a two-pass index: ANN over the prefix, full vectors for the rerank.
 
+    By default (--prefix-dim auto) the prefix width is measured, not guessed: the build never answers slower than
+    the same engine on the full vectors, and searches exactly where an exact scan is fastest.
+
     Examples:
+      mrl index build --model models/scifact-mrl --corpus corpus.jsonl --out idx/scifact
       mrl index build --model models/scifact-mrl --corpus corpus.jsonl --out idx/scifact --prefix-dim 64
       mrl index build --corpus corpus.jsonl --backend postgres --dsn postgresql://mrl@localhost/search --table docs
       mrl index build --corpus corpus.jsonl --backend qdrant --url http://localhost:6333 --collection docs
       mrl index build --corpus corpus.jsonl --backend qdrant-edge --qdrant-path idx/edge
     """
+    import numpy as np
+
     from mrl.data import load_documents
+    from mrl.data.queries import check_query_width, load_queries
     from mrl.index.ann import HNSW_EF_CONSTRUCTION
+    from mrl.index.backend import AUTO
     from mrl.index.tuning import tune
 
+    width = _prefix_dim(prefix_dim)
+    if backend != "embedded" and width == AUTO:
+        err.print(
+            f"--prefix-dim auto measures widths on the embedded index only: {backend} builds the "
+            f"{DATABASE_PREFIX_DIM}-dim prefix (pass --prefix-dim N to choose)"
+        )
+        width = DATABASE_PREFIX_DIM
+    if target_recall is not None and not 0 < target_recall <= 1:
+        raise MrlError(f"--target-recall must be in (0, 1], got {target_recall}")
+    queries = load_queries(tune_queries) if tune_queries is not None else None
     if backend not in ("embedded", "postgres", "qdrant", "qdrant-edge"):
         raise MrlError(f"--backend must be embedded, postgres, qdrant or qdrant-edge, not '{backend}'")
     if backend == "embedded" and out is None:
@@ -563,23 +599,27 @@ def index_build(
     if backend == "embedded":
         from mrl.index.ann import check_ann
 
-        check_ann(ann, quant, prefix_dim)
+        check_ann(ann, quant, width if width != AUTO else keep_dims or 2)
     elif store == "int8" or keep_dims is not None:
         raise MrlError(f"--store int8 and --keep-dims are for the embedded index; {backend} stores float32 or float16")
-    if keep_dims is not None and keep_dims < prefix_dim:
-        raise MrlError(f"--keep-dims {keep_dims} must be at least --prefix-dim {prefix_dim}")
+    if keep_dims is not None and width != AUTO and keep_dims < width:
+        raise MrlError(f"--keep-dims {keep_dims} must be at least --prefix-dim {width}")
     documents = load_documents(corpus, id_field, text_field, skip_empty=skip_empty)
     if documents.skipped:
         _report_skipped(documents.skipped)
     if backend == "embedded" and out.exists() and any(out.iterdir()) and not overwrite:
         raise MrlError(f"{out}: folder exists and is not empty (use --overwrite)")
 
-    def fits_on_disk(width: int) -> None:  # an embedded build's files, before an hour of encoding
+    def fits_on_disk(model_width: int) -> None:  # an embedded build's files, before an hour of encoding
+        if isinstance(queries, np.ndarray):
+            check_query_width(queries, model_width, tune_queries)
         if backend == "embedded":
             from mrl.index.embedded import check_free_space, estimate_bytes
 
             text_bytes = sum(len(d.text) + len(d.id) for d in documents)
-            needed = estimate_bytes(len(documents), width, prefix_dim, store, keep_dims, text_bytes, ann)
+            # auto builds its widest first pass, then one narrower candidate beside it at a time
+            first = width if width != AUTO else 2 * (keep_dims or model_width)
+            needed = estimate_bytes(len(documents), model_width, first, store, keep_dims, text_bytes, ann)
             check_free_space(out, needed)
 
     if chunk_rows < 1:
@@ -588,12 +628,16 @@ def index_build(
         model, documents, batch_size, cache_dir, engine, check=fits_on_disk, chunk_rows=chunk_rows
     )
     recorded = getattr(loaded, "mrl_source", model)
+    if queries is not None and not isinstance(queries, np.ndarray):
+        from mrl.encode import encode_texts
+
+        queries = encode_texts(loaded, queries, progress=False)
     hnsw_ef = ef_construction or HNSW_EF_CONSTRUCTION
     if backend == "postgres":
         from mrl.index.postgres import PostgresIndex
 
         index = PostgresIndex.build(
-            dsn, table, vectors, documents, model=recorded, prefix_dim=prefix_dim, store=store,
+            dsn, table, vectors, documents, model=recorded, prefix_dim=width, store=store,
             ann_params={"m": hnsw_m, "ef_construction": hnsw_ef}, overwrite=overwrite, loaded_model=loaded,
             rotate=rotate,
         )  # fmt: skip
@@ -603,7 +647,7 @@ def index_build(
         index = QdrantIndex.build(
             QdrantIndex.location_for(url, qdrant_path, collection, edge=backend == "qdrant-edge"), vectors, documents,
             model=recorded,
-            prefix_dim=prefix_dim, store=store, hnsw_m=hnsw_m, ef_construction=hnsw_ef, shards=shards,
+            prefix_dim=width, store=store, hnsw_m=hnsw_m, ef_construction=hnsw_ef, shards=shards,
             replicas=replicas, overwrite=overwrite, loaded_model=loaded, rotate=rotate,
         )  # fmt: skip
     else:
@@ -612,19 +656,64 @@ def index_build(
 
         params = build_params(ann, hnsw_m, ef_construction, nlist)
         index = Index.build(
-            out, vectors, documents, model=recorded, prefix_dim=prefix_dim, ann=ann, quant=quant, store=store,
+            out, vectors, documents, model=recorded, prefix_dim=width, ann=ann, quant=quant, store=store,
             ann_params=params, overwrite=overwrite, loaded_model=loaded, rotate=rotate, keep_dims=keep_dims,
-            chunk_rows=chunk_rows,
+            chunk_rows=chunk_rows, target_recall=target_recall, tune_queries=queries, report=err.print,
         )  # fmt: skip
     err.print(f"built {index.location}: {index.count} documents")
-    if target_recall is not None:
-        tuned = tune(index, target_recall)
-        err.print(
-            f"tuned: shortlist {tuned['shortlist']}, ann_search {tuned['ann_search']} "
-            f"-> recall@10 {tuned['measured_recall']:.4f} on {tuned['sample_queries']} sample queries"
-        )
+    if backend != "embedded" and target_recall is not None:
+        tune(index, target_recall, queries=queries)
+    if index.tuned:
+        _print_tuned(index.tuned)
     _print_stats(index.stats())
     index.close()
+
+
+DATABASE_PREFIX_DIM = 64  # what --prefix-dim auto builds on a database backend, which cannot measure widths
+
+
+def _prefix_dim(spec: str) -> int | str:
+    """--prefix-dim: 'auto' or a positive whole number."""
+    from mrl.index.backend import AUTO
+
+    if spec.strip().lower() == AUTO:
+        return AUTO
+    try:
+        value = int(spec)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise MrlError(f"--prefix-dim must be a positive whole number or auto, not '{spec}'")
+    return value
+
+
+def _print_tuned(tuned: dict) -> None:
+    """The tuner's choice in one line, then every setting it measured."""
+    from rich.table import Table
+
+    from mrl.report import console
+
+    err.print(f"tuned: {tuned['choice']}" if "choice" in tuned else f"tuned: {tuned}")
+    rows = tuned.get("table")
+    if not rows:
+        return
+    chosen = (tuned.get("prefix_dim"), tuned.get("ann_search"), tuned.get("shortlist"))
+    exact = tuned.get("exact")
+    table = Table(title=f"settings measured on {tuned['sample_queries']} sample {tuned['sample_source']}")
+    for col in ("width", "beam", "k'", f"recall@{tuned['k']}", "QPS single", "QPS batch", ""):
+        table.add_column(col, justify="right")
+    for r in rows:
+        mark = (r["width"] == "exact") if exact else (r["width"], r["ann_search"], r["shortlist"]) == chosen
+        table.add_row(
+            str(r["width"]),
+            str(r["ann_search"] if r["ann_search"] is not None else "-"),
+            str(r["shortlist"] if r["shortlist"] is not None else "-"),
+            f"{r['recall']:.4f}",
+            f"{r['qps_single']:,.0f}" if r["qps_single"] else "not reached",
+            f"{r['qps_batch']:,.0f}" if r["qps_batch"] else "-",
+            "chosen" if mark else "",
+        )
+    console().print(table)
 
 
 def _print_stats(stats: dict) -> None:
@@ -640,7 +729,8 @@ def _print_stats(stats: dict) -> None:
         table.add_row(f"{part['where']}: {part['part']}", f"{part['bytes']:,} bytes")
     tuned = stats.get("tuned")
     if tuned:
-        table.add_row("tuned", {k: v for k, v in tuned.items() if k != "tried"}.__repr__())
+        table.add_row("tuned", repr({k: v for k, v in tuned.items() if k not in ("table", "finalists", "choice")}))
+        table.add_row("tuning chose", tuned.get("choice", "-"))
     console().print(table)
 
 
@@ -685,10 +775,13 @@ def index_delete(
 
 @index_app.command("stats")
 def index_stats(location: Annotated[str, typer.Argument(help=LOCATION_HELP)]) -> None:
-    """Size, dims, settings, tuned values, RAM and disk use."""
+    """Size, dims, settings, tuned values (with every setting the tuner measured), RAM and disk use."""
     from mrl.index import open_index
 
-    _print_stats(open_index(location).stats())
+    stats = open_index(location).stats()
+    _print_stats(stats)
+    if stats.get("tuned"):
+        _print_tuned(stats["tuned"])
 
 
 @index_app.command("tune")
@@ -699,26 +792,44 @@ def index_tune(
     sample: Annotated[int, typer.Option(help="Documents used as sample queries (without --queries).")] = 200,
     queries: Annotated[
         Path | None,
-        typer.Option(help="Real queries to tune on (JSONL/CSV with a 'text' column): better than documents."),
+        typer.Option(
+            "--queries",
+            "--tune-queries",
+            help="Real queries to tune on: JSONL/CSV/Parquet with a 'text' column, or a .npy matrix of query "
+            "vectors. Better than held-out documents.",
+        ),
+    ] = None,
+    prefix_dim: Annotated[
+        str | None,
+        typer.Option(
+            help="Also re-pick the prefix width (embedded index): auto measures every width and an exact scan, N "
+            "rebuilds the first pass at N dims. Default: keep the width."
+        ),
     ] = None,
 ) -> None:
-    """Pick the cheapest shortlist k' and efSearch/nprobe that reach the recall target; store them."""
-    from mrl.data.records import read_rows, text_field
+    """Pick the fastest shortlist k' and efSearch/nprobe (and with --prefix-dim, the width) that reach the target.
+
+    The choice and every setting measured are stored with the index; `mrl index stats` shows them.
+    """
+    from mrl.data.queries import check_query_width, load_queries
     from mrl.index import open_index
+    from mrl.index.backend import AUTO
     from mrl.index.tuning import tune
 
+    widths = None
+    if prefix_dim is not None:
+        width = _prefix_dim(prefix_dim)
+        widths = AUTO if width == AUTO else [width]
+    loaded = load_queries(queries) if queries is not None else None
     index = open_index(location)
     vectors = None
-    if queries is not None:
-        texts = [text_field(row, "text", queries, line) for line, row in read_rows(queries)]
-        if not texts:
-            raise MrlError(f"{queries}: no queries found")
-        vectors = index.encode(texts)
-    tuned = tune(index, target_recall, k=k, sample=sample, queries=vectors)
-    err.print(
-        f"shortlist {tuned['shortlist']}, ann_search {tuned['ann_search']}: "
-        f"recall@{k} {tuned['measured_recall']:.4f} on {tuned['sample_queries']} sample queries"
-    )
+    if isinstance(loaded, list):
+        vectors = index.encode(loaded)
+    elif loaded is not None:
+        check_query_width(loaded, index.full_dim, queries)
+        vectors = loaded
+    tuned = tune(index, target_recall, k=k, sample=sample, queries=vectors, widths=widths, report=err.print)
+    _print_tuned(tuned)
 
 
 @app.command("search")

@@ -77,6 +77,23 @@ def machine_info() -> dict:
     return info
 
 
+def source_commit() -> str | None:
+    """The git commit of the mrl source this process runs (with ``+dirty`` for uncommitted changes), if it is a
+    checkout: a result then names the exact code that made it."""
+    import subprocess
+
+    src = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        code = [":(top)src", ":(top)benchmarks/*.py"]  # the code that makes results, not the results themselves
+        dirty = subprocess.run(
+            ["git", "-C", str(src), "status", "--porcelain", "--", *code], capture_output=True, text=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def write_json(data: dict, path: str | Path) -> Path:
     """Write JSON atomically (temp file + rename) with provenance: version, time, machine, command."""
     path = Path(path)
@@ -87,6 +104,7 @@ def write_json(data: dict, path: str | Path) -> Path:
             "mrl_version": __version__,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            **({"commit": commit} if (commit := source_commit()) else {}),
             "machine": machine_info(),
         },
     }

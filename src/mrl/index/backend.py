@@ -39,6 +39,9 @@ from mrl.index.rotation import fit_rotation, rotate_rows, rotation_from_text, ro
 from mrl.index.segments import check_store
 
 DEFAULT_SHORTLIST_FACTOR = 10
+AUTO = "auto"  # prefix_dim: let the tuner measure widths (embedded index) and keep the fastest
+DEFAULT_TARGET_RECALL = 0.99  # recall@10 against exact search that tuning aims for when none is given
+TUNE_SAMPLE = 200  # documents held out as tuning queries when no queries are given
 
 
 @dataclass
@@ -110,6 +113,15 @@ def check_build_inputs(vectors: np.ndarray, documents: list[Document], prefix_di
     check_unique(documents, key=attrgetter("id"))
     if not 0 < prefix_dim <= vectors.shape[1]:
         raise MrlError(f"--prefix-dim {prefix_dim} must be between 1 and the vector width {vectors.shape[1]}")
+
+
+def check_prefix_dim(prefix_dim: int | str) -> int | None:
+    """``prefix_dim`` as a width, or None for ``"auto"``; anything else is refused before any work."""
+    if prefix_dim == AUTO:
+        return None
+    if isinstance(prefix_dim, bool) or not isinstance(prefix_dim, int | np.integer):
+        raise MrlError(f"prefix_dim must be a positive whole number or '{AUTO}', not {prefix_dim!r}")
+    return int(prefix_dim)
 
 
 def prepare_build(
@@ -250,6 +262,11 @@ class SearchBackend(ABC):
     @abstractmethod
     def stats(self) -> dict:
         """Sizes and settings, for ``mrl index stats`` and the server's ``/stats``."""
+
+    @property
+    def beam_bounds_shortlist(self) -> bool:
+        """True where the first pass is a graph whose beam is raised to k': the tuner then tries k' <= beam only."""
+        return False
 
     def refresh(self) -> bool:
         """Pick up writes made by other processes; database backends always read the latest state."""
@@ -397,6 +414,10 @@ class DatabaseBackend(SearchBackend):
         if changed:  # a rebuild by another client may have refitted the rotation
             self.rotation = rotation_from_text(self.settings.get("rotation"), self.full_dim)
         return changed
+
+    @property
+    def beam_bounds_shortlist(self) -> bool:
+        return True  # pgvector's ef_search and Qdrant's hnsw_ef are raised to k'
 
     def hits_for(self, keys: list[list], scores: list[list[float]]) -> list[list[Hit]]:
         docs = self.get(sorted({i for ks in keys for i in ks}))

@@ -16,11 +16,14 @@ Layout of an index folder (every file but ``CURRENT`` and ``docs.sqlite`` is imm
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import shutil
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,10 +48,14 @@ from mrl.index.ann import (
     training_rows,
 )
 from mrl.index.backend import (
+    AUTO,
+    DEFAULT_TARGET_RECALL,
+    TUNE_SAMPLE,
     Hit,
     SearchBackend,
     SearchTimings,
     check_build_inputs,
+    check_prefix_dim,
     existing_ids_error,
     open_index,
     unit_vectors,
@@ -70,7 +77,7 @@ from mrl.index.segments import (
     write_segment_chunks,
 )
 from mrl.index.storage import atomic_write, atomic_write_path, free_bytes, path_bytes, writer_lock
-from mrl.index.tuning import exact_top_rows
+from mrl.index.tuning import exact_top, exact_top_rows
 from mrl.index.vamana import VamanaAnn
 from mrl.index.zvec_graph import MIN_BYTES as ZVEC_MIN_BYTES
 from mrl.index.zvec_graph import ZvecAnn, hot_bytes
@@ -227,7 +234,7 @@ class Index(SearchBackend):
         vectors: np.ndarray,
         documents: list[Document],
         model: str | None = None,
-        prefix_dim: int = 64,
+        prefix_dim: int | str = AUTO,
         ann: str = DEFAULT_ANN,
         quant: str = "sq8",
         store: str = "float32",
@@ -238,8 +245,21 @@ class Index(SearchBackend):
         keep_dims: int | None = None,
         io: str = "auto",
         chunk_rows: int = BUILD_CHUNK,
+        target_recall: float | None = None,
+        tune_queries: np.ndarray | None = None,
+        tune_sample: int = TUNE_SAMPLE,
+        report: Callable[[str], None] | None = None,
     ) -> Index:
         """Create a new index from full-width vectors (any scale; they are normalized here).
+
+        ``prefix_dim="auto"`` (the default) builds the first pass at full width, then lets the tuner
+        (:func:`mrl.index.tuning.tune`) measure narrower prefixes and an exact scan on held-out sample queries
+        (``tune_queries``, else ``tune_sample`` documents each left out of its own results) and keep the fastest
+        setting that reaches ``target_recall`` (default 0.99): so the index is never slower than its own engine on
+        the full vectors, and uses a prefix exactly where the prefix pays. A corpus of at most ``tune_sample``
+        documents is too small to measure on: it stays at full width, and ``tuned["choice"]`` says why. A fixed
+        ``prefix_dim`` builds that width, tuned for ``target_recall`` when one is given. ``report`` gets a line per
+        step of the width search.
 
         ``rotate`` stores the vectors in a learned basis whose first dims hold the most energy
         (:mod:`mrl.index.rotation`): every full-vector score is unchanged, the prefix ranks far more like
@@ -264,12 +284,18 @@ class Index(SearchBackend):
             if not (folder / "CURRENT").exists():
                 raise MrlError(f"{folder}: refusing to overwrite a folder that is not an mrl index")
         vectors = vectors if isinstance(vectors, np.ndarray) else np.asarray(vectors, dtype=np.float32)
-        check_build_inputs(vectors, documents, prefix_dim, store)
+        auto = check_prefix_dim(prefix_dim) is None
+        if vectors.ndim == 2 and keep_dims is not None and not 0 < keep_dims <= vectors.shape[1]:
+            raise MrlError(f"keep_dims: {keep_dims} must be between 1 and the vector width {vectors.shape[1]}")
+        width = (keep_dims or (vectors.shape[1] if vectors.ndim == 2 else 1)) if auto else prefix_dim
+        check_build_inputs(vectors, documents, width, store)
         rows, full_dim = vectors.shape
-        if keep_dims is not None and not prefix_dim <= keep_dims <= full_dim:
-            raise MrlError(f"--keep-dims {keep_dims} must be between the prefix dim {prefix_dim} and {full_dim}")
+        if keep_dims is not None and not width <= keep_dims <= full_dim:
+            raise MrlError(f"keep_dims: {keep_dims} must be between the prefix dim {width} and {full_dim}")
+        if target_recall is not None and not 0 < target_recall <= 1:
+            raise MrlError(f"target_recall must be in (0, 1], got {target_recall}")
         keep = keep_dims if keep_dims and keep_dims < full_dim else None
-        check_ann(ann, quant, prefix_dim)
+        check_ann(ann, quant, width)
         params = {**DEFAULT_PARAMS.get(ann, {}), **(ann_params or {})}
         # one sample of rows for the rotation and the ANN quantizer
         sample_rows = training_rows(rows, training_limit(ann, rows, params.get("nlist")))
@@ -298,25 +324,19 @@ class Index(SearchBackend):
 
         # first pass over the rows: the ANN index fills a chunk at a time (SVS and zvec builds take all prefixes)
         # and int8's per-dim peaks are found; the second, under the writer lock, writes the coded rows
-        if ann in FOLDER_ANNS:
-            first_pass = np.empty((rows, prefix_dim), dtype=np.float32)
-        else:
-            sample = np.empty((len(sample_rows), prefix_dim), dtype=np.float32)  # filled in place: no second copy
-            for start, unit in sample_chunks():
-                sample[start : start + len(unit)] = prefix(rotate_rows(unit, rotation, out=unit), prefix_dim)
-            index = trained_faiss_index(ann, quant, prefix_dim, rows, params, sample)
-            del sample
         peak = np.zeros(keep or full_dim, dtype=np.float32)
-        for start, unit in stored_chunks():
-            if ann in FOLDER_ANNS:
-                first_pass[start : start + len(unit)] = prefix(unit, prefix_dim)
-            else:
-                add_in_chunks(index, prefix(unit, prefix_dim))
-            if store == "int8":
-                np.maximum(peak, np.abs(keep_prefix(unit, keep)).max(axis=0), out=peak)
-        if ann in FOLDER_ANNS:
-            index = build_ann(ann, quant, first_pass, params)
-            del first_pass
+
+        def find_peak(unit: np.ndarray) -> None:
+            np.maximum(peak, np.abs(keep_prefix(unit, keep)).max(axis=0), out=peak)
+
+        def stored_sample():
+            for start, unit in sample_chunks():
+                yield start, rotate_rows(unit, rotation, out=unit)
+
+        index = build_first_pass(
+            ann, quant, width, rows, params, stored_chunks, stored_sample, len(sample_rows),
+            on_chunk=find_peak if store == "int8" else None,
+        )  # fmt: skip
         scale = calibrate_int8(peak[None, :]) if store == "int8" else None
         created = not folder.exists()
         folder.mkdir(parents=True, exist_ok=True)
@@ -325,7 +345,7 @@ class Index(SearchBackend):
             manifest = Manifest(
                 model=model,
                 full_dim=full_dim,
-                prefix_dim=prefix_dim,
+                prefix_dim=width,
                 ann=ann,
                 quant=quant,
                 store=store,
@@ -347,7 +367,7 @@ class Index(SearchBackend):
                     manifest.rotation_file = f"rotation-{gen:08d}.npy"
                     atomic_write(folder / manifest.rotation_file, lambda h: np.save(h, rotation))
                 manifest.format_version = manifest.required_version()
-                manifest.ann_file = _write_ann(folder, gen, index)
+                manifest.ann_file = _write_ann(folder, f"ann-{gen:08d}", index)
                 _remove_sqlite(new_docs)
                 docs = DocStore(new_docs)
                 docs.append(0, documents)
@@ -365,7 +385,35 @@ class Index(SearchBackend):
             os.replace(new_docs, folder / "docs.sqlite")
             collect_garbage(folder)
         mode = resolve_io(io, [folder / manifest.segments[0]["file"]])
-        return cls(folder, Generation.load(folder, manifest, mode), loaded_model, mode)
+        built = cls(folder, Generation.load(folder, manifest, mode), loaded_model, mode)
+        if auto or target_recall is not None:
+            built.tune_after_build(auto, target_recall or DEFAULT_TARGET_RECALL, tune_queries, tune_sample, report)
+        return built
+
+    def tune_after_build(
+        self,
+        auto: bool,
+        target_recall: float,
+        queries: np.ndarray | None,
+        sample: int,
+        report: Callable[[str], None] | None,
+    ) -> dict:
+        """The tuning :meth:`build` asks for: the width search with ``auto``, else k' and the beam at the built width.
+
+        Under ``auto`` a corpus of at most ``sample`` documents, too few to hold that many out, stays untuned at full
+        width, and the stored ``choice`` says so.
+        """
+        from mrl.index.tuning import tune
+
+        if auto and queries is None and self.count <= sample:
+            tuned = {
+                "prefix_dim": self.prefix_dim,
+                "choice": f"full width, untuned: {self.count} documents are too few to measure prefix widths on "
+                f"{sample} of them held out (give tuning queries, or a fixed prefix dim)",
+            }
+            self.set_tuned(tuned)
+            return tuned
+        return tune(self, target_recall, queries=queries, sample=sample, widths="auto" if auto else None, report=report)
 
     def refresh(self) -> bool:
         """Pick up a newer committed generation written by another process; True if it changed."""
@@ -408,6 +456,20 @@ class Index(SearchBackend):
         g = self.gen
         return exact_top_rows(g.stored_queries(unit_queries), g.manifest.rows, g.vectors, k, excluded=g.deleted)
 
+    def exact_search(self, unit_queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k (rows, scores) of every live row at full stored width: what an index tuned to ``exact`` does."""
+        g = self.gen
+        self.check_k(k)
+        return self._exact(g, g.stored_queries(unit_queries), k)
+
+    @staticmethod
+    def _exact(g: Generation, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        flat = g.flat_float32()
+        if flat is not None and not g.deleted.any():
+            scores, rows = faiss.knn(np.ascontiguousarray(queries), flat, k, metric=faiss.METRIC_INNER_PRODUCT)
+            return rows, scores
+        return exact_top(queries, g.manifest.rows, g.vectors, k, excluded=g.deleted)
+
     def sample_vectors(self, n: int, seed: int) -> np.ndarray:
         g = self.gen
         live = np.flatnonzero(~g.deleted)
@@ -419,6 +481,10 @@ class Index(SearchBackend):
 
     def ann_search_grid(self) -> list[int | None]:
         return ann_search_grid(self.ann)
+
+    @property
+    def beam_bounds_shortlist(self) -> bool:
+        return isinstance(self.ann, FolderAnn | faiss.IndexHNSW)
 
     def search_keys(
         self,
@@ -432,6 +498,12 @@ class Index(SearchBackend):
         """Two-pass search on unit query vectors; keys are rows: (rows, scores), each (n_queries, k), -1 padded."""
         g = self.gen
         timings = timings or SearchTimings()
+        if shortlist is None and ann_search is None and not funnel and (g.manifest.tuned or {}).get("exact"):
+            self.check_k(k)
+            t0 = time.perf_counter()  # tuned to an exact scan: faster than any first pass on this corpus
+            rows, scores = self._exact(g, g.stored_queries(unit_queries), k)
+            timings.rerank = time.perf_counter() - t0
+            return rows, scores
 
         t0 = time.perf_counter()
         unit_queries = g.stored_queries(unit_queries)
@@ -564,7 +636,7 @@ class Index(SearchBackend):
                 else:
                     ann = faiss.clone_index(self.gen.ann)
                     add_in_chunks(ann, prefix(unit, m.prefix_dim))
-                m.ann_file = _write_ann(self.folder, m.generation, ann)
+                m.ann_file = _write_ann(self.folder, f"ann-{m.generation:08d}", ann)
                 m.rows += len(unit)
                 replaced = [r for rs in existing.values() for r in rs]
                 if replaced:
@@ -606,6 +678,7 @@ class Index(SearchBackend):
         ann_hot, ann_cold = hot_bytes(self.folder / m.ann_file, m.quant) if m.ann == "zvec" else (ann_bytes, 0)
         vector_bytes = sum(files[s["file"]] for s in m.segments)
         docs_bytes = (self.folder / "docs.sqlite").stat().st_size
+        exact = bool((m.tuned or {}).get("exact"))  # an exact scan reads every row of every search
         # what a search keeps hot (RAM) and what it reads from disk: the rerank's rows, and the hits' documents
         parts = [
             {
@@ -620,9 +693,10 @@ class Index(SearchBackend):
             ],
             {"part": "tombstones", "bytes": int(self.deleted.nbytes), "where": "ram"},
             {
-                "part": f"rerank vectors ({m.stored_dim} dims, {m.store}, {len(m.segments)} segments, {self.io})",
+                "part": f"{'vectors, scanned exactly' if exact else 'rerank vectors'} ({m.stored_dim} dims, {m.store}, "
+                f"{len(m.segments)} segments, {self.io})",
                 "bytes": vector_bytes,
-                "where": "disk",
+                "where": "ram" if exact else "disk",
             },
             {"part": "documents (SQLite)", "bytes": docs_bytes, "where": "disk"},
         ]
@@ -656,6 +730,21 @@ class Index(SearchBackend):
             "parts": parts,
         }
 
+    @contextmanager
+    def width_trials(self) -> Iterator[WidthTrials]:
+        """First passes at other prefix widths, built from the stored rows and searched before one is committed.
+
+        Holds the index's writer lock throughout; whatever :meth:`WidthTrials.adopt` did not commit is removed and
+        the index searches its committed generation again when the block ends (see :func:`mrl.index.tuning.tune`).
+        """
+        with self._write_lock, writer_lock(self.folder):
+            self.refresh()
+            trials = WidthTrials(self)
+            try:
+                yield trials
+            finally:
+                trials.close()
+
     def set_tuned(self, tuned: dict) -> None:
         """Record auto-tuned search settings in a new generation."""
         with self._write_lock, writer_lock(self.folder):
@@ -668,6 +757,120 @@ class Index(SearchBackend):
 
     def close(self) -> None:
         self.docs.close()
+
+
+class WidthTrials:
+    """Candidate first passes of one index at several prefix widths (:meth:`Index.width_trials`).
+
+    Each candidate is the index's own engine and codes (``ann``, ``quant``, its build parameters) over the first
+    ``width`` dims of the stored rows, written under the next generation's number with its width in the name, and
+    loaded as an uncommitted :class:`Generation` that the index searches while :meth:`use` has it selected.
+    """
+
+    def __init__(self, index: Index):
+        self.index = index
+        self.base = index.gen
+        self.generation = self.base.manifest.generation + 1
+        self.stored_dim = self.base.manifest.stored_dim
+        self.built: dict[int, Generation] = {}
+        self.adopted = False
+
+    def use(self, width: int) -> None:
+        """Search with the first pass at ``width`` from now on (building it on first use)."""
+        if width not in self.built:
+            self.built[width] = self._build(width)
+        self.index.gen = self.built[width]
+
+    def _build(self, width: int) -> Generation:
+        base = self.base.manifest
+        m = Manifest(**{**base.__dict__})
+        m.generation, m.prefix_dim, m.tuned = self.generation, width, None
+        m.segments = list(base.segments)
+        if width == base.prefix_dim:  # the committed first pass, searched as it is
+            return dataclasses.replace(self.base, manifest=m)
+        check_ann(m.ann, m.quant, width)
+        rows, params = base.rows, dict(base.ann_params)
+        sample = training_rows(rows, training_limit(m.ann, rows, params.get("nlist")))
+        sample = np.arange(rows) if sample is None else sample
+
+        def stored_chunks():
+            for start in range(0, rows, BUILD_CHUNK):
+                yield start, self.base.vectors(np.arange(start, min(start + BUILD_CHUNK, rows)))
+
+        def sample_chunks():
+            for start in range(0, len(sample), BUILD_CHUNK):
+                yield start, self.base.vectors(sample[start : start + BUILD_CHUNK])
+
+        folder = self.index.folder
+        try:
+            ann = build_first_pass(m.ann, m.quant, width, rows, params, stored_chunks, sample_chunks, len(sample))
+            m.ann_file = _write_ann(folder, f"ann-{self.generation:08d}-p{width}", ann)
+        except BaseException as exc:
+            raise_failed_write(folder, m, exc, f"building the {width}-dim first pass")
+        del ann  # the saved copy is what the generation loads (and moves to 2 MiB pages)
+        return Generation.load(folder, m, self.index.io, self.base)
+
+    def drop(self, width: int) -> None:
+        """Forget the candidate at ``width`` and remove its files (never the committed generation's)."""
+        gen = self.built.pop(width, None)
+        if self.index.gen is gen:
+            self.index.gen = self.base
+        if gen is not None and gen.manifest.ann_file != self.base.manifest.ann_file:
+            path = self.index.folder / gen.manifest.ann_file
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+    def adopt(self, width: int, tuned: dict) -> None:
+        """Commit the candidate at ``width`` as the live generation, with ``tuned`` (the tuner's choice and table)."""
+        gen = self.built[width]
+        gen.manifest.tuned = tuned
+        commit(self.index.folder, gen.manifest)
+        self.index.gen = gen
+        self.adopted = True
+
+    def close(self) -> None:
+        for width in list(self.built):
+            if not (self.adopted and self.index.gen is self.built[width]):
+                self.drop(width)
+        if not self.adopted:
+            self.index.gen = self.base
+        collect_garbage(self.index.folder)
+
+
+def build_first_pass(
+    ann: str,
+    quant: str,
+    width: int,
+    rows: int,
+    params: dict,
+    stored_chunks: Callable[[], Iterator[tuple[int, np.ndarray]]],
+    sample_chunks: Callable[[], Iterator[tuple[int, np.ndarray]]],
+    sample_size: int,
+    on_chunk: Callable[[np.ndarray], None] | None = None,
+) -> faiss.Index | FolderAnn:
+    """The first pass over the first ``width`` dims of every stored row (re-normalized), read a chunk at a time.
+
+    ``stored_chunks()`` and ``sample_chunks()`` yield (first row, unit rows in the stored basis) over all rows and
+    over the ``sample_size`` rows a faiss quantizer trains on. zvec and SVS take every prefix at once; a faiss index
+    fills a chunk at a time. ``on_chunk`` sees each chunk of stored rows too (a build finds int8 peaks there).
+    """
+    if ann in FOLDER_ANNS:
+        first_pass = np.empty((rows, width), dtype=np.float32)
+    else:
+        sample = np.empty((sample_size, width), dtype=np.float32)  # filled in place: no second copy
+        for start, unit in sample_chunks():
+            sample[start : start + len(unit)] = prefix(unit, width)
+        index = trained_faiss_index(ann, quant, width, rows, params, sample)
+        del sample
+    for start, unit in stored_chunks():
+        if ann in FOLDER_ANNS:
+            first_pass[start : start + len(unit)] = prefix(unit, width)
+        else:
+            add_in_chunks(index, prefix(unit, width))
+        if on_chunk is not None:
+            on_chunk(unit)
+    if ann in FOLDER_ANNS:
+        index = build_ann(ann, quant, first_pass, params)
+    return index
 
 
 def rerank_by_rows(vectors: np.ndarray, queries: np.ndarray, cand: np.ndarray, k: int):
@@ -780,11 +983,12 @@ def _remove_sqlite(path: Path, keep_main: bool = False) -> None:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
-def _write_ann(folder: Path, gen: int, index: faiss.Index | FolderAnn) -> str:
+def _write_ann(folder: Path, stem: str, index: faiss.Index | FolderAnn) -> str:
+    """Save a first pass as ``<stem>.faiss``, or as the folder ``<stem>.<suffix>`` of a folder engine."""
     if isinstance(index, FolderAnn):
-        name = f"ann-{gen:08d}.{index.SUFFIX}"
+        name = f"{stem}.{index.SUFFIX}"
         index.save(folder / name)
         return name
-    name = f"ann-{gen:08d}.faiss"
+    name = f"{stem}.faiss"
     atomic_write_path(folder / name, lambda tmp: faiss.write_index(index, str(tmp)))
     return name

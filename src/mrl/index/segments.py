@@ -18,6 +18,7 @@ was truncated or changed is refused with a clear error instead of giving wrong s
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 import weakref
@@ -163,8 +164,15 @@ class Segment:
             # closed when the last search holding this generation lets go of it, never under a running one
             weakref.finalize(self, os.close, self._fd)
         else:
-            # a plain view of the map: np.memmap's Python-level __getitem__ would run on every per-query gather
-            self.array = np.asarray(np.load(path, mmap_mode="r"))
+            # a plain view of the map: np.memmap's Python-level __getitem__ would run on every per-query gather.
+            # MADV_RANDOM: a rerank reads scattered rows, and readahead around each would fill the page cache with
+            # rows no query asked for (cold searches read more, and the hot set looks like the whole file)
+            with open(path, "rb") as handle:
+                mapped = mmap.mmap(handle.fileno(), 0, prot=mmap.PROT_READ)
+            if hasattr(mmap, "MADV_RANDOM"):
+                mapped.madvise(mmap.MADV_RANDOM)
+            count = self.shape[0] * self.shape[1]
+            self.array = np.frombuffer(mapped, dtype=self.dtype, count=count, offset=self.offset).reshape(self.shape)
 
     def __len__(self) -> int:
         return self.shape[0]
