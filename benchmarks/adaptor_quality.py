@@ -30,9 +30,10 @@ from rich.table import Table
 from mrl.data import load_beir
 from mrl.encode import EmbeddingCache, encode_texts
 from mrl.errors import MrlError
-from mrl.evaluate import corpus_rotation, parse_dims, per_dim_retrieval, resolve_dims
+from mrl.eval.retrieval import corpus_rotation, parse_dims, per_dim_retrieval, resolve_dims
+from mrl.eval.tables import console
 from mrl.model import embedding_dim, load_model, read_metadata
-from mrl.report import console, write_json
+from mrl.provenance import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD_MODULES = 3  # Dense (rotation), residual Dense with tanh, Normalize: what MatryoshkaAdaptor.append_to adds

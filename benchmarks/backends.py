@@ -36,9 +36,10 @@ import numpy as np
 from rich.table import Table
 
 from mrl.data import Document
+from mrl.eval.tables import console
 from mrl.index import Index
 from mrl.index.tuning import exact_top_rows, recall_at_k
-from mrl.report import console, write_json
+from mrl.provenance import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

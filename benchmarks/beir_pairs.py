@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mrl.data import load_beir
 from mrl.data.beir import positive_pairs
-from mrl.index.storage import atomic_write
+from mrl.vectors.files import atomic_write
 
 
 def main() -> None:

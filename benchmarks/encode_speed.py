@@ -30,10 +30,11 @@ from rich.table import Table
 from mrl.data import load_beir, load_sts
 from mrl.data.beir import subset
 from mrl.encode import EmbeddingCache
-from mrl.evaluate import evaluate_retrieval
+from mrl.eval.retrieval import evaluate_retrieval
+from mrl.eval.tables import console
 from mrl.model import load_model
-from mrl.onnx_backend import export_onnx
-from mrl.report import console, write_json
+from mrl.model.onnx import export_onnx
+from mrl.provenance import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ("torch", "onnx", "onnx-int8")
@@ -63,7 +64,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mrl-onnx-") as tmp:
         folder = Path(tmp) / "model"
         load_model(args.model).save(str(folder))
-        export_onnx(folder, quantize="int8")
+        export_onnx(load_model(str(folder), device="cpu"), folder, quantize="int8")
         result = {"model": args.model, "batch_size": args.batch_size, "backends": {}, "workloads": {}}
         for name, texts in workloads.items():
             result["workloads"][name] = {"texts": len(texts), "chars_mean": sum(map(len, texts)) / len(texts)}

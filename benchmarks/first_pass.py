@@ -53,12 +53,12 @@ import numpy as np
 from rich.table import Table
 
 from mrl.data import Document
-from mrl.encode import prefix
+from mrl.eval.tables import console
 from mrl.index import Index
-from mrl.index.ann import build_ann
 from mrl.index.hugepages import advise_spans, memory_map, new_memory
-from mrl.index.rotation import rotate_rows
-from mrl.report import console, write_json
+from mrl.provenance import write_json
+from mrl.vectors.prefix import prefix
+from mrl.vectors.rotation import rotate_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -83,14 +83,17 @@ def folder_bytes(path: Path) -> int:
 
 
 class IvfPqFastScan:
-    """``--ann ivf --quant pq4``: faiss IVF with 4-bit PQ fast-scan codes, built by mrl's build_ann; knob = nprobe."""
+    """``--ann ivf --quant pq4``: faiss IVF with 4-bit PQ fast-scan codes, built by mrl's ivf engine; knob = nprobe."""
 
     name = "faiss-ivf-pq-fastscan"
     grid = tuple((nprobe, kp) for nprobe in (32, 64, 128, 256) for kp in (100, 200))
 
     def __init__(self, vectors: np.ndarray, tmp: Path):
         self.params = {}
-        self.index = build_ann("ivf", "pq4", vectors, self.params)
+        chunks = lambda: iter([(0, vectors)])  # noqa: E731
+        self.index = (
+            ENGINES["ivf"].build("pq4", vectors.shape[1], len(vectors), self.params, chunks, chunks, len(vectors)).index
+        )
         self.bytes = index_bytes(self.index)
 
     def shortlist(self, q: np.ndarray, knob: int, kp: int) -> np.ndarray:
@@ -239,7 +242,7 @@ class SvsFP16:
     name = "svs-fp16"
 
     def __init__(self, vectors: np.ndarray, tmp: Path):
-        from mrl.index.vamana import VamanaAnn
+        from mrl.index.engines.vamana import VamanaAnn
 
         self.params = {}
         self.ann = VamanaAnn.build(vectors, "fp16", self.params)

@@ -37,10 +37,11 @@ import numpy as np
 
 from mrl.data import load_beir, load_sts, load_triplets
 from mrl.data.beir import texts_fingerprint
-from mrl.encode import EmbeddingCache, encode_texts, prefix
+from mrl.encode import EmbeddingCache, encode_texts
 from mrl.index.segments import drop_cached_pages
 from mrl.index.tuning import recall_at_k
 from mrl.model import load_model
+from mrl.vectors.prefix import prefix
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -126,7 +127,7 @@ def query_splits(model, data: Path) -> dict[str, np.ndarray]:
     out = {}
     for split in ("train", "test"):
         texts = list(load_beir(data / "scifact", split).queries.values())
-        out[split] = prefix(encode_texts(model, texts, progress=False), model.get_sentence_embedding_dimension())
+        out[split] = prefix(encode_texts(model, texts, progress=False), model.get_embedding_dimension())
     return out
 
 
@@ -256,6 +257,16 @@ def turn_summary(single: dict[str, list[float]], batch: dict[str, list[float]]) 
         "qps_batch": batch,
         "median_ratio_single": ratio(single),
         "median_ratio_batch": ratio(batch),
+        **turn_medians(single, batch),
+    }
+
+
+def turn_medians(single: dict[str, list[float]], batch: dict[str, list[float]]) -> dict:
+    """Each side's median QPS over the rounds in turns (what a table shows beside the median ratio)."""
+    return {
+        f"median_qps_{mode}_{who}": float(np.median(qps[who]))
+        for mode, qps in (("single", single), ("batch", batch))
+        for who in ("mine", "theirs")
     }
 
 
@@ -291,6 +302,10 @@ def versus_peers(mine: dict, peers: dict[str, dict]) -> dict:
                 else {}
             ),
         }
+    for name, peer in peers.items():
+        turns = peer.get("turns")
+        if turns and out["peers"][name]["reached"]:
+            out["peers"][name] |= turn_medians(turns["qps_single"], turns["qps_batch"])
     reached = {n: v for n, v in out["peers"].items() if v["reached"]}
     if reached:
         single = min(reached, key=lambda n: reached[n]["qps_single_ratio"])
@@ -299,6 +314,18 @@ def versus_peers(mine: dict, peers: dict[str, dict]) -> dict:
         out["qps_single_ratio_vs_best_peer"] = reached[single]["qps_single_ratio"]
         out["best_peer_batch"] = batch
         out["qps_batch_ratio_vs_best_peer"] = reached[batch]["qps_batch_ratio"]
+        # every system's speed relative to the best peer's (1.00): from the ratios against mine, so that all of them
+        # come from timings in turns when those exist
+        out["vs_best_peer"] = {
+            "mrl": {"single": reached[single]["qps_single_ratio"], "batch": reached[batch]["qps_batch_ratio"]},
+            **{
+                n: {
+                    "single": reached[single]["qps_single_ratio"] / v["qps_single_ratio"],
+                    "batch": reached[batch]["qps_batch_ratio"] / v["qps_batch_ratio"],
+                }
+                for n, v in reached.items()
+            },
+        }
     return out
 
 

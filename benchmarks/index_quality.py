@@ -24,14 +24,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from rich.table import Table
 
 from mrl.data import Document, load_beir
-from mrl.encode import EmbeddingCache, encode_texts, prefix
-from mrl.evaluate import exact_search
+from mrl.encode import EmbeddingCache, encode_texts
+from mrl.eval.metrics import retrieval_metrics, run_from_rows
+from mrl.eval.retrieval import exact_search
+from mrl.eval.tables import console, short_name
 from mrl.index import Index
-from mrl.index.rotation import fit_rotation, rotate_rows
 from mrl.index.tuning import tune
-from mrl.metrics import retrieval_metrics, run_from_rows
 from mrl.model import load_model
-from mrl.report import console, short_name, write_json
+from mrl.provenance import write_json
+from mrl.vectors.prefix import prefix
+from mrl.vectors.rotation import fit_rotation, rotate_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 

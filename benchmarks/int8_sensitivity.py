@@ -32,10 +32,11 @@ from rich.table import Table
 from mrl.data import load_beir
 from mrl.data.beir import subset
 from mrl.encode import EmbeddingCache
-from mrl.evaluate import evaluate_retrieval
+from mrl.eval.retrieval import evaluate_retrieval
+from mrl.eval.tables import console
 from mrl.model import load_model
-from mrl.onnx_backend import BLOCK_SIZE, FLOAT_FILE, INT8_FILE, ONNX_DIR, export_onnx, quantize_int8
-from mrl.report import console, write_json
+from mrl.model.onnx import BLOCK_SIZE, FLOAT_FILE, INT8_FILE, ONNX_DIR, export_onnx, quantize_int8
+from mrl.provenance import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 DIMS = [64, 128, 256, "full"]
@@ -71,7 +72,7 @@ def main() -> None:
         folder = Path(tmp) / "model"
         base = load_model(args.model)
         base.save(str(folder))
-        export_onnx(folder)
+        export_onnx(load_model(str(folder), device="cpu"), folder)
         cache = EmbeddingCache(Path(tmp) / "cache")  # keyed by the graph file's bytes: each variant encodes anew
         runs = [("float (onnx)", None), *variants().items()]
         for name, scheme in runs:

@@ -63,13 +63,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import all_claims, draw, query_splits, real_embeddings  # the speed runs' vectors and claims
 
 from mrl.data import Document, load_beir
-from mrl.encode import EmbeddingCache, encode_texts, prefix
+from mrl.encode import EmbeddingCache, encode_texts
+from mrl.eval.metrics import retrieval_metrics, run_from_rows
+from mrl.eval.tables import console
 from mrl.index import Index
 from mrl.index.segments import drop_cached_pages
 from mrl.index.tuning import recall_at_k, tune
-from mrl.metrics import retrieval_metrics, run_from_rows
 from mrl.model import load_model
-from mrl.report import console, write_json
+from mrl.provenance import write_json
+from mrl.vectors.prefix import prefix
 
 ROOT = Path(__file__).resolve().parents[1]
 K = 10

@@ -28,10 +28,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 from rich.table import Table
 
-from mrl.encode import prefix
-from mrl.index.rotation import fit_rotation, rotate_rows
+from mrl.eval.tables import console
 from mrl.index.tuning import exact_top_rows, recall_at_k
-from mrl.report import console, write_json
+from mrl.provenance import write_json
+from mrl.vectors.prefix import prefix
+from mrl.vectors.rotation import fit_rotation, rotate_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

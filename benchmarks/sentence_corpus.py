@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from mrl.data import load_triplets
-from mrl.index.storage import atomic_write
+from mrl.vectors.files import atomic_write
 
 
 def main() -> None:

@@ -30,9 +30,10 @@ from rich.table import Table
 
 from mrl.data import Document, load_beir
 from mrl.encode import EmbeddingCache
+from mrl.eval.tables import console
 from mrl.index import Index
 from mrl.model import load_model
-from mrl.report import console, write_json
+from mrl.provenance import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -36,11 +36,13 @@ from rich.table import Table
 from mrl.data import load_beir, load_sts, load_triplets
 from mrl.data.beir import positive_pairs, split_queries
 from mrl.encode import EmbeddingCache
-from mrl.evaluate import evaluate_retrieval, evaluate_sts
-from mrl.mining import mine_hard_negatives
+from mrl.eval.retrieval import evaluate_retrieval, evaluate_sts
+from mrl.eval.tables import console
 from mrl.model import load_model
-from mrl.report import console, machine_info, write_json
-from mrl.train import TrainConfig, last_complete_checkpoint, train, train_adaptor_model
+from mrl.provenance import machine_info, write_json
+from mrl.train.adaptor import AdaptorConfig
+from mrl.train.recipe import Recipe, fit, mine
+from mrl.train.trainer import TrainConfig, last_complete_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "train_scifact.json"
@@ -204,7 +206,7 @@ class Bench:
         if self._mined is None:
             t0 = time.perf_counter()
             base = load_model("default")
-            self._mined, counts = mine_hard_negatives(base, self.pairs, self.train_split.corpus, cache=self.cache)
+            self._mined, counts = mine(base, self.pairs, self.train_split.corpus, cache=self.cache)
             self.results["mining"] = {**counts, "seconds": round(time.perf_counter() - t0, 1)}
         return self._mined
 
@@ -257,45 +259,23 @@ class Bench:
         return out
 
     def train(self, spec: dict, seed: int, out: Path, init: Path | None) -> dict:
+        """One run through mrl's training recipe (mrl.train.recipe), as mrl train runs it."""
         negatives = spec["negatives"]
         triplets = list(self.mined()) if negatives else None
-        if spec.get("adaptor"):
-            config = TrainConfig(model=str(init), seed=seed, **{k: v for k, v in spec.items() if k in TRAIN_KEYS})
-            return train_adaptor_model(
-                config,
-                out,
-                self.train_split.corpus,
-                triplets=triplets,
-                pairs=None if negatives else self.pairs,
-                dev=self.dev,
-                overwrite=True,
-                cache=self.cache,
-            )
         for file in spec.get("nli", []):
             triplets = (triplets or []) + load_triplets(Path(self.args.data) / "nli-triplets" / file)
         config = TrainConfig(
             model=str(init) if init else "default", seed=seed, **{k: v for k, v in spec.items() if k in TRAIN_KEYS}
         )
-        model = load_model(config.model)
-        rotation_vectors = None
-        if config.rotate:
-            corpus = self.train_split.corpus
-            rotation_vectors, _ = self.cache.get_or_encode(
-                model, self.train_split.corpus_fingerprint(), list(corpus.values())
-            )
-        # a run killed mid-training goes on from its last complete checkpoint (the trainer restores its RNG state)
-        resume = not self.args.retrain and last_complete_checkpoint(out) is not None
-        return train(
-            config,
-            out,
-            triplets=triplets,
-            pairs=None if negatives else self.pairs,
-            dev=self.dev,
-            overwrite=True,
-            resume=resume,
-            model=model,
-            rotation_vectors=rotation_vectors,
+        adaptor = (
+            AdaptorConfig(dims=config.dims, dim_weights=config.dim_weights, seed=seed) if spec.get("adaptor") else None
         )
+        # a run killed mid-training goes on from its last complete checkpoint (the trainer restores its RNG state)
+        resume = adaptor is None and not self.args.retrain and last_complete_checkpoint(out) is not None
+        return fit(
+            Recipe(config, adaptor), out, triplets, None if negatives else self.pairs, self.train_split.corpus,
+            self.dev, cache=self.cache, overwrite=True, resume=resume,
+        )  # fmt: skip
 
 
 def spread(runs: dict) -> dict:
@@ -373,7 +353,7 @@ def verdict(results: dict, recipe: str = "mrl-adaptor", control: str = "control-
 
 def plot(results: dict, path: Path) -> None:
     """nDCG@10 against dims for base, control and the recipe (seed 42), raw (solid) and rotated (dashed)."""
-    from mrl.report import plot_quality
+    from mrl.eval.tables import plot_quality
 
     wanted = {
         "base": "base all-MiniLM-L6-v2",

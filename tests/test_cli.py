@@ -207,10 +207,9 @@ def test_index_build_search_add_delete_cli(tmp_path, data_dir, ann, quant):
     proc = mrl(
         "index",
         "build",
+        str(idx),
         "--corpus",
         str(folder / "corpus.jsonl"),
-        "--out",
-        str(idx),
         "--prefix-dim",
         "64",
         "--target-recall",
@@ -222,7 +221,7 @@ def test_index_build_search_add_delete_cli(tmp_path, data_dir, ann, quant):
         cache=cache,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "tuned: shortlist" in proc.stderr and "documents" in proc.stdout
+    assert "tuned: shortlist" in proc.stderr and "documents" in proc.stdout and "deprecated" not in proc.stderr
     built = Index.open(idx).stats()["ann_params"]
     # --hnsw-m 16 (the default) is M for HNSW and 2M = 32 neighbours a node for Vamana, as HNSW's base layer
     defaults = {
@@ -267,7 +266,7 @@ def test_index_build_refuses_lvq_on_this_cpu_with_one_line(tmp_path, scifact_sma
     out = tmp_path / "idx"
     corpus = scifact_small / "corpus.jsonl"
     for quant in (["--quant", "sq8"], []):  # sq8 is the default
-        proc = mrl("index", "build", "--corpus", str(corpus), "--out", str(out), "--ann", "vamana", *quant)
+        proc = mrl("index", "build", str(out), "--corpus", str(corpus), "--ann", "vamana", *quant)
         assert proc.returncode == 2, proc.stderr[-2000:]
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and cpu_info().model in lines[0] and "--quant fp32" in lines[0], proc.stderr
@@ -277,7 +276,7 @@ def test_index_build_refuses_lvq_on_this_cpu_with_one_line(tmp_path, scifact_sma
 def test_index_build_refuses_pq4_on_a_graph_before_encoding(tmp_path, scifact_small):
     out = tmp_path / "idx"
     corpus = scifact_small / "corpus.jsonl"
-    proc = mrl("index", "build", "--corpus", str(corpus), "--out", str(out), "--ann", "hnsw", "--quant", "pq4")
+    proc = mrl("index", "build", str(out), "--corpus", str(corpus), "--ann", "hnsw", "--quant", "pq4")
     assert proc.returncode == 2 and "'pq4' needs --ann ivf" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()
 
@@ -286,7 +285,7 @@ def test_index_build_rotates_by_default_and_no_rotate_opts_out(tmp_path, scifact
     corpus = scifact_small / "corpus.jsonl"
     for flag, rotated in (([], True), (["--no-rotate"], False)):
         out = tmp_path / f"idx{len(flag)}"
-        proc = mrl("index", "build", "--corpus", str(corpus), "--out", str(out), "--prefix-dim", "32", *flag)
+        proc = mrl("index", "build", str(out), "--corpus", str(corpus), "--prefix-dim", "32", *flag)
         assert proc.returncode == 0, proc.stderr
         assert Index.open(out).stats()["rotated"] is rotated
 
@@ -307,7 +306,7 @@ def test_skip_empty_documents_in_eval_and_index_build(tmp_path, data_dir):
     assert len(result["skipped_documents"]) == 2 and len(result["judgements_on_skipped"]) == 1
     assert result["counts"]["skipped_documents"] == 2
     idx = tmp_path / "idx"
-    build = ["index", "build", "--corpus", str(folder / "corpus.jsonl"), "--out", str(idx), "--prefix-dim", "32"]
+    build = ["index", "build", str(idx), "--corpus", str(folder / "corpus.jsonl"), "--prefix-dim", "32"]
     proc = mrl(*build)
     assert proc.returncode == 2 and not idx.exists()
     proc = mrl(*build, "--skip-empty", "--no-rotate")

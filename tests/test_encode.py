@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from mrl.data import load_beir
-from mrl.encode import EmbeddingCache, encode_reusing, encode_texts, prefix
+from mrl.encode import EmbeddingCache, encode_reusing, encode_texts
+from mrl.vectors.prefix import prefix
 
 TEXTS = [
     "Vitamin D supplementation reduces fracture risk in older adults.",
@@ -116,7 +117,7 @@ def test_an_interrupted_index_build_resumes_its_encoding(model, scifact_small, t
     """Ctrl-C mid-encoding leaves no index, keeps the rows encoded so far, and the same command goes on from them."""
     cache = tmp_path / "cache"
     cmd = [sys.executable, "-m", "mrl.cli", "index", "build", "--corpus", str(scifact_small / "corpus.jsonl"),
-           "--out", str(tmp_path / "i"), "--cache-dir", str(cache), "--chunk-rows", "4",
+           str(tmp_path / "i"), "--cache-dir", str(cache), "--chunk-rows", "4",
            "--batch-size", "4"]  # fmt: skip
     # Ctrl-C as in a terminal: a runner started in the background by a non-interactive shell ignores SIGINT,
     # and the child would inherit that and build on through the signal

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -12,7 +13,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from mrl.config import DEFAULT_ANN
 from mrl.errors import MrlError
 
 app = typer.Typer(
@@ -21,7 +21,7 @@ app = typer.Typer(
     help="Matryoshka embeddings end to end: train, measure quality per dim, search with a two-pass index.",
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # a note or an error is one line, whatever the terminal
 STATE = {"debug": False}
 
 
@@ -95,9 +95,10 @@ def eval_cmd(
     """
     from mrl.data import load_beir, load_sts
     from mrl.encode import EmbeddingCache
-    from mrl.evaluate import evaluate_retrieval, evaluate_sts, parse_dims
+    from mrl.eval.retrieval import evaluate_retrieval, evaluate_sts, parse_dims
+    from mrl.eval.tables import plot_quality, print_table, retrieval_table, sts_table
     from mrl.model import check_dims, embedding_dim, load_model
-    from mrl.report import plot_quality, print_table, retrieval_table, sts_table, write_json
+    from mrl.provenance import write_json
 
     if beir is None and sts is None and mteb_task is None:
         raise MrlError("give --beir (retrieval), --sts (similarity) and/or --mteb-task data to evaluate on")
@@ -157,7 +158,7 @@ def eval_cmd(
                 raise MrlError(str(exc)) from None
             entry = evaluation.to_json()
         if mteb or mteb_task:
-            from mrl.mteb_eval import local_task, named_task, run_mteb
+            from mrl.eval.mteb import local_task, named_task, run_mteb
 
             if mteb:
                 err.print(f"[bold]mteb[/bold] {spec} on {dataset.name}")
@@ -290,19 +291,21 @@ def train_cmd(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")] = False,
 ) -> None:
-    """Fine-tune a Sentence-Transformers model with MatryoshkaLoss so short prefixes keep their quality.
+    """Fine-tune a Sentence-Transformers model with MatryoshkaLoss, or fit a Matryoshka adaptor on a frozen one.
 
+    The recommended recipe (the README's training results): a plain fine-tune first, then an adaptor on it:
+      mrl train --pairs pairs.jsonl --mine-negatives-from corpus.jsonl --no-matryoshka --epochs 5 --out models/control
+      mrl train --model models/control --adaptor --pairs pairs.jsonl --mine-negatives-from corpus.jsonl
+                --dims 384,256,128,64,32 --out models/mrl
     Logs the loss at each dim and, with --dev-beir, nDCG@10 at each dim every epoch (best epoch kept).
-    The recipe that beats a rotation of a plain fine-tune: start from that fine-tune (--model), add
-    --rotate --distill-weight 1 --dims 384,256,128,64,32 (see the README's training results).
-    Example: mrl train --triplets data.jsonl --dims 384,256,128,64 --epochs 3 --out models/mrl
     Multi-GPU: accelerate launch -m mrl.cli train ... (or torchrun --nproc_per_node N -m mrl.cli train ...).
     """
     from mrl.data import load_beir, load_pairs, load_triplets
     from mrl.data.beir import load_corpus
-    from mrl.mining import mine_hard_negatives
     from mrl.model import embedding_dim, load_model
-    from mrl.train import TrainConfig, prepare_output, train
+    from mrl.train.adaptor import AdaptorConfig
+    from mrl.train.recipe import Mining, Recipe, fit, mine
+    from mrl.train.trainer import TrainConfig, prepare_output
 
     config = TrainConfig(
         model=model,
@@ -349,54 +352,32 @@ def train_cmd(
     base = load_model(model)
     config.validate(embedding_dim(base))
     if rotate and not resume:
-        from mrl.index.rotation import check_rotation_sample
+        from mrl.vectors.rotation import check_rotation_sample
 
         assert rotation_corpus is not None
         check_rotation_sample(len(rotation_corpus), embedding_dim(base), "--rotate-corpus", "give a larger corpus")
     prepare_output(out, overwrite, resume)  # refuse before spending minutes on mining
-    rotation_vectors = None
-    if rotate and not resume:
-        from mrl.data.beir import texts_fingerprint
-        from mrl.encode import EmbeddingCache
-
-        assert rotation_corpus is not None
-        err.print(f"fitting the rotation on {len(rotation_corpus)} corpus vectors")
-        rotation_vectors, _ = EmbeddingCache().get_or_encode(
-            base, texts_fingerprint(rotation_corpus), list(rotation_corpus.values())
-        )
+    recipe = Recipe(
+        config,
+        AdaptorConfig.like(config, steps=adaptor_steps) if adaptor else None,
+        Mining(skip_top=mine_skip_top, margin=mine_margin, depth=mine_depth),
+    )  # fmt: skip
     extra = {}
     if corpus is not None:
-        mined, counts = mine_hard_negatives(
-            base, all_pairs, corpus, skip_top=mine_skip_top, margin=mine_margin, depth=mine_depth
-        )
+        mined, counts = mine(base, all_pairs, corpus, recipe.mining)
         err.print(f"mined {len(mined)} negatives; skipped candidates: {counts}")
         all_triplets, all_pairs, extra = all_triplets + mined, [], {"mining": counts}
     err.print(f"training on {len(all_triplets)} triplets and {len(all_pairs)} pairs")
+    if rotate and not resume:
+        err.print(f"fitting the rotation on {len(rotation_corpus)} corpus vectors")
+    meta = fit(
+        recipe, out, all_triplets, all_pairs, unlabelled if adaptor else rotation_corpus, dev, model=base,
+        resume=resume, extra_metadata=extra,
+    )  # fmt: skip
     if adaptor:
-        from mrl.adaptor import AdaptorConfig
-        from mrl.train import train_adaptor_model
-
-        head = AdaptorConfig(
-            dims=config.dims, dim_weights=config.dim_weights, steps=adaptor_steps, batch_size=batch_size, seed=seed
-        )
-        meta = train_adaptor_model(
-            config, out, unlabelled, all_triplets, all_pairs, dev, model=base, adaptor=head, extra_metadata=extra
-        )
         err.print(f"saved {out} (adaptor trained in {meta['train_seconds']:.0f} s)")
         _print_dev(meta)
         return
-    meta = train(
-        config,
-        out,
-        all_triplets,
-        all_pairs,
-        dev,
-        overwrite=False,
-        resume=resume,
-        extra_metadata=extra,
-        model=base,
-        rotation_vectors=rotation_vectors,
-    )
     err.print(f"saved {out} ({meta['train_seconds']:.0f} s; epochs: {meta['epoch_seconds']} s)")
     _print_dev(meta)
 
@@ -447,10 +428,20 @@ def _encode_documents(
     return model, np.load(path, mmap_mode="r")
 
 
+STORAGE_BACKENDS = ("embedded", "postgres", "qdrant", "qdrant-edge")  # --backend's meaning on index build until 0.4
+
+
 @index_app.command("build")
 def index_build(
-    corpus: Annotated[Path, typer.Option(help="Documents: BEIR corpus.jsonl or JSONL/CSV/Parquet with id and text.")],
-    out: Annotated[Path | None, typer.Option(help="Index folder to create (embedded backend).")] = None,
+    location: Annotated[
+        str | None,
+        typer.Argument(
+            help=LOCATION_HELP + " The old --out/--dsn/--table/--url/--collection/--qdrant-path still work."
+        ),
+    ] = None,
+    corpus: Annotated[
+        Path | None, typer.Option(help="Documents: BEIR corpus.jsonl or JSONL/CSV/Parquet with id and text.")
+    ] = None,
     model: Annotated[str, typer.Option(help="Model folder or hub id (recorded in the index for queries).")] = (
         "default"
     ),
@@ -463,26 +454,26 @@ def index_build(
         ),
     ] = "auto",
     ann: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="First-pass index: zvec (zvec's HNSW with prefetching: the fastest open-source graph; the default "
-            "where zvec installs, hnsw on macOS on Intel), hnsw (faiss), ivf, flat, or vamana (Intel SVS's Vamana "
-            "graph: pip install 'mrl\\[svs]')."
+            help="First-pass engine of the embedded index: zvec (zvec's HNSW with prefetching: the default where zvec "
+            "installs, hnsw on macOS on Intel), hnsw (faiss), ivf, flat, or vamana (Intel SVS's Vamana graph: "
+            "pip install 'mrl\\[svs]')."
         ),
-    ] = DEFAULT_ANN,
+    ] = None,
     quant: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="First-pass storage: sq8 (1 byte/dim), sq4 (4 bits/dim), fp16, fp32, or pq4 (IVF only: 4-bit "
-            "fast-scan PQ). With vamana, sq8 and sq4 are SVS's LVQ-8 and LVQ-4 (Intel CPUs only); zvec takes sq8, "
-            "fp16, fp32."
+            help="First-pass codes: sq8 (1 byte/dim, the default), sq4 (4 bits/dim), fp16, fp32, or pq4 (ivf only: "
+            "4-bit fast-scan PQ). With vamana, sq8 and sq4 are SVS's LVQ-8 and LVQ-4 (Intel CPUs only); zvec takes "
+            "sq8, fp16, fp32. Embedded only."
         ),
-    ] = "sq8",
+    ] = None,
     store: Annotated[
         str,
         typer.Option(
-            help="Rerank vectors on disk: float32, float16, or int8 (a per-dim scale calibrated on the corpus, kept "
-            "in the manifest; embedded only)."
+            help="Rerank vectors: float32, float16, or int8 (a per-dim scale calibrated on the corpus, kept in the "
+            "manifest; embedded only)."
         ),
     ] = "float32",
     keep_dims: Annotated[
@@ -493,13 +484,13 @@ def index_build(
         ),
     ] = None,
     hnsw_m: Annotated[
-        int, typer.Option(help="HNSW graph degree M, for hnsw and zvec (vamana: 2M neighbours a node).")
+        int, typer.Option(help="Graph degree M, for hnsw, zvec, PostgreSQL and Qdrant (vamana: 2M neighbours a node).")
     ] = 16,
     ef_construction: Annotated[
         int | None,
         typer.Option(help="HNSW efConstruction (default 80; zvec 200); vamana's build window (default 200)."),
     ] = None,
-    nlist: Annotated[int | None, typer.Option(help="IVF lists (default about 4 x sqrt(n)).")] = None,
+    nlist: Annotated[int | None, typer.Option(help="IVF lists (default about 4 x sqrt(n)); --ann ivf only.")] = None,
     target_recall: Annotated[
         float | None,
         typer.Option(
@@ -528,18 +519,6 @@ def index_build(
         int, typer.Option(help="Texts encoded and written to disk at a time; vectors an index build reads at a time.")
     ] = 4096,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing index.")] = False,
-    backend: Annotated[
-        str, typer.Option(help="Where the index lives: embedded (a folder), postgres, qdrant or qdrant-edge.")
-    ] = "embedded",
-    dsn: Annotated[
-        str | None, typer.Option(help="postgres: postgresql://user[:password]@host[:port]/database (or $MRL_PG_DSN).")
-    ] = None,
-    table: Annotated[str | None, typer.Option(help="postgres: table to create.")] = None,
-    url: Annotated[str | None, typer.Option(help="qdrant: server URL, e.g. http://localhost:6333.")] = None,
-    qdrant_path: Annotated[
-        Path | None, typer.Option(help="qdrant: local-mode storage folder (no server); qdrant-edge: the shard folder.")
-    ] = None,
-    collection: Annotated[str | None, typer.Option(help="qdrant: collection to create.")] = None,
     rotate: Annotated[
         bool,
         typer.Option(
@@ -548,33 +527,59 @@ def index_build(
             "the full vector (every score unchanged).",
         ),
     ] = True,
-    shards: Annotated[int, typer.Option(help="qdrant: shard number (a cluster spreads shards over nodes).")] = 1,
-    replicas: Annotated[int, typer.Option(help="qdrant: replication factor.")] = 1,
+    shards: Annotated[
+        int | None, typer.Option(help="Qdrant server: shard number (a cluster spreads shards over nodes).")
+    ] = None,
+    replicas: Annotated[int | None, typer.Option(help="Qdrant server: replication factor.")] = None,
     skip_empty: Annotated[bool, typer.Option(help=SKIP_EMPTY_HELP)] = False,
-    engine: Annotated[
-        str, typer.Option("--model-backend", help=ENGINE_HELP + " (--backend names the storage here)")
-    ] = "torch",
+    engine: Annotated[str, typer.Option("--backend", help=ENGINE_HELP)] = "torch",
+    model_backend: Annotated[
+        str | None, typer.Option("--model-backend", hidden=True, help="Deprecated: --backend.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(hidden=True, help="Deprecated: the LOCATION argument.")] = None,
+    dsn: Annotated[str | None, typer.Option(hidden=True, help="Deprecated: LOCATION postgresql://...")] = None,
+    table: Annotated[str | None, typer.Option(hidden=True, help="Deprecated: LOCATION postgresql://.../table")] = None,
+    url: Annotated[str | None, typer.Option(hidden=True, help="Deprecated: LOCATION qdrant://host:port/...")] = None,
+    qdrant_path: Annotated[
+        Path | None, typer.Option(hidden=True, help="Deprecated: LOCATION qdrant-edge://...")
+    ] = None,
+    collection: Annotated[str | None, typer.Option(hidden=True, help="Deprecated: LOCATION qdrant://.../name")] = None,
 ) -> None:
-    """Encode a corpus once and build a two-pass index: ANN over the prefix, full vectors for the rerank.
+    """Encode a corpus once and build a two-pass index at LOCATION: a first pass over the prefix, full vectors to
+    rerank.
 
     By default (--prefix-dim auto) the prefix width is measured, not guessed: the build never answers slower than
     the same engine on the full vectors, and searches exactly where an exact scan is fastest.
 
     Examples:
-      mrl index build --model models/scifact-mrl --corpus corpus.jsonl --out idx/scifact
-      mrl index build --model models/scifact-mrl --corpus corpus.jsonl --out idx/scifact --prefix-dim 64
-      mrl index build --corpus corpus.jsonl --backend postgres --dsn postgresql://mrl@localhost/search --table docs
-      mrl index build --corpus corpus.jsonl --backend qdrant --url http://localhost:6333 --collection docs
-      mrl index build --corpus corpus.jsonl --backend qdrant-edge --qdrant-path idx/edge
+      mrl index build idx/scifact --model models/scifact-mrl --corpus corpus.jsonl
+      mrl index build idx/scifact --model models/scifact-mrl --corpus corpus.jsonl --prefix-dim 64
+      mrl index build postgresql://mrl@localhost/search/docs --corpus corpus.jsonl --prefix-dim 128
+      mrl index build qdrant://localhost:6333/docs --corpus corpus.jsonl --prefix-dim 128
+      mrl index build qdrant-edge:///srv/idx/edge --corpus corpus.jsonl --prefix-dim 128
     """
     import numpy as np
 
     from mrl.data import load_documents
     from mrl.data.queries import check_query_width, load_queries
-    from mrl.index.ann import HNSW_EF_CONSTRUCTION
-    from mrl.index.backend import AUTO
-    from mrl.index.tuning import tune
+    from mrl.index import build_index
+    from mrl.index.engines import DEFAULT_ANN, check_ann
+    from mrl.index.interface import AUTO
+    from mrl.index.locations import backend_of
 
+    if model_backend is not None:
+        err.print("--model-backend is deprecated and goes in mrl 0.4: use --backend")
+        engine = model_backend
+    if engine in STORAGE_BACKENDS:  # the storage flag of mrl <= 0.3
+        location = _deprecated_location(engine, location, out, dsn, table, url, qdrant_path, collection)
+        engine = "torch"
+    elif any(v is not None for v in (out, dsn, table, url, qdrant_path, collection)):
+        location = _deprecated_location("embedded", location, out, dsn, table, url, qdrant_path, collection)
+    if location is None:
+        raise MrlError("give the index LOCATION: a folder, postgresql://..., qdrant://... or qdrant-edge://...")
+    if corpus is None:
+        raise MrlError("--corpus is required: the documents to index")
+    backend = backend_of(location)
     width = _prefix_dim(prefix_dim)
     if backend != "embedded" and width == AUTO:
         err.print(
@@ -584,89 +589,99 @@ def index_build(
         width = DATABASE_PREFIX_DIM
     if target_recall is not None and not 0 < target_recall <= 1:
         raise MrlError(f"--target-recall must be in (0, 1], got {target_recall}")
-    queries = load_queries(tune_queries) if tune_queries is not None else None
-    if backend not in ("embedded", "postgres", "qdrant", "qdrant-edge"):
-        raise MrlError(f"--backend must be embedded, postgres, qdrant or qdrant-edge, not '{backend}'")
-    if backend == "embedded" and out is None:
-        raise MrlError("--out (the index folder) is required for the embedded backend")
-    dsn = dsn or os.environ.get("MRL_PG_DSN")
-    if backend == "postgres" and not (dsn and table):
-        raise MrlError("--backend postgres needs --dsn (or $MRL_PG_DSN) and --table")
-    if backend == "qdrant" and not ((url or qdrant_path) and collection):
-        raise MrlError("--backend qdrant needs --url (a server) or --qdrant-path (local mode), and --collection")
-    if backend == "qdrant-edge" and not qdrant_path:
-        raise MrlError("--backend qdrant-edge needs --qdrant-path (the shard folder)")
-    if backend == "embedded":
-        from mrl.index.ann import check_ann
-
-        check_ann(ann, quant, width if width != AUTO else keep_dims or 2)
-    elif store == "int8" or keep_dims is not None:
-        raise MrlError(f"--store int8 and --keep-dims are for the embedded index; {backend} stores float32 or float16")
+    if chunk_rows < 1:
+        raise MrlError(f"--chunk-rows must be at least 1, not {chunk_rows}")
     if keep_dims is not None and width != AUTO and keep_dims < width:
         raise MrlError(f"--keep-dims {keep_dims} must be at least --prefix-dim {width}")
+    embedded = {"ann": ann, "quant": quant, "keep_dims": keep_dims, "nlist": nlist}
+    given = [f"--{k.replace('_', '-')}" for k, v in embedded.items() if v is not None]
+    if backend != "embedded" and (given or store == "int8"):
+        raise MrlError(f"{(given or ['--store int8'])[0]} is for the embedded index; {backend} takes no such option")
+    if backend != "qdrant" and (shards is not None or replicas is not None):
+        raise MrlError(f"--shards and --replicas are for a Qdrant server, not for {backend}")
+    queries = load_queries(tune_queries) if tune_queries is not None else None
     documents = load_documents(corpus, id_field, text_field, skip_empty=skip_empty)
     if documents.skipped:
         _report_skipped(documents.skipped)
-    if backend == "embedded" and out.exists() and any(out.iterdir()) and not overwrite:
-        raise MrlError(f"{out}: folder exists and is not empty (use --overwrite)")
+    folder = Path(location)
+    if backend == "embedded" and folder.exists() and any(folder.iterdir()) and not overwrite:
+        raise MrlError(f"{folder}: folder exists and is not empty (use --overwrite)")
 
-    def fits_on_disk(model_width: int) -> None:  # an embedded build's files, before an hour of encoding
+    def before_encoding(model_width: int) -> None:  # the checks that need the model's width, before the long part
         if isinstance(queries, np.ndarray):
             check_query_width(queries, model_width, tune_queries)
-        if backend == "embedded":
-            from mrl.index.embedded import check_free_space, estimate_bytes
+        if backend == "embedded":  # the engine can run here, and the files fit, before an hour of encoding
+            from mrl.index.build import check_free_space, estimate_bytes
 
+            kind = ann or DEFAULT_ANN
+            check_ann(kind, quant or "sq8", width if width != AUTO else keep_dims or model_width)
             text_bytes = sum(len(d.text) + len(d.id) for d in documents)
             # auto builds its widest first pass, then one narrower candidate beside it at a time
             first = width if width != AUTO else 2 * (keep_dims or model_width)
-            needed = estimate_bytes(len(documents), model_width, first, store, keep_dims, text_bytes, ann)
-            check_free_space(out, needed)
+            needed = estimate_bytes(len(documents), model_width, first, store, keep_dims, text_bytes, kind)
+            check_free_space(folder, needed)
 
-    if chunk_rows < 1:
-        raise MrlError(f"--chunk-rows must be at least 1, not {chunk_rows}")
     loaded, vectors = _encode_documents(
-        model, documents, batch_size, cache_dir, engine, check=fits_on_disk, chunk_rows=chunk_rows
+        model, documents, batch_size, cache_dir, engine, check=before_encoding, chunk_rows=chunk_rows
     )
-    recorded = getattr(loaded, "mrl_source", model)
     if queries is not None and not isinstance(queries, np.ndarray):
         from mrl.encode import encode_texts
 
         queries = encode_texts(loaded, queries, progress=False)
-    hnsw_ef = ef_construction or HNSW_EF_CONSTRUCTION
-    if backend == "postgres":
-        from mrl.index.postgres import PostgresIndex
-
-        index = PostgresIndex.build(
-            dsn, table, vectors, documents, model=recorded, prefix_dim=width, store=store,
-            ann_params={"m": hnsw_m, "ef_construction": hnsw_ef}, overwrite=overwrite, loaded_model=loaded,
-            rotate=rotate,
-        )  # fmt: skip
-    elif backend in ("qdrant", "qdrant-edge"):
-        from mrl.index.qdrant import QdrantIndex
-
-        index = QdrantIndex.build(
-            QdrantIndex.location_for(url, qdrant_path, collection, edge=backend == "qdrant-edge"), vectors, documents,
-            model=recorded,
-            prefix_dim=width, store=store, hnsw_m=hnsw_m, ef_construction=hnsw_ef, shards=shards,
-            replicas=replicas, overwrite=overwrite, loaded_model=loaded, rotate=rotate,
-        )  # fmt: skip
-    else:
-        from mrl.index import Index
-        from mrl.index.ann import build_params
-
-        params = build_params(ann, hnsw_m, ef_construction, nlist)
-        index = Index.build(
-            out, vectors, documents, model=recorded, prefix_dim=width, ann=ann, quant=quant, store=store,
-            ann_params=params, overwrite=overwrite, loaded_model=loaded, rotate=rotate, keep_dims=keep_dims,
-            chunk_rows=chunk_rows, target_recall=target_recall, tune_queries=queries, report=err.print,
-        )  # fmt: skip
+    index = build_index(
+        location, vectors, documents, model=getattr(loaded, "mrl_source", model), loaded_model=loaded,
+        prefix_dim=width, store=store, rotate=rotate, overwrite=overwrite, hnsw_m=hnsw_m,
+        ef_construction=ef_construction, target_recall=target_recall, tune_queries=queries, report=err.print,
+        **{k: v for k, v in embedded.items() if v is not None},
+        **({"chunk_rows": chunk_rows} if backend == "embedded" else {}),
+        **{k: v for k, v in (("shards", shards), ("replicas", replicas)) if v is not None},
+    )  # fmt: skip
     err.print(f"built {index.location}: {index.count} documents")
-    if backend != "embedded" and target_recall is not None:
-        tune(index, target_recall, queries=queries)
     if index.tuned:
         _print_tuned(index.tuned)
     _print_stats(index.stats())
     index.close()
+
+
+def _deprecated_location(
+    backend: str,
+    location: str | None,
+    out: Path | None,
+    dsn: str | None,
+    table: str | None,
+    url: str | None,
+    qdrant_path: Path | None,
+    collection: str | None,
+) -> str:
+    """The LOCATION that mrl <= 0.3's storage flags name, with one line saying how to write it from now on."""
+    if location is not None:
+        raise MrlError("give the LOCATION argument or the old --out/--dsn/--table/--url/--collection flags, not both")
+    if backend == "embedded":
+        if out is None:
+            raise MrlError("give the index LOCATION (a folder), or the old --out")
+        made = str(out)
+    elif backend == "postgres":
+        dsn = dsn or os.environ.get("MRL_PG_DSN")
+        if not (dsn and table):
+            raise MrlError("--backend postgres needs --dsn (or $MRL_PG_DSN) and --table")
+        made = f"{dsn.rstrip('/')}/{table}"
+    else:
+        from mrl.index.qdrant import QdrantIndex
+
+        if backend == "qdrant" and not ((url or qdrant_path) and collection):
+            raise MrlError("--backend qdrant needs --url (a server) or --qdrant-path (local mode), and --collection")
+        if backend == "qdrant-edge" and not qdrant_path:
+            raise MrlError("--backend qdrant-edge needs --qdrant-path (the shard folder)")
+        made = QdrantIndex.location_for(url, qdrant_path, collection, edge=backend == "qdrant-edge")
+    err.print(f"--backend/--out/--dsn/--table/--url/--collection/--qdrant-path are deprecated: write the location, "
+              f"mrl index build {_redacted(made)} ...")  # fmt: skip
+    return made
+
+
+def _redacted(location: str) -> str:
+    from mrl.index.postgres import redact
+
+    return redact(location) if location.startswith(("postgresql://", "postgres://")) else location
 
 
 DATABASE_PREFIX_DIM = 64  # what --prefix-dim auto builds on a database backend, which cannot measure widths
@@ -674,7 +689,7 @@ DATABASE_PREFIX_DIM = 64  # what --prefix-dim auto builds on a database backend,
 
 def _prefix_dim(spec: str) -> int | str:
     """--prefix-dim: 'auto' or a positive whole number."""
-    from mrl.index.backend import AUTO
+    from mrl.index.interface import AUTO
 
     if spec.strip().lower() == AUTO:
         return AUTO
@@ -691,7 +706,7 @@ def _print_tuned(tuned: dict) -> None:
     """The tuner's choice in one line, then every setting it measured."""
     from rich.table import Table
 
-    from mrl.report import console
+    from mrl.eval.tables import console
 
     err.print(f"tuned: {tuned['choice']}" if "choice" in tuned else f"tuned: {tuned}")
     rows = tuned.get("table")
@@ -719,7 +734,7 @@ def _print_tuned(tuned: dict) -> None:
 def _print_stats(stats: dict) -> None:
     from rich.table import Table
 
-    from mrl.report import console
+    from mrl.eval.tables import console
 
     table = Table(title=f"index {stats['path']}", show_header=False)
     for key, value in stats.items():
@@ -760,16 +775,47 @@ def index_add(
 def index_delete(
     location: Annotated[str, typer.Argument(help=LOCATION_HELP)],
     ids: Annotated[str, typer.Option(help="Comma-separated document ids.")],
+    missing_ok: Annotated[
+        bool, typer.Option(help="Delete the ids that exist and pass over the rest (by default all must exist).")
+    ] = False,
 ) -> None:
-    """Delete documents by id (all ids must exist; nothing changes otherwise)."""
+    """Delete documents by id (all ids must exist, and nothing changes otherwise, unless --missing-ok)."""
     from mrl.index import open_index
 
     id_list = [i.strip() for i in ids.split(",") if i.strip()]
     if not id_list:
         raise MrlError("--ids: no ids given")
     index = open_index(location)
-    index.delete(id_list)
-    err.print(f"deleted {len(id_list)}; index holds {index.count}")
+    count = index.delete(id_list, missing_ok=missing_ok)
+    err.print(f"deleted {count}; index holds {index.count}")
+    index.close()
+
+
+@index_app.command("create")
+def index_create(
+    location: Annotated[str, typer.Argument(help="Index folder to create (an embedded index).")],
+    model: Annotated[str, typer.Option(help="Model folder or hub id (recorded in the index for queries).")] = (
+        "default"
+    ),
+    prefix_dim: Annotated[int | None, typer.Option(help="Dims of the first-pass prefix (default: full width).")] = None,
+    ann: Annotated[str | None, typer.Option(help="First-pass engine (default: zvec where it installs).")] = None,
+    quant: Annotated[str, typer.Option(help="First-pass codes: sq8, sq4, fp16, fp32 (see index build).")] = "sq8",
+    store: Annotated[str, typer.Option(help="Rerank vectors: float32 or float16.")] = "float32",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing index.")] = False,
+) -> None:
+    """Create an empty index to fill with `mrl index add` (or the HTTP API, or a framework's store).
+
+    With no vectors to learn from, it stores them unrotated and builds its first pass with its first documents;
+    once it is filled, `mrl index tune LOCATION --prefix-dim auto` measures the prefix width.
+    """
+    from mrl.index import Index
+    from mrl.index.engines import DEFAULT_ANN
+
+    index = Index.create(
+        location, model=model, prefix_dim=prefix_dim, ann=ann or DEFAULT_ANN, quant=quant, store=store,
+        overwrite=overwrite,
+    )  # fmt: skip
+    err.print(f"created {index.location}: empty, {index.full_dim} dims, first pass over {index.prefix_dim}")
     index.close()
 
 
@@ -813,7 +859,7 @@ def index_tune(
     """
     from mrl.data.queries import check_query_width, load_queries
     from mrl.index import open_index
-    from mrl.index.backend import AUTO
+    from mrl.index.interface import AUTO
     from mrl.index.tuning import tune
 
     widths = None
@@ -852,18 +898,36 @@ def search_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     engine: Annotated[str, typer.Option("--backend", "--model-backend", help=ENGINE_HELP)] = "torch",
     io: Annotated[str, typer.Option(help=IO_HELP)] = "auto",
+    filter_json: Annotated[
+        str | None,
+        typer.Option(
+            "--filter",
+            help='Metadata filter as JSON, in the Chroma / MongoDB "where" shape: \'{"source": "pubmed"}\', '
+            '\'{"year": {"$gte": 2020}}\'; operators $eq $ne $gt $gte $lt $lte $in $nin $exists, $and $or $not.',
+        ),
+    ] = None,
+    mmr: Annotated[
+        float | None,
+        typer.Option(
+            help="Pick the k hits by maximal marginal relevance among --fetch-k, with this lambda (1: relevance "
+            "only, 0: diversity only)."
+        ),
+    ] = None,
+    fetch_k: Annotated[int, typer.Option(help="Candidates --mmr picks from.")] = 20,
 ) -> None:
     """Search an index: prefix ANN shortlist, then exact rerank on the full vectors.
 
-    Example: mrl search idx/scifact "does vitamin D prevent fractures" -k 10 --funnel 64,128,full
+    Examples:
+      mrl search idx/scifact "does vitamin D prevent fractures" -k 10 --funnel 64,128,full
+      mrl search idx/scifact "vitamin D" --filter '{"year": {"$gte": 2020}}' --mmr 0.5
     """
     import json as jsonlib
 
     from rich.table import Table
 
+    from mrl.eval.tables import console
     from mrl.index import open_index
     from mrl.index.tuning import tune
-    from mrl.report import console
 
     index = open_index(location, io=io)
     if engine != "torch":
@@ -872,8 +936,18 @@ def search_cmd(
         current = index.tuned or {}
         if current.get("target_recall") != target_recall or current.get("k") != k:
             tune(index, target_recall, k=k)
+    from mrl.index.filters import parse_filter
+
+    where = parse_filter(filter_json)  # a malformed filter fails before the model loads
     stages = _funnel(funnel, index.prefix_dim, index.full_dim) if funnel else None
-    results = index.search(query, k=k, shortlist=shortlist, ann_search=ann_search, funnel=stages)
+    if mmr is not None:
+        if stages or shortlist or ann_search:
+            raise MrlError(
+                "--mmr picks among the --fetch-k best of the tuned search: drop --funnel, --shortlist, --ann-search"
+            )
+        results = [index.max_marginal_relevance(q, k=k, fetch_k=fetch_k, lambda_mult=mmr, filter=where) for q in query]
+    else:
+        results = index.search(query, k=k, shortlist=shortlist, ann_search=ann_search, funnel=stages, filter=where)
     t = index.last_timings
     if as_json:
         print(
@@ -979,15 +1053,15 @@ def run_cmd(
     Finished stages whose inputs did not change are skipped, so an interrupted run resumes.
     Example: mrl run configs/scifact-quick.toml
     """
-    from mrl.config import load_config
-    from mrl.pipeline import Pipeline
+    from mrl.pipeline.config import load_config
+    from mrl.pipeline.stages import Pipeline
 
     cfg = load_config(config)
     report = Pipeline(cfg, reports_dir, err).run()
     out = reports_dir / cfg.name
     from rich.markdown import Markdown
 
-    from mrl.report import console
+    from mrl.eval.tables import console
 
     console().print(Markdown((out / "report.md").read_text()))
     err.print(f"wrote {out}/report.md, report.json and plots ({sum(report['stage_seconds'].values()):.0f} s of stages)")
@@ -1010,7 +1084,7 @@ def export_cmd(
     Example: mrl export models/my-mrl --onnx --quantize int8
     """
     from mrl.model import load_model
-    from mrl.onnx_backend import export_onnx
+    from mrl.model.onnx import export_onnx
 
     if not onnx:
         raise MrlError("say what to export: --onnx")
@@ -1024,7 +1098,7 @@ def export_cmd(
         folder = out
     elif not folder.is_dir():
         raise MrlError(f"{model_dir}: not a model folder (give --out to export a copy of it)")
-    for path in export_onnx(folder, quantize):
+    for path in export_onnx(load_model(str(folder), device="cpu"), folder, quantize):
         err.print(f"wrote {path} ({path.stat().st_size / 2**20:.0f} MiB)")
 
 
@@ -1039,7 +1113,7 @@ def push_cmd(
     The token comes from $HF_TOKEN or `huggingface-cli login`. Example: mrl push models/my-mrl my-org/my-mrl
     """
     from mrl.model import METADATA_FILE, resolve_model
-    from mrl.model_card import write_model_card
+    from mrl.model.card import write_model_card
 
     if not model_dir.is_dir():
         raise MrlError(f"{model_dir}: model folder not found")
@@ -1063,7 +1137,7 @@ def push_cmd(
 def _print_mteb(result: dict) -> None:
     from rich.table import Table
 
-    from mrl.report import console, short_name
+    from mrl.eval.tables import console, short_name
 
     table = Table(title=f"nDCG@10 by mteb (ignore_identical_ids={result['ignore_identical_ids']})")
     for col in ("model", "task", "dim", "mteb", "mrl"):
@@ -1080,6 +1154,16 @@ def _print_mteb(result: dict) -> None:
     console().print(table)
 
 
+# library parameters whose flag is not --<name with dashes>
+FLAGS = {"k": "-k", "widths": "--prefix-dim", "location": "LOCATION", "learning_rate": "--lr"}
+PARAMETER = re.compile(r"`([a-z][a-z0-9_]*)`")
+
+
+def as_flags(message: str) -> str:
+    """A library error, which names parameters in backticks (`prefix_dim`), as the CLI's flags (--prefix-dim)."""
+    return PARAMETER.sub(lambda m: FLAGS.get(m.group(1), "--" + m.group(1).replace("_", "-")), message)
+
+
 def main() -> None:
     """Entry point: user errors print one line and exit 2; --debug shows the traceback."""
     debug = "--debug" in sys.argv
@@ -1091,7 +1175,7 @@ def main() -> None:
     except MrlError as exc:
         if debug:
             raise
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {as_flags(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")

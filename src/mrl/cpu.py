@@ -97,13 +97,13 @@ def lvq_unsupported_reason(cpu: CpuInfo) -> str | None:
 
 
 def require_lvq(what: str, advice: str = "use", cpu: CpuInfo | None = None) -> None:
-    """Refuse ``what`` (e.g. "--ann vamana --quant sq8") before SVS sees it, naming the CPU and the alternatives.
+    """Refuse ``what`` (e.g. "`ann` vamana `quant` sq8") before SVS sees it, naming the CPU and the alternatives.
 
     ``advice`` starts the suggestion: "use" for a new build, "rebuild it with" for an existing index.
     """
     reason = lvq_unsupported_reason(cpu or cpu_info())
     if reason is not None:
         raise MrlError(
-            f"{what}: {reason}. Instead, {advice} --ann vamana --quant fp32 (SVS's open-source float path) "
-            "or --ann hnsw (faiss, the default)"
+            f"{what}: {reason}. Instead, {advice} `ann` vamana `quant` fp32 (SVS's open-source float path) "
+            "or `ann` hnsw (faiss, the default)"
         )

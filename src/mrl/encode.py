@@ -23,18 +23,6 @@ from mrl.model import model_fingerprint
 CHUNK_ROWS = 4096  # texts encoded, written and recorded at a time by encode_to_file
 
 
-def prefix(vectors: np.ndarray, dim: int) -> np.ndarray:
-    """The first ``dim`` coordinates of each row, re-normalized to unit length (float32)."""
-    if vectors.ndim != 2:
-        raise ValueError(f"expected a 2-d matrix, got shape {vectors.shape}")
-    if not 0 < dim <= vectors.shape[1]:
-        raise ValueError(f"dim {dim} outside 1..{vectors.shape[1]}")
-    view = np.ascontiguousarray(vectors[:, :dim], dtype=np.float32)
-    norms = np.linalg.norm(view, axis=1, keepdims=True)
-    np.maximum(norms, 1e-12, out=norms)
-    return view / norms
-
-
 def encode_texts(model, texts: list[str], batch_size: int = 64, progress: bool = True) -> np.ndarray:
     """Full-width float32 embeddings, not normalized here (prefixes are normalized after slicing)."""
     emb = model.encode(
@@ -122,8 +110,8 @@ class EmbeddingCache:
         done, so an interrupted run (Ctrl-C, a killed job) resumes where it stopped when run again; the entry
         appears under its own name only once complete. Free space for the whole file is checked first.
         """
-        from mrl.index.storage import atomic_write_json, free_bytes
         from mrl.model import embedding_dim
+        from mrl.vectors.files import atomic_write_json, free_bytes
 
         path = self._path(model, corpus_key)
         if path.is_file() and np.load(path, mmap_mode="r").shape[0] == len(texts):
@@ -140,7 +128,7 @@ class EmbeddingCache:
             if needed > free:
                 raise MrlError(
                     f"{self.folder}: the embeddings need {needed / 2**20:,.1f} MiB and {free / 2**20:,.1f} MiB are "
-                    "free there; free some space or pass --cache-dir"
+                    "free there; free some space or pass `cache_dir`"
                 )
             with open(partial, "wb") as handle:
                 np.lib.format.write_array_header_1_0(handle, {**header, "shape": (len(texts), dim)})

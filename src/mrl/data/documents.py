@@ -7,10 +7,14 @@ for one id would return the same document twice.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from mrl.data.records import has_no_text, read_rows, text_field
 from mrl.data.skipped import EMPTY_HINT, DocumentList, SkippedDocument
@@ -19,9 +23,41 @@ from mrl.errors import DataError
 
 @dataclass
 class Document:
+    """One document to index. Its metadata must be what JSON holds: dates and datetimes become ISO 8601 text
+    (a datetime without a zone is taken as UTC), numpy numbers plain numbers, tuples lists; anything else is
+    refused with the field it sits in, before anything is written."""
+
     id: str
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.metadata:
+            self.metadata = {str(k): json_value(v, self.id, str(k)) for k, v in self.metadata.items()}
+
+
+def json_value(value, doc_id: str, where: str):
+    """``value`` as JSON holds it (see :class:`Document`), or a clear error naming the document and the field."""
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise DataError(f"document '{doc_id}': metadata field '{where}' is {value}, which JSON cannot hold")
+        return value
+    if isinstance(value, dt.datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, np.generic):
+        return json_value(value.item(), doc_id, where)
+    if isinstance(value, list | tuple):
+        return [json_value(v, doc_id, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {str(k): json_value(v, doc_id, f"{where}.{k}") for k, v in value.items()}
+    raise DataError(
+        f"document '{doc_id}': metadata field '{where}' holds a {type(value).__name__}, which JSON cannot hold "
+        "(use text, numbers, true/false, lists, objects, or dates)"
+    )
 
 
 def load_documents(

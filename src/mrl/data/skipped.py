@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 # the message for a document without text, where the loader could skip it instead
-EMPTY_HINT = "is empty (--skip-empty leaves such documents out, and reports them)"
+EMPTY_HINT = "is empty (`skip_empty` leaves such documents out, and reports them)"
 
 
 @dataclass(frozen=True)

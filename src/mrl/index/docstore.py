@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from mrl.data import Document
@@ -53,19 +53,6 @@ class DocStore:
                 out.setdefault(doc_id, []).append(row)
         return out
 
-    def rows_where(self, key: str, value, below: int) -> dict[str, list[int]]:
-        """The committed rows whose metadata holds ``key: value``, by id (the caller filters tombstones)."""
-        path = "$." + json.dumps(key)  # quoted: a key may hold dots or spaces
-        with self.lock:
-            found = self.conn.execute(
-                "SELECT row, id FROM docs WHERE row < ? AND json_extract(metadata, ?) = ?",
-                (below, path, json.loads(json.dumps(value))),
-            ).fetchall()
-        out: dict[str, list[int]] = {}
-        for row, doc_id in found:
-            out.setdefault(doc_id, []).append(row)
-        return out
-
     def fetch(self, rows: list[int]) -> dict[int, tuple[str, str, dict]]:
         """``{row: (id, text, metadata)}`` for the given rows."""
         out: dict[int, tuple[str, str, dict]] = {}
@@ -79,6 +66,18 @@ class DocStore:
             for row, doc_id, text, meta in found:
                 out[row] = (doc_id, text, json.loads(meta) if meta else {})
         return out
+
+    def metadata(self, start: int, stop: int) -> Iterator[dict]:
+        """The metadata of rows ``start .. stop - 1``, in row order (read in pages: the payload index's build)."""
+        for first in range(start, stop, 10_000):
+            last = min(first + 10_000, stop)
+            with self.lock:
+                found = dict(
+                    self.conn.execute("SELECT row, metadata FROM docs WHERE row >= ? AND row < ?", (first, last))
+                )
+            for row in range(first, last):
+                meta = found.get(row)
+                yield json.loads(meta) if meta else {}
 
     def close(self) -> None:
         self.conn.close()

@@ -6,20 +6,17 @@ Layout of an index folder (every file but ``CURRENT`` and ``docs.sqlite`` is imm
     manifest-<gen>.json          settings, tuned values and the files of generation <gen>
     vectors-<gen>.npy            a segment of rerank vectors (float32, float16 or int8 codes; all dims or the
                                  first keep_dims), read by memory map or batched preadv (mrl.index.segments)
-    ann-<gen>.faiss              the faiss index over the re-normalized prefix (ids = row numbers)
-    ann-<gen>.svs/               instead, with ``ann="vamana"``: the SVS graph folder (mrl.index.vamana)
-    ann-<gen>.zvec/              instead, with ``ann="zvec"``: the zvec collection (mrl.index.zvec_graph)
+    ann-<gen>.faiss              the first pass over the re-normalized prefix (ids = row numbers): a faiss index,
+    ann-<gen>-p<width>.<suffix>  or one the tuner built at another prefix width (mrl.index.generation)
+    ann-<gen>.svs/               instead, with ``ann="vamana"``: the SVS graph folder (mrl.index.engines.vamana)
+    ann-<gen>.zvec/              instead, with ``ann="zvec"``: the zvec collection (mrl.index.engines.zvec)
     deleted-<gen>.npy            rows tombstoned by delete/upsert
-    rotation-<gen>.npy           the d x d rotation the vectors are stored in (mrl.index.rotation), if any
+    rotation-<gen>.npy           the d x d rotation the vectors are stored in (mrl.vectors.rotation), if any
     docs.sqlite                  row -> id, text, metadata
 """
 
 from __future__ import annotations
 
-import dataclasses
-import errno
-import os
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,153 +27,57 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from mrl.config import DEFAULT_ANN
 from mrl.data import Document
-from mrl.encode import prefix
 from mrl.errors import MrlError
-from mrl.index.ann import (
-    DEFAULT_PARAMS,
-    FOLDER_ANNS,
-    FolderAnn,
-    add_in_chunks,
-    ann_search_grid,
-    build_ann,
-    check_ann,
-    search_params,
-    trained_faiss_index,
-    training_limit,
-    training_rows,
+from mrl.index.build import write_index
+from mrl.index.docstore import DocStore
+from mrl.index.engines import DEFAULT_ANN, FirstPass, engine
+from mrl.index.filters import Filter, parse_filter
+from mrl.index.generation import (
+    BUILD_CHUNK,
+    Generation,
+    WidthTrials,
+    raise_failed_write,
+    remove_generation_files,
+    save_first_pass,
 )
-from mrl.index.backend import (
+from mrl.index.interface import (
     AUTO,
     DEFAULT_TARGET_RECALL,
     TUNE_SAMPLE,
     Hit,
-    SearchBackend,
+    SearchIndex,
     SearchTimings,
-    check_build_inputs,
     check_prefix_dim,
     existing_ids_error,
-    open_index,
-    unit_vectors,
     unknown_ids_error,
 )
-from mrl.index.docstore import DocStore
-from mrl.index.hugepages import HugePageAdvice, advise_huge_pages, advise_new_mappings, memory_map
-from mrl.index.manifest import MAX_RACES, Manifest, collect_garbage, commit, read_current
-from mrl.index.rotation import rotate_rows, rotation_from_moment, unrotate_rows
-from mrl.index.segments import (
-    DTYPES,
-    Segment,
-    calibrate_int8,
-    decode_rows,
-    encode_rows,
-    keep_prefix,
-    resolve_io,
-    write_segment,
-    write_segment_chunks,
-)
-from mrl.index.storage import atomic_write, atomic_write_path, free_bytes, path_bytes, writer_lock
+from mrl.index.manifest import Manifest, collect_garbage, commit, read_current
+from mrl.index.payload import PayloadIndex
+from mrl.index.segments import DTYPES, encode_rows, keep_prefix, resolve_io, write_segment
 from mrl.index.tuning import exact_top, exact_top_rows
-from mrl.index.vamana import VamanaAnn
-from mrl.index.zvec_graph import MIN_BYTES as ZVEC_MIN_BYTES
-from mrl.index.zvec_graph import ZvecAnn, hot_bytes
+from mrl.vectors.files import atomic_write, path_bytes, writer_lock
+from mrl.vectors.prefix import prefix
+from mrl.vectors.rotation import rotate_rows, unrotate_rows
 
 RERANK_BYTES = 8 << 20  # decoded candidate rows a batch search gathers at a time
-BUILD_CHUNK = 4096  # rows a build reads at a time: 6 MB of 384-dim float32, a few copies of it at a peak
+# a filter matching rows whose prefixes fit in this many bytes is answered by scoring those prefixes exactly: a graph
+# walk masked down to a few rows visits many nodes for each one it may return
+FILTER_SCAN_BYTES = 16 << 20
+MATCHINGS_KEPT = 16  # filters whose matching rows (and, when few, their prefixes) an open index keeps
 
 
 @dataclass
-class Generation:
-    """Everything one committed generation needs for searching, swapped as one reference.
+class Matching:
+    """The rows a filter lets through in one generation: a mask, its row numbers, and (once a search scanned
+    them) the re-normalized prefixes of those rows, when few enough to score exactly."""
 
-    A search takes ``g = index.gen`` once and uses only ``g``, so a concurrent commit in another
-    thread can never mix one generation's ANN with another's vectors or tombstones.
-    """
-
-    manifest: Manifest
-    segments: list[Segment]
-    starts: np.ndarray
-    ann: faiss.Index | FolderAnn
-    deleted: np.ndarray
-    selector: faiss.IDSelector | None
-    live_bits: np.ndarray | None
-    huge_pages: HugePageAdvice
-    rotation: np.ndarray | None
-
-    @classmethod
-    def load(cls, folder: Path, m: Manifest, io: str = "mmap", previous: Generation | None = None) -> Generation:
-        """Open generation ``m``; ``io`` is how rerank rows are read (mmap or pread, mrl.index.segments).
-
-        Segments that ``previous`` already opened (and checked) are shared, since a segment file never
-        changes: a write opens and checks only the segment it added.
-        """
-        opened = {seg.path.name: seg for seg in previous.segments if seg.io == io} if previous else {}
-        segments = [opened.get(s["file"]) or Segment(folder / s["file"], s, io) for s in m.segments]
-        starts = np.cumsum([0] + [s["rows"] for s in m.segments])
-        deleted = np.zeros(m.rows, dtype=bool)
-        if m.tombstones_file:
-            deleted[np.load(folder / m.tombstones_file)] = True
-        selector, live_bits = None, None
-        if m.ann == "zvec":
-            ann = ZvecAnn.load(folder / m.ann_file, m.quant)
-            ann.hide(np.flatnonzero(deleted))
-            huge = ann.huge_pages
-        elif m.ann == "vamana":
-            before = memory_map()
-            ann = VamanaAnn.load(folder / m.ann_file, m.quant, writable=bool(deleted.any()))
-            ann.hide(np.flatnonzero(deleted))
-            huge = advise_new_mappings(before, background=True)
-        else:
-            ann = faiss.read_index(str(folder / m.ann_file))
-            huge = advise_huge_pages(ann, background=True)  # searches need not wait for the pages to move
-            if deleted.any():
-                # faiss skips tombstoned rows during graph/list traversal instead of us over-fetching
-                live_bits = np.packbits(~deleted, bitorder="little")
-                selector = faiss.IDSelectorBitmap(m.rows, faiss.swig_ptr(live_bits))
-        rotation = np.load(folder / m.rotation_file) if m.rotation_file else None
-        return cls(m, segments, starts, ann, deleted, selector, live_bits, huge, rotation)
-
-    @classmethod
-    def load_current(cls, folder: Path, io: str = "mmap") -> Generation:
-        """Load the live generation, retrying when another process's commits remove its files meanwhile.
-
-        Garbage collection keeps the two newest generations, so a reader that read ``CURRENT`` and then
-        lost the race against two commits finds its files gone, but also finds a newer ``CURRENT``:
-        loading that one instead is exactly what it would have seen a moment later.
-        """
-        for _ in range(MAX_RACES):
-            m = read_current(folder)
-            try:
-                return cls.load(folder, m, io)
-            except (OSError, RuntimeError):  # faiss reports a missing file as RuntimeError
-                if read_current(folder).generation == m.generation:
-                    raise
-        raise MrlError(f"{folder}: the index changed {MAX_RACES} times while opening it; try again")
-
-    def flat_float32(self) -> np.ndarray | None:
-        """The stored vectors as one mapped float32 matrix when they are one segment (a fresh build), else None."""
-        arr = self.segments[0].array if len(self.segments) == 1 else None
-        return arr if arr is not None and arr.dtype == np.float32 and arr.flags.c_contiguous else None
-
-    def vectors(self, rows: np.ndarray) -> np.ndarray:
-        """Stored rerank vectors of the given rows as float32 (``stored_dim`` wide), in the order given."""
-        scale = self.manifest.int8_scale
-        if len(self.segments) == 1:
-            return decode_rows(self.segments[0].rows(rows), scale)
-        seg = np.searchsorted(self.starts, rows, side="right") - 1
-        out = np.empty((len(rows), self.manifest.stored_dim), dtype=np.float32)
-        for s in np.unique(seg):
-            mask = seg == s
-            out[mask] = decode_rows(self.segments[s].rows(rows[mask] - self.starts[s]), scale)
-        return out
-
-    def stored_queries(self, unit_queries: np.ndarray) -> np.ndarray:
-        """Queries in the basis and width of the stored rows: rotated, and cut to ``keep_dims`` if it is set."""
-        return keep_prefix(rotate_rows(unit_queries, self.rotation), self.manifest.keep_dims)
+    mask: np.ndarray
+    rows: np.ndarray
+    prefixes: np.ndarray | None = None
 
 
-class Index(SearchBackend):
+class Index(SearchIndex):
     """An embedded Matryoshka index; open with :meth:`open`, create with :meth:`build`.
 
     Example::
@@ -194,6 +95,9 @@ class Index(SearchBackend):
         self._model = model
         self.docs = DocStore(self.folder / "docs.sqlite")
         self._write_lock = threading.Lock()  # one writer per process; the file lock covers other processes
+        self._payload: PayloadIndex | None = None  # metadata by field, for filters (built on first use)
+        self._matchings: dict = {}  # (filter, generation) -> Matching
+        self._payload_lock = threading.Lock()
         self.gen = gen
 
     @property
@@ -201,7 +105,7 @@ class Index(SearchBackend):
         return self.gen.manifest
 
     @property
-    def ann(self) -> faiss.Index | FolderAnn:
+    def ann(self) -> FirstPass:
         return self.gen.ann
 
     @property
@@ -213,17 +117,16 @@ class Index(SearchBackend):
 
     # ---- opening and building -------------------------------------------------------------
     @classmethod
-    def open(cls, location: str | Path, model=None, io: str = "auto") -> SearchBackend:
-        """Open the live generation of an index folder (cheap: nothing is read but the ANN structure).
+    def open(cls, folder: str | Path, model=None, io: str = "auto") -> Index:
+        """Open the live generation of an index folder (cheap: nothing is read but the first pass).
 
         ``io`` is how the rerank reads vector rows: ``mmap`` (the page cache keeps them), ``pread`` (batched
         reads from disk for vectors larger than RAM), or ``auto`` (pread when the vectors exceed half of the
-        available memory). A database location (``postgresql://...``, ``qdrant://...``) opens that backend
-        instead, with the same methods.
+        available memory). :func:`mrl.index.open_index` opens any backend by location.
         """
-        if isinstance(location, str) and "://" in location:
-            return open_index(location, model)
-        folder = Path(location)
+        if "://" in str(folder):
+            raise MrlError(f"`folder`: {folder} is a database location; open it with mrl.index.open_index")
+        folder = Path(folder)
         mode = resolve_io(io, [folder / s["file"] for s in read_current(folder).segments])
         return cls(folder, Generation.load_current(folder, mode), model, mode)
 
@@ -271,124 +174,55 @@ class Index(SearchBackend):
         build that fails (a full disk included) removes its own files and changes nothing else.
 
         ``vectors`` may be a memory map (``np.load(path, mmap_mode="r")``, as ``mrl index build`` passes its
-        embeddings file): they are read in chunks of ``chunk_rows`` rows, twice (and the training sample twice
-        before that: for the rotation, then for the quantizer), never copied whole. The
-        build holds the ANN index (filled a chunk at a time; Vamana's build takes all prefixes at once), one
-        chunk, and the prefixes of the sample rows the quantizer trains on (``training_limit``: 100,000, up to
-        500,000 for IVF's lists at large N).
+        embeddings file): they are read ``chunk_rows`` at a time and never copied whole (:mod:`mrl.index.build`).
+        :func:`mrl.index.build_index` builds any backend by location.
         """
         folder = Path(folder)
-        if folder.exists() and any(folder.iterdir()):
-            if not overwrite:
-                raise MrlError(f"{folder}: folder exists and is not empty (use --overwrite)")
-            if not (folder / "CURRENT").exists():
-                raise MrlError(f"{folder}: refusing to overwrite a folder that is not an mrl index")
-        vectors = vectors if isinstance(vectors, np.ndarray) else np.asarray(vectors, dtype=np.float32)
         auto = check_prefix_dim(prefix_dim) is None
-        if vectors.ndim == 2 and keep_dims is not None and not 0 < keep_dims <= vectors.shape[1]:
-            raise MrlError(f"keep_dims: {keep_dims} must be between 1 and the vector width {vectors.shape[1]}")
-        width = (keep_dims or (vectors.shape[1] if vectors.ndim == 2 else 1)) if auto else prefix_dim
-        check_build_inputs(vectors, documents, width, store)
-        rows, full_dim = vectors.shape
-        if keep_dims is not None and not width <= keep_dims <= full_dim:
-            raise MrlError(f"keep_dims: {keep_dims} must be between the prefix dim {width} and {full_dim}")
         if target_recall is not None and not 0 < target_recall <= 1:
-            raise MrlError(f"target_recall must be in (0, 1], got {target_recall}")
-        keep = keep_dims if keep_dims and keep_dims < full_dim else None
-        check_ann(ann, quant, width)
-        params = {**DEFAULT_PARAMS.get(ann, {}), **(ann_params or {})}
-        # one sample of rows for the rotation and the ANN quantizer
-        sample_rows = training_rows(rows, training_limit(ann, rows, params.get("nlist")))
-        sample_rows = np.arange(rows) if sample_rows is None else sample_rows
-
-        def sample_chunks():  # the sample's unit rows, a chunk at a time (never the whole sample at full width)
-            for start in range(0, len(sample_rows), chunk_rows):
-                numbers = sample_rows[start : start + chunk_rows]
-                yield start, unit_vectors(vectors[numbers], full_dim, "corpus vectors", numbers)
-
-        rotation = None
-        if rotate:
-            moment = np.zeros((full_dim, full_dim), dtype=np.float64)
-            for _, unit in sample_chunks():
-                # float64 products too: a float32 sum's rounding depends on the chunking and on the CPU's kernel,
-                # and the eigenvectors (hence the int8 scale) would move with it
-                wide = unit.astype(np.float64)
-                moment += wide.T @ wide
-            rotation = rotation_from_moment(moment)
-
-        def stored_chunks():  # unit rows in the stored basis, one chunk at a time
-            for start in range(0, rows, chunk_rows):
-                stop = min(start + chunk_rows, rows)
-                unit = unit_vectors(vectors[start:stop], full_dim, "corpus vectors", np.arange(start, stop))
-                yield start, rotate_rows(unit, rotation, out=unit)
-
-        # first pass over the rows: the ANN index fills a chunk at a time (SVS and zvec builds take all prefixes)
-        # and int8's per-dim peaks are found; the second, under the writer lock, writes the coded rows
-        peak = np.zeros(keep or full_dim, dtype=np.float32)
-
-        def find_peak(unit: np.ndarray) -> None:
-            np.maximum(peak, np.abs(keep_prefix(unit, keep)).max(axis=0), out=peak)
-
-        def stored_sample():
-            for start, unit in sample_chunks():
-                yield start, rotate_rows(unit, rotation, out=unit)
-
-        index = build_first_pass(
-            ann, quant, width, rows, params, stored_chunks, stored_sample, len(sample_rows),
-            on_chunk=find_peak if store == "int8" else None,
+            raise MrlError(f"`target_recall` must be in (0, 1], got {target_recall}")
+        manifest = write_index(
+            folder, vectors, documents, model=model, prefix_dim=prefix_dim, ann=ann, quant=quant, store=store,
+            ann_params=ann_params, overwrite=overwrite, rotate=rotate, keep_dims=keep_dims, chunk_rows=chunk_rows,
         )  # fmt: skip
-        scale = calibrate_int8(peak[None, :]) if store == "int8" else None
-        created = not folder.exists()
-        folder.mkdir(parents=True, exist_ok=True)
-        with writer_lock(folder):
-            gen = read_current(folder).generation + 1 if (folder / "CURRENT").exists() else 1
-            manifest = Manifest(
-                model=model,
-                full_dim=full_dim,
-                prefix_dim=width,
-                ann=ann,
-                quant=quant,
-                store=store,
-                ann_params=params,
-                generation=gen,
-                rows=rows,
-                live=rows,
-                keep_dims=keep,
-                int8_scale=scale,
-            )
-            new_docs = folder / "docs.sqlite.new"
-            try:
-                codes = (encode_rows(keep_prefix(unit, keep), store, scale) for _, unit in stored_chunks())
-                shape = (rows, keep or full_dim)
-                manifest.segments = [
-                    write_segment_chunks(folder, f"vectors-{gen:08d}.npy", shape, DTYPES[store], codes)
-                ]
-                if rotation is not None:
-                    manifest.rotation_file = f"rotation-{gen:08d}.npy"
-                    atomic_write(folder / manifest.rotation_file, lambda h: np.save(h, rotation))
-                manifest.format_version = manifest.required_version()
-                manifest.ann_file = _write_ann(folder, f"ann-{gen:08d}", index)
-                _remove_sqlite(new_docs)
-                docs = DocStore(new_docs)
-                docs.append(0, documents)
-                docs.close()
-                commit(folder, manifest)  # the commit point: until here the old generation is untouched
-            except BaseException as exc:
-
-                def cleanup() -> None:
-                    _remove_sqlite(new_docs)
-                    if created:
-                        shutil.rmtree(folder, ignore_errors=True)
-
-                raise_failed_write(folder, manifest, exc, "building the index", cleanup)
-            _remove_sqlite(folder / "docs.sqlite", keep_main=True)
-            os.replace(new_docs, folder / "docs.sqlite")
-            collect_garbage(folder)
         mode = resolve_io(io, [folder / manifest.segments[0]["file"]])
         built = cls(folder, Generation.load(folder, manifest, mode), loaded_model, mode)
         if auto or target_recall is not None:
             built.tune_after_build(auto, target_recall or DEFAULT_TARGET_RECALL, tune_queries, tune_sample, report)
         return built
+
+    @classmethod
+    def create(
+        cls,
+        folder: str | Path,
+        model: str | None = None,
+        full_dim: int | None = None,
+        prefix_dim: int | None = None,
+        ann: str = DEFAULT_ANN,
+        quant: str = "sq8",
+        store: str = "float32",
+        ann_params: dict | None = None,
+        loaded_model=None,
+        overwrite: bool = False,
+    ) -> Index:
+        """An empty index to fill later with :meth:`add` (the way LangChain and LlamaIndex make their stores).
+
+        The width comes from ``model`` (or ``full_dim`` for an index of given vectors). With no vectors to learn
+        from, the index stores them unrotated and builds its first pass (``prefix_dim``, default the full width)
+        with its first rows; once it is filled, ``mrl index tune --prefix-dim auto`` measures the width, and a
+        rebuild from the same documents adds the rotation.
+        """
+        from mrl.index.build import create_empty
+
+        if full_dim is None:
+            from mrl.model import embedding_dim, load_model
+
+            loaded_model = loaded_model or load_model(model)
+            full_dim = embedding_dim(loaded_model)
+            model = getattr(loaded_model, "mrl_source", model)  # where queries load it from
+        folder = Path(folder)
+        create_empty(folder, model, full_dim, prefix_dim or full_dim, ann, quant, store, ann_params, overwrite)
+        return cls(folder, Generation.load_current(folder), loaded_model)
 
     def tune_after_build(
         self,
@@ -451,10 +285,12 @@ class Index(SearchBackend):
         """Keys are row numbers here; :meth:`hits` looks them up in the document store."""
         return self.hits(np.asarray(keys), np.asarray(scores))
 
-    def exact_keys(self, unit_queries: np.ndarray, k: int) -> np.ndarray:
-        """Exact full-dim top-k rows over live rows (streams the memory-mapped vectors in chunks)."""
+    def exact_keys(self, unit_queries: np.ndarray, k: int, filter: Filter = None) -> np.ndarray:
+        """Exact full-dim top-k rows over live (and ``filter``-matching) rows, streaming the vectors in chunks."""
         g = self.gen
-        return exact_top_rows(g.stored_queries(unit_queries), g.manifest.rows, g.vectors, k, excluded=g.deleted)
+        allowed = self._allowed(g, filter)
+        excluded = g.deleted if allowed is None else ~allowed
+        return exact_top_rows(g.stored_queries(unit_queries), g.manifest.rows, g.vectors, k, excluded=excluded)
 
     def exact_search(self, unit_queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k (rows, scores) of every live row at full stored width: what an index tuned to ``exact`` does."""
@@ -463,12 +299,52 @@ class Index(SearchBackend):
         return self._exact(g, g.stored_queries(unit_queries), k)
 
     @staticmethod
-    def _exact(g: Generation, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _exact(
+        g: Generation, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         flat = g.flat_float32()
-        if flat is not None and not g.deleted.any():
+        if flat is not None and allowed is None and not g.deleted.any():
             scores, rows = faiss.knn(np.ascontiguousarray(queries), flat, k, metric=faiss.METRIC_INNER_PRODUCT)
             return rows, scores
-        return exact_top(queries, g.manifest.rows, g.vectors, k, excluded=g.deleted)
+        excluded = g.deleted if allowed is None else ~allowed
+        return exact_top(queries, g.manifest.rows, g.vectors, k, excluded=excluded)
+
+    def _allowed(self, g: Generation, spec: Filter) -> np.ndarray | None:
+        """The live rows a filter lets through (None: no filter), from the payload index (read-only)."""
+        matching = self._matching(g, spec)
+        return None if matching is None else matching.mask
+
+    def _matching(self, g: Generation, spec: Filter) -> Matching | None:
+        """What a filter lets through in generation ``g``, kept for the filters asked again (a tenant's comes back
+        on every query) until a write makes a new generation."""
+        node = parse_filter(spec)
+        if node is None:
+            return None
+        key = (node, g.manifest.generation)
+        with self._payload_lock:
+            found = self._matchings.get(key)
+        if found is None:
+            mask = self.payload(g).mask(node, g.manifest.rows) & ~g.deleted
+            mask.flags.writeable = False
+            found = Matching(mask, np.flatnonzero(mask))
+            with self._payload_lock:
+                while len(self._matchings) >= MATCHINGS_KEPT:
+                    self._matchings.pop(next(iter(self._matchings)))
+                self._matchings[key] = found
+        return found
+
+    def payload(self, g: Generation | None = None) -> PayloadIndex:
+        """The payload index over this generation's rows: built on first use, extended as rows are appended."""
+        g = g or self.gen
+        with self._payload_lock:
+            if self._payload is None or self._payload.rows > g.manifest.rows:  # a rebuild replaced the rows
+                self._payload = PayloadIndex()
+            if self._payload.rows < g.manifest.rows:
+                self._payload.extend(self.docs.metadata(self._payload.rows, g.manifest.rows))
+            return self._payload
+
+    def key_vectors(self, keys: list) -> np.ndarray:
+        return self.gen.vectors(np.asarray(keys, dtype=np.int64))
 
     def sample_vectors(self, n: int, seed: int) -> np.ndarray:
         g = self.gen
@@ -480,11 +356,11 @@ class Index(SearchBackend):
         return unrotate_rows(stored, g.rotation)
 
     def ann_search_grid(self) -> list[int | None]:
-        return ann_search_grid(self.ann)
+        return self.ann.search_grid()
 
     @property
     def beam_bounds_shortlist(self) -> bool:
-        return isinstance(self.ann, FolderAnn | faiss.IndexHNSW)
+        return engine(self.manifest.ann).graph
 
     def search_keys(
         self,
@@ -494,20 +370,28 @@ class Index(SearchBackend):
         ann_search: int | None = None,
         funnel: list[int] | None = None,
         timings: SearchTimings | None = None,
+        filter: Filter = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Two-pass search on unit query vectors; keys are rows: (rows, scores), each (n_queries, k), -1 padded."""
+        """Two-pass search on unit query vectors; keys are rows: (rows, scores), each (n_queries, k), -1 padded.
+
+        With ``filter`` (:mod:`mrl.index.filters`) only matching rows can rank: the first pass walks with the
+        matching rows as a mask, or, when they are few enough to scan, their prefixes are scored exactly; the
+        rerank sees only matching rows either way. Fewer than ``k`` rows may match.
+        """
         g = self.gen
         timings = timings or SearchTimings()
-        if shortlist is None and ann_search is None and not funnel and (g.manifest.tuned or {}).get("exact"):
+        matching = self._matching(g, filter)
+        exact_mode = shortlist is None and ann_search is None and not funnel and (g.manifest.tuned or {}).get("exact")
+        if exact_mode or (matching is not None and not len(matching.rows)):
             self.check_k(k)
             t0 = time.perf_counter()  # tuned to an exact scan: faster than any first pass on this corpus
-            rows, scores = self._exact(g, g.stored_queries(unit_queries), k)
+            rows, scores = self._exact(g, g.stored_queries(unit_queries), k, matching and matching.mask)
             timings.rerank = time.perf_counter() - t0
             return rows, scores
 
         t0 = time.perf_counter()
         unit_queries = g.stored_queries(unit_queries)
-        cand = self._first_pass(g, unit_queries, k, shortlist, ann_search)
+        cand = self._first_pass(g, unit_queries, k, shortlist, ann_search, matching)
         timings.shortlist = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -526,17 +410,36 @@ class Index(SearchBackend):
         return self._first_pass(g, g.stored_queries(unit_queries), k, shortlist, ann_search)
 
     def _first_pass(
-        self, g: Generation, queries: np.ndarray, k: int, shortlist: int | None, ann_search: int | None
+        self,
+        g: Generation,
+        queries: np.ndarray,
+        k: int,
+        shortlist: int | None,
+        ann_search: int | None,
+        matching: Matching | None = None,
     ) -> np.ndarray:
-        """k' candidate rows a query from the ANN over the prefix (queries in the stored basis); k' and the
-        search width default to the tuned values, as for every search."""
+        """k' candidate rows a query from the first pass over the prefix (queries in the stored basis); k' and the
+        search width default to the tuned values, as for every search. ``matching``: a filter's rows only."""
         self.check_k(k)
         kprime = self.shortlist_size(k, shortlist)
         ann_search = ann_search or (g.manifest.tuned or {}).get("ann_search")
-        q_prefix = prefix(queries, g.manifest.prefix_dim)
-        if isinstance(g.ann, FolderAnn):
+        width = g.manifest.prefix_dim
+        q_prefix = prefix(queries, width)
+        if matching is None:
             return g.ann.search(q_prefix, kprime, ann_search)
-        return g.ann.search(q_prefix, kprime, params=search_params(g.ann, ann_search, g.selector, kprime))[1]
+        rows = matching.rows
+        if len(rows) * width * 4 > FILTER_SCAN_BYTES:
+            return g.ann.search(q_prefix, kprime, ann_search, matching.mask)
+        # few enough matching rows to score their prefixes exactly (kept with the filter): a walk through a graph
+        # masked down to a few rows visits many nodes for each one it may return
+        if matching.prefixes is None:
+            matching.prefixes = prefix(g.vectors(rows, width), width)
+        scores = q_prefix @ matching.prefixes.T
+        top = min(kprime, len(rows))
+        best = np.argpartition(-scores, top - 1, axis=1)[:, :top]
+        cand = np.full((len(queries), kprime), -1, dtype=np.int64)
+        cand[:, :top] = np.sort(rows[best], axis=1)  # the rerank reads them in file order
+        return cand
 
     @staticmethod
     def _rerank(g: Generation, queries: np.ndarray, cand: np.ndarray, k: int, funnel: list[int]):
@@ -585,11 +488,11 @@ class Index(SearchBackend):
         found = self.docs.fetch([r for rs in rows.values() for r in rs])
         return {doc_id: Document(doc_id, found[rs[0]][1], found[rs[0]][2]) for doc_id, rs in rows.items()}
 
-    def ids_where(self, key: str, value) -> list[str]:
+    def ids_matching(self, filter: Filter = None) -> list[str]:
         g = self.gen
-        matching = self.docs.rows_where(key, value, below=g.manifest.rows)
-        live = self._live_rows(list(matching))  # an upsert may have moved an id to a row without the match
-        return sorted(i for i, rows in matching.items() if set(rows) & set(live.get(i, [])))
+        allowed = self._allowed(g, filter)
+        rows = np.flatnonzero(~g.deleted if allowed is None else allowed)  # an upsert leaves its old row deleted
+        return sorted(doc_id for doc_id, _, _ in self.docs.fetch(rows.tolist()).values())
 
     # ---- writing --------------------------------------------------------------------------
     def add(self, documents: list[Document], vectors: np.ndarray | None = None) -> int:
@@ -600,21 +503,23 @@ class Index(SearchBackend):
         """Add or replace documents by id."""
         return self._write(documents, vectors, replace=True)
 
-    def delete(self, ids: list[str]) -> int:
-        """Tombstone documents by id; unknown ids are an error and nothing is deleted."""
+    def delete(self, ids: list[str], missing_ok: bool = False) -> int:
+        """Tombstone documents by id (see :meth:`SearchIndex.delete`); deleting nothing commits nothing."""
         with self._write_lock, writer_lock(self.folder):
             self.refresh()
             rows = self._live_rows(ids)
             missing = [i for i in ids if i not in rows]
-            if missing:
+            if missing and not missing_ok:
                 raise unknown_ids_error(missing)
+            if not rows:
+                return 0
             m = self._next_manifest()
             self._commit_tombstones(m, [r for rs in rows.values() for r in rs])
-            m.live -= len(ids)
+            m.live -= len(rows)
             commit(self.folder, m)
             collect_garbage(self.folder)
             self.gen = Generation.load(self.folder, m, self.io, self.gen)
-        return len(ids)
+        return len(rows)
 
     def _write(self, documents: list[Document], vectors: np.ndarray | None, replace: bool) -> int:
         unit = self.vectors_for(documents, vectors)
@@ -629,14 +534,14 @@ class Index(SearchBackend):
             codes = encode_rows(keep_prefix(unit, m.keep_dims), m.store, m.int8_scale)
             try:
                 m.segments = [*m.segments, write_segment(self.folder, f"vectors-{m.generation:08d}.npy", codes)]
-                # a copy to extend: searches keep using the live one meanwhile
-                if m.ann in FOLDER_ANNS:
-                    ann = FOLDER_ANNS[m.ann].load(self.folder / self.manifest.ann_file, m.quant, writable=True)
-                    ann.add(prefix(unit, m.prefix_dim), first_row)
-                else:
-                    ann = faiss.clone_index(self.gen.ann)
-                    add_in_chunks(ann, prefix(unit, m.prefix_dim))
-                m.ann_file = _write_ann(self.folder, f"ann-{m.generation:08d}", ann)
+                eng = engine(m.ann)
+                if self.manifest.ann_file:  # a copy to extend: searches keep using the live one meanwhile
+                    first = eng.load(self.folder / self.manifest.ann_file, m.quant, writable=True)
+                    first.add(prefix(unit, m.prefix_dim), first_row)
+                else:  # an index created empty gets its first pass with its first rows
+                    rows = lambda: iter([(0, unit)])  # noqa: E731
+                    first = eng.build(m.quant, m.prefix_dim, len(unit), m.ann_params, rows, rows, len(unit))
+                m.ann_file = save_first_pass(self.folder, f"ann-{m.generation:08d}", m.ann, first)
                 m.rows += len(unit)
                 replaced = [r for rs in existing.values() for r in rs]
                 if replaced:
@@ -654,6 +559,7 @@ class Index(SearchBackend):
         m = Manifest(**{**self.manifest.__dict__})
         m.generation += 1
         m.segments = list(m.segments)
+        remove_generation_files(self.folder, m)  # what a writer killed before its commit left under this number
         return m
 
     def _commit_tombstones(self, m: Manifest, rows: list[int]) -> None:
@@ -673,9 +579,9 @@ class Index(SearchBackend):
     def stats(self) -> dict:
         m = self.manifest
         files = {name: path_bytes(self.folder / name) for name in m.files()}
-        ann_bytes = files[m.ann_file]
+        ann_bytes = files.get(m.ann_file, 0)  # none yet in an index created empty
         # zvec keeps a float copy of the prefixes that a quantized search never reads: on disk, not in RAM
-        ann_hot, ann_cold = hot_bytes(self.folder / m.ann_file, m.quant) if m.ann == "zvec" else (ann_bytes, 0)
+        ann_hot, ann_cold = engine(m.ann).disk_split(self.folder / m.ann_file, m.quant) if m.ann_file else (0, 0)
         vector_bytes = sum(files[s["file"]] for s in m.segments)
         docs_bytes = (self.folder / "docs.sqlite").stat().st_size
         exact = bool((m.tuned or {}).get("exact"))  # an exact scan reads every row of every search
@@ -759,120 +665,6 @@ class Index(SearchBackend):
         self.docs.close()
 
 
-class WidthTrials:
-    """Candidate first passes of one index at several prefix widths (:meth:`Index.width_trials`).
-
-    Each candidate is the index's own engine and codes (``ann``, ``quant``, its build parameters) over the first
-    ``width`` dims of the stored rows, written under the next generation's number with its width in the name, and
-    loaded as an uncommitted :class:`Generation` that the index searches while :meth:`use` has it selected.
-    """
-
-    def __init__(self, index: Index):
-        self.index = index
-        self.base = index.gen
-        self.generation = self.base.manifest.generation + 1
-        self.stored_dim = self.base.manifest.stored_dim
-        self.built: dict[int, Generation] = {}
-        self.adopted = False
-
-    def use(self, width: int) -> None:
-        """Search with the first pass at ``width`` from now on (building it on first use)."""
-        if width not in self.built:
-            self.built[width] = self._build(width)
-        self.index.gen = self.built[width]
-
-    def _build(self, width: int) -> Generation:
-        base = self.base.manifest
-        m = Manifest(**{**base.__dict__})
-        m.generation, m.prefix_dim, m.tuned = self.generation, width, None
-        m.segments = list(base.segments)
-        if width == base.prefix_dim:  # the committed first pass, searched as it is
-            return dataclasses.replace(self.base, manifest=m)
-        check_ann(m.ann, m.quant, width)
-        rows, params = base.rows, dict(base.ann_params)
-        sample = training_rows(rows, training_limit(m.ann, rows, params.get("nlist")))
-        sample = np.arange(rows) if sample is None else sample
-
-        def stored_chunks():
-            for start in range(0, rows, BUILD_CHUNK):
-                yield start, self.base.vectors(np.arange(start, min(start + BUILD_CHUNK, rows)))
-
-        def sample_chunks():
-            for start in range(0, len(sample), BUILD_CHUNK):
-                yield start, self.base.vectors(sample[start : start + BUILD_CHUNK])
-
-        folder = self.index.folder
-        try:
-            ann = build_first_pass(m.ann, m.quant, width, rows, params, stored_chunks, sample_chunks, len(sample))
-            m.ann_file = _write_ann(folder, f"ann-{self.generation:08d}-p{width}", ann)
-        except BaseException as exc:
-            raise_failed_write(folder, m, exc, f"building the {width}-dim first pass")
-        del ann  # the saved copy is what the generation loads (and moves to 2 MiB pages)
-        return Generation.load(folder, m, self.index.io, self.base)
-
-    def drop(self, width: int) -> None:
-        """Forget the candidate at ``width`` and remove its files (never the committed generation's)."""
-        gen = self.built.pop(width, None)
-        if self.index.gen is gen:
-            self.index.gen = self.base
-        if gen is not None and gen.manifest.ann_file != self.base.manifest.ann_file:
-            path = self.index.folder / gen.manifest.ann_file
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-
-    def adopt(self, width: int, tuned: dict) -> None:
-        """Commit the candidate at ``width`` as the live generation, with ``tuned`` (the tuner's choice and table)."""
-        gen = self.built[width]
-        gen.manifest.tuned = tuned
-        commit(self.index.folder, gen.manifest)
-        self.index.gen = gen
-        self.adopted = True
-
-    def close(self) -> None:
-        for width in list(self.built):
-            if not (self.adopted and self.index.gen is self.built[width]):
-                self.drop(width)
-        if not self.adopted:
-            self.index.gen = self.base
-        collect_garbage(self.index.folder)
-
-
-def build_first_pass(
-    ann: str,
-    quant: str,
-    width: int,
-    rows: int,
-    params: dict,
-    stored_chunks: Callable[[], Iterator[tuple[int, np.ndarray]]],
-    sample_chunks: Callable[[], Iterator[tuple[int, np.ndarray]]],
-    sample_size: int,
-    on_chunk: Callable[[np.ndarray], None] | None = None,
-) -> faiss.Index | FolderAnn:
-    """The first pass over the first ``width`` dims of every stored row (re-normalized), read a chunk at a time.
-
-    ``stored_chunks()`` and ``sample_chunks()`` yield (first row, unit rows in the stored basis) over all rows and
-    over the ``sample_size`` rows a faiss quantizer trains on. zvec and SVS take every prefix at once; a faiss index
-    fills a chunk at a time. ``on_chunk`` sees each chunk of stored rows too (a build finds int8 peaks there).
-    """
-    if ann in FOLDER_ANNS:
-        first_pass = np.empty((rows, width), dtype=np.float32)
-    else:
-        sample = np.empty((sample_size, width), dtype=np.float32)  # filled in place: no second copy
-        for start, unit in sample_chunks():
-            sample[start : start + len(unit)] = prefix(unit, width)
-        index = trained_faiss_index(ann, quant, width, rows, params, sample)
-        del sample
-    for start, unit in stored_chunks():
-        if ann in FOLDER_ANNS:
-            first_pass[start : start + len(unit)] = prefix(unit, width)
-        else:
-            add_in_chunks(index, prefix(unit, width))
-        if on_chunk is not None:
-            on_chunk(unit)
-    if ann in FOLDER_ANNS:
-        index = build_ann(ann, quant, first_pass, params)
-    return index
-
-
 def rerank_by_rows(vectors: np.ndarray, queries: np.ndarray, cand: np.ndarray, k: int):
     """Top-k of each query's candidate rows by exact inner product, in faiss's C++ loop (threaded over queries).
 
@@ -900,95 +692,3 @@ def rerank_by_rows(vectors: np.ndarray, queries: np.ndarray, cand: np.ndarray, k
     )
     scores[rows < 0] = -np.inf
     return rows, scores
-
-
-def estimate_bytes(
-    rows: int,
-    full_dim: int,
-    prefix_dim: int,
-    store: str = "float32",
-    keep_dims: int | None = None,
-    text_bytes: int = 0,
-    ann: str = DEFAULT_ANN,
-) -> int:
-    """Disk an embedded build of ``rows`` vectors will take: rerank rows, the ANN file and the document store.
-
-    Generous on purpose (the graph's links, SQLite's pages at twice the text): a refusal costs a rerun with
-    more space, a build that runs out of space costs the encoding. zvec keeps a float copy of the prefixes
-    beside its graph, and even a small collection takes about 11 MB.
-    """
-    row_bytes = (keep_dims or full_dim) * np.dtype(DTYPES[store]).itemsize
-    ann_bytes = 4 * (prefix_dim + 64)
-    if ann == "zvec":
-        return rows * (row_bytes + ann_bytes + 4 * prefix_dim) + 2 * text_bytes + ZVEC_MIN_BYTES
-    return rows * (row_bytes + ann_bytes) + 2 * text_bytes
-
-
-def check_free_space(folder: Path, needed: int) -> None:
-    """Refuse a build that cannot fit on the disk, before any work: say how much it needs and how much is free."""
-    free = free_bytes(folder)
-    if needed > free:
-        raise MrlError(
-            f"{folder}: the index needs about {needed / 2**20:,.1f} MiB on disk and {free / 2**20:,.1f} MiB are "
-            "free there; free some space or build elsewhere"
-        )
-
-
-def _committed(folder: Path, generation: int) -> bool:
-    return (folder / "CURRENT").exists() and read_current(folder).generation == generation
-
-
-def raise_failed_write(folder: Path, m: Manifest, exc: BaseException, doing: str, cleanup=None) -> None:
-    """After a write of generation ``m`` failed: remove its files (unless it committed after all) and re-raise.
-
-    A full disk becomes one clear error. The live generation is untouched either way. ``cleanup`` removes
-    what else the caller wrote.
-    """
-    if _committed(folder, m.generation):
-        raise exc  # the commit went through before the failure: the new generation is live, keep its files
-    full = _disk_full(folder, exc)  # before our partial files go and free their space again
-    if folder.exists():
-        _remove_generation_files(folder, m)
-    if cleanup is not None:
-        cleanup()
-    if full:
-        raise MrlError(f"{folder}: the disk filled up while {doing}; nothing was changed") from None
-    raise exc
-
-
-def _disk_full(folder: Path, exc: BaseException) -> bool:
-    """ENOSPC, or a short write (numpy's and faiss's errors carry no errno) on a disk with under 1 MiB left."""
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return True
-    if not isinstance(exc, OSError | RuntimeError):
-        return False
-    return free_bytes(folder) < 2**20
-
-
-def _remove_generation_files(folder: Path, m: Manifest) -> None:
-    """Delete what a failed write of generation ``m`` left: its own files and its manifest, never older ones."""
-    tag = f"-{m.generation:08d}"
-    for path in folder.glob(f"*{tag}*"):
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-    for stray in folder.glob(f".*{tag}*"):  # temp files of an interrupted atomic write
-        shutil.rmtree(stray, ignore_errors=True) if stray.is_dir() else stray.unlink(missing_ok=True)
-
-
-def _remove_sqlite(path: Path, keep_main: bool = False) -> None:
-    """Remove an SQLite file's -wal and -shm companions (and the file itself unless ``keep_main``)."""
-    for suffix in ("-wal", "-shm") if keep_main else ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-
-
-def _write_ann(folder: Path, stem: str, index: faiss.Index | FolderAnn) -> str:
-    """Save a first pass as ``<stem>.faiss``, or as the folder ``<stem>.<suffix>`` of a folder engine."""
-    if isinstance(index, FolderAnn):
-        name = f"{stem}.{index.SUFFIX}"
-        index.save(folder / name)
-        return name
-    name = f"{stem}.faiss"
-    atomic_write_path(folder / name, lambda tmp: faiss.write_index(index, str(tmp)))
-    return name

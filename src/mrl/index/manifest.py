@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mrl.errors import MrlError
-from mrl.index.storage import atomic_write, atomic_write_json
+from mrl.vectors.files import atomic_write, atomic_write_json
 
 # 2: full vectors may be stored rotated (``rotation_file``); 3: stored as int8 or truncated (``keep_dims``);
 # 4: the first pass may be a zvec collection (``ann="zvec"``).
@@ -59,8 +59,9 @@ class Manifest:
         return 2 if self.rotation_file else 1
 
     def files(self) -> set[str]:
-        names = {s["file"] for s in self.segments} | {self.ann_file}
-        names |= {f for f in (self.tombstones_file, self.rotation_file) if f}
+        """The files of this generation (an index created empty has no first pass until its first rows)."""
+        names = {s["file"] for s in self.segments}
+        names |= {f for f in (self.ann_file, self.tombstones_file, self.rotation_file) if f}
         return names
 
 

@@ -28,10 +28,10 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from mrl.data import Document
-from mrl.encode import prefix
 from mrl.errors import MrlError
-from mrl.index.backend import (
-    DatabaseBackend,
+from mrl.index.filters import parse_filter, to_sql
+from mrl.index.interface import (
+    DatabaseIndex,
     SearchTimings,
     check_unique,
     existing_ids_error,
@@ -39,12 +39,14 @@ from mrl.index.backend import (
     stored_settings,
     unknown_ids_error,
 )
-from mrl.index.rotation import rotate_rows, unrotate_rows
+from mrl.vectors.prefix import prefix
+from mrl.vectors.rotation import rotate_rows, unrotate_rows
 
 META_TABLE = "mrl_indexes"
 FORMAT_VERSION = 2  # 2: vectors stored rotated (settings 'rotation'); unrotated indexes are still written as 1
 MIN_PGVECTOR = (0, 7, 0)  # subvector, l2_normalize and halfvec arrived in 0.7.0
 MAX_EF_SEARCH = 1000  # pgvector's upper bound for hnsw.ef_search
+FILTERED_SCAN_TUPLES = 1_000_000  # graph tuples a filtered iterative scan may visit before it stops short
 DEFAULT_HNSW = {"m": 16, "ef_construction": 64}
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 INSTALL_HINT = (
@@ -113,7 +115,7 @@ def connect(dsn: str):
     return conn
 
 
-class PostgresIndex(DatabaseBackend):
+class PostgresIndex(DatabaseIndex):
     """A two-pass Matryoshka index in a PostgreSQL table; open with :meth:`open`, create with :meth:`build`.
 
     Example::
@@ -173,7 +175,7 @@ class PostgresIndex(DatabaseBackend):
         if settings is None:
             conn.close()
             raise MrlError(
-                f"{redact(dsn)}: no mrl index named '{table}' (build it with mrl index build --backend postgres)"
+                f"{redact(dsn)}: no mrl index named '{table}' (build it first: mrl index build, or build_index)"
             )
         if settings.get("format_version", 0) > FORMAT_VERSION:
             conn.close()
@@ -221,7 +223,7 @@ class PostgresIndex(DatabaseBackend):
         exists = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is not None
         if exists and not overwrite:
             conn.close()
-            raise MrlError(f"{self.location}: table exists (use --overwrite)")
+            raise MrlError(f"{self.location}: table exists (pass `overwrite` to replace it)")
         if exists and _settings(conn, table) is None:
             conn.close()
             raise MrlError(f"{self.location}: refusing to overwrite a table that is not an mrl index")
@@ -269,11 +271,13 @@ class PostgresIndex(DatabaseBackend):
             for d, vec in zip(documents, unit, strict=True):
                 copy.write_row((d.id, d.text, Jsonb(d.metadata or {}), vec))
 
-    def _two_pass_sql(self, k: int, kprime: int, funnel: list[int]) -> tuple[str, list[int]]:
-        """The statement, and the funnel dims it reranks at (each takes a parameter ``q_<dim>``)."""
+    def _two_pass_sql(self, k: int, kprime: int, funnel: list[int], where: str = "") -> tuple[str, list[int]]:
+        """The statement, and the funnel dims it reranks at (each takes a parameter ``q_<dim>``). ``where``: a
+        metadata filter's condition, applied inside the first pass (pgvector's iterative scan keeps walking the
+        graph until k' rows pass it)."""
         stages = []
         sql = (
-            f"SELECT id, embedding FROM {self.table} "
+            f"SELECT id, embedding FROM {self.table} {f'WHERE {where} ' if where else ''}"
             f"ORDER BY {self._prefix_expr()} <#> %(q_prefix)s::{self.vtype}({self.prefix_dim}) LIMIT %(kprime)s"
         )
         keep = kprime
@@ -292,14 +296,16 @@ class PostgresIndex(DatabaseBackend):
         )
         return sql, stages
 
-    def _search_settings(self, conn, kprime: int, ann_search: int | None) -> None:
-        """Per-transaction HNSW settings: efSearch covers k' (iterative scan past pgvector's cap of 1000)."""
+    def _search_settings(self, conn, kprime: int, ann_search: int | None, filtered: bool = False) -> None:
+        """Per-transaction HNSW settings: efSearch covers k' (iterative scan past pgvector's cap of 1000, and past
+        the rows a filter rejects, up to FILTERED_SCAN_TUPLES visited)."""
         ef = min(max(ann_search or (self.tuned or {}).get("ann_search") or 40, kprime), MAX_EF_SEARCH)
-        iterative = "relaxed_order" if kprime > ef else "off"
+        iterative = "relaxed_order" if kprime > ef or filtered else "off"
+        tuples = FILTERED_SCAN_TUPLES if filtered else max(20_000, 4 * kprime)
         conn.execute(  # one round trip for all three
             "SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', %s, true), "
             "set_config('hnsw.max_scan_tuples', %s, true)",
-            (str(ef), iterative, str(max(20_000, 4 * kprime))),
+            (str(ef), iterative, str(tuples)),
         )
 
     # ---- the backend interface -------------------------------------------------------------
@@ -319,13 +325,16 @@ class PostgresIndex(DatabaseBackend):
             rows = conn.execute("EXPLAIN " + sql, params).fetchall()
         return "\n".join(r[0] for r in rows)
 
-    def search_keys(self, unit_queries, k, shortlist=None, ann_search=None, funnel=None, timings=None):
+    def search_keys(self, unit_queries, k, shortlist=None, ann_search=None, funnel=None, timings=None, filter=None):
         """Keys are document ids; one statement per query, all in one transaction (one snapshot)."""
         self.check_positive_k(k)
+        node = parse_filter(filter)
         unit_queries = rotate_rows(unit_queries, self.rotation)
         funnel = funnel or []
         kprime = self.requested_shortlist(k, shortlist)
-        sql, stages = self._two_pass_sql(k, kprime, funnel)
+        where_params: dict = {}
+        where = to_sql(node, where_params) if node is not None else ""
+        sql, stages = self._two_pass_sql(k, kprime, funnel, where)
         views = {"q_prefix": prefix(unit_queries, self.prefix_dim)} | {
             f"q_{d}": prefix(unit_queries, d) for d in stages
         }
@@ -334,28 +343,43 @@ class PostgresIndex(DatabaseBackend):
         scores: list[list[float]] = []
         t0 = time.perf_counter()
         with self.pool.connection() as conn, conn.transaction():
-            self._search_settings(conn, kprime, ann_search)
+            self._search_settings(conn, kprime, ann_search, filtered=node is not None)
             for i, q in enumerate(unit_queries):
                 params = {"q": q, "kprime": kprime, "k": k} | {name: view[i] for name, view in views.items()}
-                rows = conn.execute(sql, params).fetchall()
+                rows = conn.execute(sql, params | where_params).fetchall()
                 keys.append([r[0] for r in rows])
                 scores.append([float(r[1]) for r in rows])
         timings.shortlist = time.perf_counter() - t0  # both passes run inside the database
-        self.check_found(keys, k)
+        if node is None:  # a filter may match fewer than k documents
+            self.check_found(keys, k)
         return keys, scores
 
-    def exact_keys(self, unit_queries: np.ndarray, k: int) -> list[list[str]]:
+    def exact_keys(self, unit_queries: np.ndarray, k: int, filter=None) -> list[list[str]]:
         """Exact full-dim search: ordering by the full distance has no index, so PostgreSQL scans every row."""
-        sql = f"SELECT id FROM {self.table} ORDER BY embedding <#> %s::{self.vtype}({self.full_dim}) LIMIT %s"
+        node = parse_filter(filter)
+        params: dict = {}
+        where = f"WHERE {to_sql(node, params)} " if node is not None else ""
+        sql = (
+            f"SELECT id FROM {self.table} {where}"
+            f"ORDER BY embedding <#> %(q)s::{self.vtype}({self.full_dim}) LIMIT %(k)s"
+        )
         queries = rotate_rows(unit_queries, self.rotation)
         with self.pool.connection() as conn:
-            return [[r[0] for r in conn.execute(sql, (q, k)).fetchall()] for q in queries]
+            return [[r[0] for r in conn.execute(sql, {"q": q, "k": k} | params).fetchall()] for q in queries]
+
+    def stored_vectors(self, keys: list) -> dict:
+        """The stored full vectors of these ids (rotated: inner products between them are the model's)."""
+        with self.pool.connection() as conn:
+            found = conn.execute(
+                f"SELECT id, embedding::vector FROM {self.table} WHERE id = ANY(%s)", (list(keys),)
+            ).fetchall()
+        return {r[0]: _array(r[1]) for r in found}
 
     def sample_vectors(self, n: int, seed: int) -> np.ndarray:
         sql = f"SELECT embedding::vector FROM {self.table} ORDER BY md5(id || %s) LIMIT %s"
         with self.pool.connection() as conn:
             rows = conn.execute(sql, (str(seed), n)).fetchall()
-        stored = np.asarray([r[0].to_numpy() if hasattr(r[0], "to_numpy") else r[0] for r in rows], dtype=np.float32)
+        stored = np.asarray([_array(r[0]) for r in rows], dtype=np.float32)
         return unrotate_rows(stored, self.rotation)
 
     def ann_search_grid(self) -> list[int | None]:
@@ -375,12 +399,12 @@ class PostgresIndex(DatabaseBackend):
             rows = conn.execute(sql, (list(ids),)).fetchall()
         return {r[0]: Document(r[0], r[1], r[2]) for r in rows}
 
-    def ids_where(self, key: str, value) -> list[str]:
-        from psycopg.types.json import Jsonb
-
+    def ids_matching(self, filter=None) -> list[str]:
+        node = parse_filter(filter)
+        params: dict = {}
+        where = f"WHERE {to_sql(node, params)} " if node is not None else ""
         with self.pool.connection() as conn:
-            rows = conn.execute(f"SELECT id FROM {self.table} WHERE metadata @> %s ORDER BY id", (Jsonb({key: value}),))
-            return [r[0] for r in rows.fetchall()]
+            return [r[0] for r in conn.execute(f"SELECT id FROM {self.table} {where}ORDER BY id", params).fetchall()]
 
     def add(self, documents: list[Document], vectors: np.ndarray | None = None) -> int:
         return self._write(documents, vectors, replace=False)
@@ -408,14 +432,15 @@ class PostgresIndex(DatabaseBackend):
             )
         return len(documents)
 
-    def delete(self, ids: list[str]) -> int:
+    def delete(self, ids: list[str], missing_ok: bool = False) -> int:
+        ids = list(dict.fromkeys(ids)) if missing_ok else ids
         check_unique(ids)
         with self.lock, self.conn.transaction():
             gone = self.conn.execute(f"DELETE FROM {self.table} WHERE id = ANY(%s) RETURNING id", (list(ids),))
             found = {r[0] for r in gone.fetchall()}
-            if len(found) < len(ids):
+            if len(found) < len(ids) and not missing_ok:
                 raise unknown_ids_error([i for i in ids if i not in found])  # rolls the transaction back
-        return len(ids)
+        return len(found)
 
     def stats(self) -> dict:
         with self.pool.connection() as conn:
@@ -439,3 +464,8 @@ class PostgresIndex(DatabaseBackend):
 def _settings(conn, table: str) -> dict | None:
     row = conn.execute(f"SELECT settings FROM {META_TABLE} WHERE name = %s", (table,)).fetchone()
     return row[0] if row else None
+
+
+def _array(value) -> np.ndarray:
+    """A pgvector value as float32 (psycopg returns a ``Vector`` or, for halfvec casts, a numpy array)."""
+    return np.asarray(value.to_numpy() if hasattr(value, "to_numpy") else value, dtype=np.float32)

@@ -36,10 +36,10 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from mrl.data import Document
-from mrl.encode import prefix
 from mrl.errors import MrlError
-from mrl.index.backend import (
-    DatabaseBackend,
+from mrl.index.filters import BOOL_SHADOW, parse_filter, to_qdrant
+from mrl.index.interface import (
+    DatabaseIndex,
     SearchTimings,
     check_unique,
     existing_ids_error,
@@ -47,14 +47,38 @@ from mrl.index.backend import (
     stored_settings,
     unknown_ids_error,
 )
-from mrl.index.rotation import rotate_rows, unrotate_rows
-from mrl.index.storage import atomic_write_json
+from mrl.vectors.files import atomic_write_json
+from mrl.vectors.prefix import prefix
+from mrl.vectors.rotation import rotate_rows, unrotate_rows
 
 FORMAT_VERSION = 2  # 2: vectors stored rotated (settings 'rotation'); unrotated indexes are still written as 1
 NAMESPACE = uuid.UUID("6f0d6a43-3c55-4f1b-9a51-0b8f6f2f4a11")  # fixed: the same id maps to the same point
 BATCH = 256
 # local mode scores every point exactly and says so on each query; that is expected here, not news
 warnings.filterwarnings("ignore", message="Local mode performs exact", category=UserWarning)
+
+
+def payload_types(documents: list[Document]) -> dict[str, str]:
+    """The payload index each metadata field gets: ``keyword`` for text, ``datetime`` for ISO 8601 dates,
+    ``float`` for numbers, ``bool`` for true/false (a list-valued field by its elements; the first kind seen wins).
+
+    Why: without one, Qdrant cannot estimate how many points a filter keeps, and walks the graph even for a filter
+    that keeps a handful, missing some of them; with one, a selective filter scans its matches exactly."""
+    from mrl.index.filters import as_datetime
+
+    found: dict[str, str] = {}
+    for d in documents:
+        for name, value in (d.metadata or {}).items():
+            item = value[0] if isinstance(value, list) and value else value
+            if name in found or item is None or isinstance(item, dict | list):
+                continue
+            if isinstance(item, bool):
+                found[name] = "bool"
+            elif isinstance(item, int | float):
+                found[name] = "float"
+            elif isinstance(item, str):
+                found[name] = "datetime" if as_datetime(item) is not None else "keyword"
+    return found
 
 
 def point_id(doc_id: str) -> str:
@@ -138,6 +162,17 @@ class ClientEngine:
     def save_settings(self, settings: dict) -> None:
         self.client.update_collection(self.collection, metadata={"mrl": settings})
 
+    @staticmethod
+    def payload(d: Document) -> dict:
+        return {"id": d.id, "text": d.text, "metadata": d.metadata or {}}
+
+    def index_fields(self, types: dict[str, str]) -> None:
+        from qdrant_client import models
+
+        for name, kind in types.items():
+            schema = getattr(models.PayloadSchemaType, kind.upper())
+            self.client.create_payload_index(self.collection, f"metadata.{name}", field_schema=schema, wait=True)
+
     def upsert(self, ids: list[str], short: np.ndarray, full: np.ndarray, payloads: list[dict]) -> None:
         from qdrant_client import models
 
@@ -147,13 +182,14 @@ class ClientEngine:
         ]
         self.client.upsert(self.collection, points=points, wait=True)
 
-    def query(self, q_prefix, q_full, kprime: int, k: int, ef: int | None) -> list[list[tuple[str, float]]]:
+    def query(self, q_prefix, q_full, kprime: int, k: int, ef: int | None, where=None) -> list[list[tuple[str, float]]]:
         from qdrant_client import models
 
         params = models.SearchParams(hnsw_ef=ef) if ef else None
+        flt = to_qdrant(where, models) if where is not None else None
         requests = [
             models.QueryRequest(
-                prefetch=models.Prefetch(query=qp.tolist(), using="prefix", limit=kprime, params=params),
+                prefetch=models.Prefetch(query=qp.tolist(), using="prefix", limit=kprime, params=params, filter=flt),
                 query=qf.tolist(),
                 using="full",
                 limit=k,
@@ -164,17 +200,27 @@ class ClientEngine:
         responses = self.client.query_batch_points(self.collection, requests=requests)
         return [[(p.payload["id"], float(p.score)) for p in r.points] for r in responses]
 
-    def exact(self, q_full, k: int) -> list[list[str]]:
+    def exact(self, q_full, k: int, where=None) -> list[list[str]]:
         from qdrant_client import models
 
+        flt = to_qdrant(where, models) if where is not None else None
         requests = [
             models.QueryRequest(
-                query=q.tolist(), using="full", limit=k, params=models.SearchParams(exact=True), with_payload=["id"]
+                query=q.tolist(),
+                using="full",
+                limit=k,
+                params=models.SearchParams(exact=True),
+                filter=flt,
+                with_payload=["id"],
             )
             for q in q_full
         ]
         responses = self.client.query_batch_points(self.collection, requests=requests)
         return [[p.payload["id"] for p in r.points] for r in responses]
+
+    def full_vectors_of(self, ids: list[str]) -> dict[str, list[float]]:
+        points = self.client.retrieve(self.collection, ids=ids, with_payload=["id"], with_vectors=["full"])
+        return {p.payload["id"]: p.vector["full"] for p in points}
 
     def retrieve(self, ids: list[str]) -> list[dict]:
         return [p.payload for p in self.client.retrieve(self.collection, ids=ids, with_payload=True)]
@@ -184,10 +230,10 @@ class ClientEngine:
 
         self.client.delete(self.collection, points_selector=models.PointIdsList(points=ids), wait=True)
 
-    def ids_where(self, key: str, value) -> list[str]:
+    def ids_matching(self, where=None) -> list[str]:
         from qdrant_client import models
 
-        match = models.Filter(must=[models.FieldCondition(key=f"metadata.{key}", match=models.MatchValue(value=value))])
+        match = to_qdrant(where, models) if where is not None else None
         out, offset = [], None
         while True:
             points, offset = self.client.scroll(
@@ -219,6 +265,7 @@ class EdgeEngine:
     def __init__(self, folder: str):
         self.folder = Path(folder)
         self.shard = None
+        self.pending: dict | None = None  # the settings of a build in progress (create .. finish_build)
         if (self.folder / "mrl.json").is_file():
             self.shard = self._qe().EdgeShard.load(str(self.folder / "shard"))
 
@@ -270,17 +317,35 @@ class EdgeEngine:
             }
         )
         self.shard = qe.EdgeShard.create(str(self.folder / "shard"), config)
-        self.pending = settings
+        self.pending: dict | None = settings  # written by finish_build: until then the shard is no index
 
     def save_settings(self, settings: dict) -> None:
+        if self.pending is not None:  # a build in progress records its settings when it finishes
+            self.pending = settings
+            return
         widths = {"prefix": settings["prefix_dim"], "full": settings["full_dim"]}
         atomic_write_json(self.folder / "mrl.json", {**settings, "widths": widths})
+
+    @staticmethod
+    def payload(d: Document) -> dict:
+        """The point's payload, with each true/false metadata value also as text (see filters.BOOL_SHADOW)."""
+        flags = {k: "true" if v else "false" for k, v in (d.metadata or {}).items() if isinstance(v, bool)}
+        return {"id": d.id, "text": d.text, "metadata": d.metadata or {}, **({"mrl_bool": flags} if flags else {})}
+
+    def index_fields(self, types: dict[str, str]) -> None:
+        qe = self._qe()
+        for name, kind in types.items():
+            key, schema = (BOOL_SHADOW + name, "keyword") if kind == "bool" else (f"metadata.{name}", kind)
+            self.shard.update(
+                qe.UpdateOperation.create_field_index(key, getattr(qe.PayloadSchemaType, schema.capitalize()))
+            )
 
     def finish_build(self) -> None:
         """Build the HNSW graphs now (not on the first searches), then record the settings: the commit point."""
         self.shard.optimize()
         self.shard.flush()
-        self.save_settings(self.pending)
+        settings, self.pending = self.pending, None
+        self.save_settings(settings)
 
     def upsert(self, ids: list[str], short: np.ndarray, full: np.ndarray, payloads: list[dict]) -> None:
         qe = self._qe()
@@ -290,38 +355,35 @@ class EdgeEngine:
         ]
         self.shard.update(qe.UpdateOperation.upsert_points(points))
 
-    def query(self, q_prefix, q_full, kprime: int, k: int, ef: int | None) -> list[list[tuple[str, float]]]:
+    def query(self, q_prefix, q_full, kprime: int, k: int, ef: int | None, where=None) -> list[list[tuple[str, float]]]:
         qe = self._qe()
         params = qe.SearchParams(hnsw_ef=ef) if ef else None
+        flt = to_qdrant(where, qe) if where is not None else None
         out = []
         for qp, qf in zip(q_prefix, q_full, strict=True):
+            first = qe.Prefetch(limit=kprime, query=qe.Query.Nearest(qp.tolist(), using="prefix"), params=params,
+                                filter=flt)  # fmt: skip
             request = qe.QueryRequest(
-                limit=k,
-                prefetches=[
-                    qe.Prefetch(limit=kprime, query=qe.Query.Nearest(qp.tolist(), using="prefix"), params=params)
-                ],
-                query=qe.Query.Nearest(qf.tolist(), using="full"),
-                with_payload=["id"],
+                limit=k, prefetches=[first], query=qe.Query.Nearest(qf.tolist(), using="full"), with_payload=["id"]
             )
             out.append([(p.payload["id"], float(p.score)) for p in self.shard.query(request)])
         return out
 
-    def exact(self, q_full, k: int) -> list[list[str]]:
+    def exact(self, q_full, k: int, where=None) -> list[list[str]]:
         qe = self._qe()
-        return [
-            [
-                p.payload["id"]
-                for p in self.shard.query(
-                    qe.QueryRequest(
-                        limit=k,
-                        query=qe.Query.Nearest(q.tolist(), using="full"),
-                        params=qe.SearchParams(exact=True),
-                        with_payload=["id"],
-                    )
-                )
-            ]
-            for q in q_full
-        ]
+        flt = to_qdrant(where, qe) if where is not None else None
+        out = []
+        for q in q_full:
+            request = qe.QueryRequest(
+                limit=k, query=qe.Query.Nearest(q.tolist(), using="full"), params=qe.SearchParams(exact=True),
+                filter=flt, with_payload=["id"],
+            )  # fmt: skip
+            out.append([p.payload["id"] for p in self.shard.query(request)])
+        return out
+
+    def full_vectors_of(self, ids: list[str]) -> dict[str, list[float]]:
+        records = self.shard.retrieve(ids, with_payload=["id"], with_vector=["full"])
+        return {r.payload["id"]: r.vector["full"] for r in records}
 
     def retrieve(self, ids: list[str]) -> list[dict]:
         return [r.payload for r in self.shard.retrieve(ids, with_payload=True, with_vector=False)]
@@ -329,9 +391,9 @@ class EdgeEngine:
     def delete(self, ids: list[str]) -> None:
         self.shard.update(self._qe().UpdateOperation.delete_points(ids))
 
-    def ids_where(self, key: str, value) -> list[str]:
+    def ids_matching(self, where=None) -> list[str]:
         qe = self._qe()
-        match = qe.Filter(must=[qe.FieldCondition(key=f"metadata.{key}", match=qe.MatchValue(value))])
+        match = to_qdrant(where, qe) if where is not None else None
         out, offset = [], None
         while True:
             points, offset = self.shard.scroll(
@@ -364,7 +426,7 @@ def engine_for(location: str) -> ClientEngine | EdgeEngine:
     return EdgeEngine(target["edge"]) if "edge" in target else ClientEngine(target, collection)
 
 
-class QdrantIndex(DatabaseBackend):
+class QdrantIndex(DatabaseIndex):
     """A two-pass Matryoshka index in Qdrant; open with :meth:`open`, create with :meth:`build`.
 
     Example::
@@ -397,7 +459,7 @@ class QdrantIndex(DatabaseBackend):
         if not settings:
             engine.close()
             what = "no such collection" if settings is None else "collection is not an mrl index"
-            raise MrlError(f"{location}: {what} (build it with mrl index build --backend qdrant)")
+            raise MrlError(f"{location}: {what} (build it first: mrl index build or mrl.index.build_index)")
         if settings.get("format_version", 0) > FORMAT_VERSION:
             engine.close()
             raise MrlError(f"{location} was written by a newer mrl; upgrade mrl")
@@ -431,25 +493,73 @@ class QdrantIndex(DatabaseBackend):
         existing = engine.settings()
         if existing is not None and not overwrite:
             engine.close()
-            raise MrlError(f"{location}: collection exists (use --overwrite)")
+            raise MrlError(f"{location}: collection exists (pass `overwrite` to replace it)")
         if existing is not None and not existing:
             engine.close()
             raise MrlError(f"{location}: refusing to overwrite a collection that is not an mrl index")
-        settings = stored_settings(
-            model, full_dim, prefix_dim, store, {"m": hnsw_m, "ef_construct": ef_construction}, FORMAT_VERSION, rotation
-        )
-        engine.create(settings, hnsw_m, ef_construction, shards, replicas)
-        self = cls(engine, location, settings, loaded_model)
+        self = cls._create(location, engine, model, full_dim, prefix_dim, store, hnsw_m, ef_construction, shards,
+                           replicas, loaded_model, rotation)  # fmt: skip
         self._upload(unit, documents)
         if isinstance(engine, EdgeEngine):
             engine.finish_build()
         return self
 
+    @classmethod
+    def create(
+        cls,
+        location: str,
+        model: str | None = None,
+        full_dim: int | None = None,
+        prefix_dim: int = 64,
+        store: str = "float32",
+        hnsw_m: int = 16,
+        ef_construction: int = 100,
+        shards: int = 1,
+        replicas: int = 1,
+        overwrite: bool = False,
+        loaded_model=None,
+    ) -> QdrantIndex:
+        """An empty collection (or Edge shard) to fill with :meth:`add`; its width comes from ``model`` (or
+        ``full_dim``). With no vectors to fit a rotation on, the vectors are stored unrotated."""
+        if full_dim is None:
+            from mrl.model import embedding_dim, load_model
+
+            loaded_model = loaded_model or load_model(model)
+            full_dim = embedding_dim(loaded_model)
+            model = getattr(loaded_model, "mrl_source", model)
+        if not 0 < prefix_dim <= full_dim:
+            raise MrlError(f"`prefix_dim` {prefix_dim} must be between 1 and the vector width {full_dim}")
+        engine = engine_for(location)
+        existing = engine.settings()
+        if existing is not None and not overwrite:
+            engine.close()
+            raise MrlError(f"{location}: collection exists (pass `overwrite` to replace it)")
+        self = cls._create(location, engine, model, full_dim, prefix_dim, store, hnsw_m, ef_construction, shards,
+                           replicas, loaded_model, None)  # fmt: skip
+        if isinstance(engine, EdgeEngine):
+            engine.finish_build()
+        return self
+
+    @classmethod
+    def _create(cls, location, engine, model, full_dim, prefix_dim, store, hnsw_m, ef_construction, shards, replicas,
+                loaded_model, rotation) -> QdrantIndex:  # fmt: skip
+        settings = stored_settings(
+            model, full_dim, prefix_dim, store, {"m": hnsw_m, "ef_construct": ef_construction}, FORMAT_VERSION, rotation
+        )
+        engine.create(settings, hnsw_m, ef_construction, shards, replicas)
+        return cls(engine, location, settings, loaded_model)
+
     def _upload(self, unit: np.ndarray, documents: list[Document]) -> None:
+        known = self.settings.get("payload_indexes") or {}
+        new = {k: v for k, v in payload_types(documents).items() if k not in known}
+        if new:  # before the points, so that they are indexed as they arrive
+            with self.lock:
+                self.engine.index_fields(new)
+            self.set_payload_indexes({**known, **new})
         short = prefix(unit, self.prefix_dim)
         for start in range(0, len(documents), BATCH):
             part = documents[start : start + BATCH]
-            payloads = [{"id": d.id, "text": d.text, "metadata": d.metadata or {}} for d in part]
+            payloads = [self.engine.payload(d) for d in part]
             with self.lock:
                 self.engine.upsert(
                     [point_id(d.id) for d in part],
@@ -464,11 +574,12 @@ class QdrantIndex(DatabaseBackend):
         with self.lock:
             return self.engine.count()
 
-    def search_keys(self, unit_queries, k, shortlist=None, ann_search=None, funnel=None, timings=None):
-        """Keys are document ids; both passes run inside Qdrant, one query per vector."""
+    def search_keys(self, unit_queries, k, shortlist=None, ann_search=None, funnel=None, timings=None, filter=None):
+        """Keys are document ids; both passes run inside Qdrant, one query per vector, a filter in the prefetch."""
         self.check_positive_k(k)
+        node = parse_filter(filter)
         if funnel:
-            raise MrlError("the Qdrant backend reranks in one stage (prefix -> full); drop --funnel")
+            raise MrlError("the Qdrant backend reranks in one stage (prefix -> full); drop `funnel`")
         kprime = self.requested_shortlist(k, shortlist)
         unit_queries = rotate_rows(unit_queries, self.rotation)
         ef = ann_search or (self.tuned or {}).get("ann_search")
@@ -476,17 +587,24 @@ class QdrantIndex(DatabaseBackend):
         t0 = time.perf_counter()
         with self.lock:
             found = self.engine.query(
-                prefix(unit_queries, self.prefix_dim), unit_queries, kprime, k, max(ef, kprime) if ef else None
+                prefix(unit_queries, self.prefix_dim), unit_queries, kprime, k, max(ef, kprime) if ef else None, node
             )
         timings.shortlist = time.perf_counter() - t0
         keys = [[i for i, _ in row] for row in found]
-        self.check_found(keys, k)
+        if node is None:  # a filter may match fewer than k documents
+            self.check_found(keys, k)
         return keys, [[s for _, s in row] for row in found]
 
-    def exact_keys(self, unit_queries: np.ndarray, k: int) -> list[list[str]]:
+    def exact_keys(self, unit_queries: np.ndarray, k: int, filter=None) -> list[list[str]]:
         queries = rotate_rows(unit_queries, self.rotation)
         with self.lock:
-            return self.engine.exact(queries, k)
+            return self.engine.exact(queries, k, parse_filter(filter))
+
+    def stored_vectors(self, keys: list) -> dict:
+        """The stored full vectors of these ids (rotated: inner products between them are the model's)."""
+        with self.lock:
+            found = self.engine.full_vectors_of([point_id(i) for i in keys])
+        return {i: np.asarray(v, dtype=np.float32) for i, v in found.items()}
 
     def sample_vectors(self, n: int, seed: int) -> np.ndarray:
         with self.lock:
@@ -508,9 +626,10 @@ class QdrantIndex(DatabaseBackend):
             payloads = self.engine.retrieve([point_id(i) for i in ids])
         return {p["id"]: Document(p["id"], p["text"], p["metadata"]) for p in payloads}
 
-    def ids_where(self, key: str, value) -> list[str]:
+    def ids_matching(self, filter=None) -> list[str]:
+        node = parse_filter(filter)
         with self.lock:
-            return sorted(self.engine.ids_where(key, value))
+            return sorted(self.engine.ids_matching(node))
 
     def add(self, documents: list[Document], vectors: np.ndarray | None = None) -> int:
         unit = self.vectors_for(documents, vectors)
@@ -524,15 +643,18 @@ class QdrantIndex(DatabaseBackend):
         self._upload(self.vectors_for(documents, vectors), documents)
         return len(documents)
 
-    def delete(self, ids: list[str]) -> int:
+    def delete(self, ids: list[str], missing_ok: bool = False) -> int:
+        ids = list(dict.fromkeys(ids)) if missing_ok else ids
         check_unique(ids)
         found = self.get(ids)
         missing = [i for i in ids if i not in found]
-        if missing:
+        if missing and not missing_ok:
             raise unknown_ids_error(missing)
-        with self.lock:
-            self.engine.delete([point_id(i) for i in ids])
-        return len(ids)
+        present = [i for i in ids if i in found]
+        if present:
+            with self.lock:
+                self.engine.delete([point_id(i) for i in present])
+        return len(present)
 
     def stats(self) -> dict:
         with self.lock:

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mrl.encode import prefix
 from mrl.errors import MrlError
-from mrl.index.storage import atomic_write
+from mrl.vectors.files import atomic_write
+from mrl.vectors.prefix import prefix
 
 STORES = ("float32", "float16", "int8")
 IO_MODES = ("auto", "mmap", "pread")
@@ -44,7 +44,7 @@ INT8_MAX = 127
 
 def check_store(store: str) -> None:
     if store not in STORES:
-        raise MrlError(f"--store must be one of {', '.join(STORES)}, not '{store}'")
+        raise MrlError(f"`store` must be one of {', '.join(STORES)}, not '{store}'")
 
 
 def keep_prefix(rows: np.ndarray, keep_dims: int | None) -> np.ndarray:
@@ -71,9 +71,9 @@ def encode_rows(unit: np.ndarray, store: str, scale: list[float] | None) -> np.n
 
 
 def decode_rows(stored: np.ndarray, scale: list[float] | None) -> np.ndarray:
-    """Stored rows back to float32 (int8 codes times their scale)."""
+    """Stored rows (all dims, or the first ones) back to float32 (int8 codes times their scale)."""
     if stored.dtype == np.int8:
-        return stored.astype(np.float32) * np.asarray(scale, dtype=np.float32)
+        return stored.astype(np.float32) * np.asarray(scale, dtype=np.float32)[: stored.shape[1]]
     return stored.astype(np.float32, copy=False)
 
 
@@ -177,17 +177,18 @@ class Segment:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def rows(self, rows: np.ndarray) -> np.ndarray:
-        """Stored rows (coded) in the order given."""
+    def rows(self, rows: np.ndarray, width: int | None = None) -> np.ndarray:
+        """Stored rows (coded) in the order given; their first ``width`` dims only, where given (a mapped segment
+        then reads just those bytes of each row)."""
         if self.array is not None:
             order = np.argsort(rows)  # sorted reads are friendlier to the page cache
-            out = np.empty((len(rows), self.shape[1]), dtype=self.dtype)
-            out[order] = self.array[rows[order]]
+            out = np.empty((len(rows), width or self.shape[1]), dtype=self.dtype)
+            out[order] = self.array[rows[order], :width] if width else self.array[rows[order]]
             return out
         if len(rows) < 2 or (rows[1:] > rows[:-1]).all():  # sorted and unique already (a rerank's gather)
-            return self._pread(rows)
+            return self._pread(rows)[:, :width]
         unique, inverse = np.unique(rows, return_inverse=True)
-        return self._pread(unique)[inverse]
+        return self._pread(unique)[inverse][:, :width]
 
     def _pread(self, rows: np.ndarray) -> np.ndarray:
         """Sorted unique rows, coalesced into runs of adjacent rows, read concurrently."""
@@ -232,7 +233,7 @@ def _pool() -> ThreadPoolExecutor:
 def resolve_io(io: str, paths: list[Path]) -> str:
     """``auto``: ``pread`` when the segments are larger than half of the memory available now, else ``mmap``."""
     if io not in IO_MODES:
-        raise MrlError(f"--io must be one of {', '.join(IO_MODES)}, not '{io}'")
+        raise MrlError(f"`io` must be one of {', '.join(IO_MODES)}, not '{io}'")
     if io != "auto":
         return io
     total = sum(p.stat().st_size for p in paths if p.exists())

@@ -128,9 +128,9 @@ def tuning_queries(index, sample: int, seed: int, queries: np.ndarray | None) ->
         return TuningQueries(index.sample_vectors(sample, seed), "documents")
     queries = np.asarray(queries, dtype=np.float32)
     if queries.ndim != 2 or queries.shape[1] != index.full_dim or not len(queries):
-        raise MrlError(f"queries: tuning queries must be {index.full_dim}-dim vectors, got shape {queries.shape}")
+        raise MrlError(f"`queries`: tuning queries must be {index.full_dim}-dim vectors, got shape {queries.shape}")
     if not np.isfinite(queries).all():
-        raise MrlError("queries: tuning queries contain NaN or infinite values")
+        raise MrlError("`queries`: tuning queries contain NaN or infinite values")
     return TuningQueries(queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12), "queries")
 
 
@@ -223,13 +223,13 @@ def tune(
     line per step of the width search.
     """
     if not 0 < target_recall <= 1:
-        raise MrlError(f"target_recall must be in (0, 1], got {target_recall}")
+        raise MrlError(f"`target_recall` must be in (0, 1], got {target_recall}")
     index.check_positive_k(k)
     live = index.count
     if live <= k + 1:  # a held-out document needs k others to find
         raise MrlError(f"the index holds {live} documents: too few to tune for k={k}")
     if widths is not None and not hasattr(index, "width_trials"):
-        raise MrlError("widths: only an embedded index can measure prefix widths; give a fixed prefix_dim")
+        raise MrlError("`widths`: only an embedded index can measure prefix widths; give a fixed prefix_dim")
     tq = tuning_queries(index, min(sample, live), seed, queries)
     measure = Measure(index, tq, k)
     shortlists = sorted({min(s, live) for s in shortlists if s >= k}) if shortlists else default_shortlists(k, live)
@@ -277,7 +277,7 @@ def tune_width(
         candidates = prefix_widths(trial.stored_dim) if widths == "auto" else sorted(set(widths), reverse=True)
         bad = [w for w in candidates if not 0 < w <= trial.stored_dim]
         if bad:
-            raise MrlError(f"prefix_dim: {bad[0]} is not between 1 and the stored width {trial.stored_dim}")
+            raise MrlError(f"`prefix_dim`: {bad[0]} is not between 1 and the stored width {trial.stored_dim}")
         table: list[dict] = []
         finalists: dict[int, dict] = {}
         for i, width in enumerate(candidates, 1):

@@ -10,9 +10,14 @@ Example::
     from mrl.integrations.langchain import MrlVectorStore
 
     store = MrlVectorStore("idx/scifact")          # or "postgresql://user@host/db/docs", "qdrant-edge:///srv/docs"
+    store = MrlVectorStore.create("idx/notes", model="default")          # an empty index, to fill
     store.add_texts(["Vitamin D and hip fractures"], metadatas=[{"source": "notes"}], ids=["n1"])
-    store.similarity_search_with_score("does vitamin D prevent fractures", k=3)
-    retriever = store.as_retriever(search_kwargs={"k": 5})
+    store.similarity_search_with_score("does vitamin D prevent fractures", k=3, filter={"source": "notes"})
+    store.max_marginal_relevance_search("vitamin D", k=3, fetch_k=20, lambda_mult=0.5)
+    retriever = store.as_retriever(search_type="mmr", search_kwargs={"k": 5, "filter": {"source": "notes"}})
+
+Filters are dicts in the Chroma / MongoDB ``where`` shape (:mod:`mrl.index.filters`), as LangChain's PGVector and
+Chroma stores take them; a callable filter is refused, since the index filters before it ranks, not after.
 """
 
 from __future__ import annotations
@@ -28,22 +33,43 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 
 from mrl.data import Document
-from mrl.encode import prefix
-from mrl.index.backend import SearchBackend, open_index
+from mrl.index import SearchIndex, open_index
+from mrl.vectors.prefix import prefix
 
 
-def _backend(location: str | Path | SearchBackend) -> SearchBackend:
-    return location if isinstance(location, SearchBackend) else open_index(location)
+def _backend(location: str | Path | SearchIndex) -> SearchIndex:
+    if isinstance(location, SearchIndex):
+        return location
+    if isinstance(location, Embeddings):
+        raise TypeError(
+            "MrlVectorStore takes an mrl index or its location (a folder, postgresql://..., qdrant-edge://...), not "
+            "an Embeddings: the index encodes with its own model. For a new store use MrlVectorStore.create(folder, "
+            "model=...) or MrlVectorStore.from_texts(texts, location=folder)"
+        )
+    return open_index(location)
+
+
+def _filter(kwargs: dict):
+    """The ``filter`` of a LangChain call, as mrl takes it: a where-shaped dict (a callable is refused)."""
+    where = kwargs.get("filter")
+    if callable(where):
+        raise ValueError(
+            "MrlVectorStore filters inside the index, before it ranks: give filter as a dict such as "
+            '{"source": "pubmed", "year": {"$gte": 2020}} (operators: mrl.index.filters), not a callable'
+        )
+    return where
 
 
 class MrlEmbeddings(Embeddings):
     """The index's model as LangChain embeddings: unit vectors, or their re-normalized first ``dimensions``."""
 
-    def __init__(self, index: str | Path | SearchBackend, dimensions: int | None = None):
+    def __init__(self, index: str | Path | SearchIndex, dimensions: int | None = None):
         self.index = _backend(index)
         self.dimensions = dimensions or self.index.full_dim
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
         return prefix(self.index.encode(list(texts)), self.dimensions).tolist()
 
     def embed_query(self, text: str) -> list[float]:
@@ -57,7 +83,7 @@ class MrlVectorStore(VectorStore):
     Writes are upserts by id, as LangChain's ``add_documents`` with ids expects.
     """
 
-    def __init__(self, index: str | Path | SearchBackend, shortlist: int | None = None, ann_search: int | None = None):
+    def __init__(self, index: str | Path | SearchIndex, shortlist: int | None = None, ann_search: int | None = None):
         self.index = _backend(index)
         self.shortlist = shortlist
         self.ann_search = ann_search
@@ -71,6 +97,8 @@ class MrlVectorStore(VectorStore):
         self, texts: Iterable[str], metadatas: list[dict] | None = None, *, ids: list[str] | None = None, **kwargs: Any
     ) -> list[str]:
         texts = list(texts)
+        if not texts:
+            return []
         ids = [str(i) for i in ids] if ids else [str(uuid.uuid4()) for _ in texts]
         metadatas = metadatas or [{} for _ in texts]
         self.index.upsert([Document(i, t, dict(m)) for i, t, m in zip(ids, texts, metadatas, strict=True)])
@@ -81,6 +109,7 @@ class MrlVectorStore(VectorStore):
         return self.add_texts([d.page_content for d in documents], [d.metadata for d in documents], ids=ids)
 
     def _search(self, query: str | np.ndarray, k: int, **kwargs: Any) -> list[tuple[LCDocument, float]]:
+        where = _filter(kwargs)
         k = min(k, self.index.count)
         if k <= 0:
             return []
@@ -89,8 +118,9 @@ class MrlVectorStore(VectorStore):
             k=k,
             shortlist=kwargs.get("shortlist", self.shortlist),
             ann_search=kwargs.get("ann_search", self.ann_search),
+            filter=where,
         )
-        return [(LCDocument(page_content=h.text or "", metadata=h.metadata, id=h.id), h.score) for h in hits]
+        return [(_document(h), h.score) for h in hits]
 
     def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[LCDocument]:
         return [doc for doc, _ in self._search(query, k, **kwargs)]
@@ -106,15 +136,42 @@ class MrlVectorStore(VectorStore):
     def _select_relevance_score_fn(self):
         return lambda score: (score + 1.0) / 2.0  # cosine in [-1, 1] to LangChain's [0, 1]
 
+    def max_marginal_relevance_search(
+        self, query: str, k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, **kwargs: Any
+    ) -> list[LCDocument]:
+        """``k`` documents relevant to the query and unlike each other, among the ``fetch_k`` best reranked on the
+        full vectors (:meth:`mrl.index.SearchIndex.max_marginal_relevance`)."""
+        where = _filter(kwargs)
+        hits = self.index.max_marginal_relevance(query, k=k, fetch_k=fetch_k, lambda_mult=lambda_mult, filter=where)
+        return [_document(h) for h in hits]
+
+    def max_marginal_relevance_search_by_vector(
+        self, embedding: list[float], k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, **kwargs: Any
+    ) -> list[LCDocument]:
+        vector = np.asarray(embedding, dtype=np.float32)
+        where = _filter(kwargs)
+        hits = self.index.max_marginal_relevance(vector, k=k, fetch_k=fetch_k, lambda_mult=lambda_mult, filter=where)
+        return [_document(h) for h in hits]
+
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
-        if not ids:
-            raise ValueError("give the ids to delete (mrl does not delete a whole index through delete())")
-        self.index.delete(list(ids))
+        """Delete by id; ids that are not there are passed over. With no ids, every document goes (LangChain's
+        contract: ``delete()`` empties the store)."""
+        targets = self.index.ids_matching() if ids is None else list(ids)
+        if targets:
+            self.index.delete(targets, missing_ok=True)
         return True
 
     def get_by_ids(self, ids: Sequence[str], /) -> list[LCDocument]:
         found = self.index.get(list(ids))
         return [LCDocument(page_content=found[i].text, metadata=found[i].metadata, id=i) for i in ids if i in found]
+
+    @classmethod
+    def create(cls, location: str | Path, model: str = "default", **create: Any) -> MrlVectorStore:
+        """An empty embedded index at ``location`` (a new folder), encoding with ``model``; fill it with
+        ``add_texts``/``add_documents``. ``create`` goes to :meth:`mrl.index.Index.create` (``prefix_dim``...)."""
+        from mrl.index import Index
+
+        return cls(Index.create(location, model=model, **create))
 
     @classmethod
     def from_texts(
@@ -144,3 +201,7 @@ class MrlVectorStore(VectorStore):
         loaded = load_model(model)
         vectors = encode_texts(loaded, list(texts), progress=False)
         return cls(Index.build(location, vectors, docs, model=model, loaded_model=loaded, **build))
+
+
+def _document(hit) -> LCDocument:
+    return LCDocument(page_content=hit.text or "", metadata=hit.metadata, id=hit.id)

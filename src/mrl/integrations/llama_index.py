@@ -19,6 +19,10 @@ Example::
         embed_model=MrlEmbedding(store.client),
     )
     index.as_retriever(similarity_top_k=3).retrieve("does vitamin D prevent fractures")
+
+LlamaIndex's ``MetadataFilters`` (``==``, ``!=``, ``>``, ``>=``, ``<``, ``<=``, ``in``, ``nin``, ``any``, ``contains``,
+``is_empty``, nested, and/or/not), ``doc_ids``, ``node_ids`` and the MMR query mode all run inside the index: filters
+become mrl's filter language (:mod:`mrl.index.filters`), so they apply before the index ranks, on every backend.
 """
 
 from __future__ import annotations
@@ -31,25 +35,64 @@ import numpy as np
 from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.embeddings import BaseEmbedding
 from llama_index.core.schema import BaseNode, MetadataMode
-from llama_index.core.vector_stores.types import BasePydanticVectorStore, VectorStoreQuery, VectorStoreQueryResult
+from llama_index.core.vector_stores.types import (
+    BasePydanticVectorStore,
+    FilterCondition,
+    FilterOperator,
+    MetadataFilters,
+    VectorStoreQuery,
+    VectorStoreQueryMode,
+    VectorStoreQueryResult,
+)
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 
 from mrl.data import Document
-from mrl.encode import prefix
-from mrl.index.backend import SearchBackend, open_index
+from mrl.index import SearchIndex, open_index
+from mrl.vectors.prefix import prefix
+
+NODE_ID = "node_id"  # the node's id, kept in its metadata too: what node_ids filter on
+OPERATORS = {
+    FilterOperator.EQ: "$eq",
+    FilterOperator.NE: "$ne",
+    FilterOperator.GT: "$gt",
+    FilterOperator.GTE: "$gte",
+    FilterOperator.LT: "$lt",
+    FilterOperator.LTE: "$lte",
+    FilterOperator.IN: "$in",
+    FilterOperator.NIN: "$nin",
+    FilterOperator.ANY: "$in",  # a list-valued field matches a value when any element does
+    FilterOperator.CONTAINS: "$eq",
+}
 
 
-def _backend(location: str | Path | SearchBackend) -> SearchBackend:
-    return location if isinstance(location, SearchBackend) else open_index(location)
+def where(filters: MetadataFilters) -> dict:
+    """LlamaIndex's ``MetadataFilters`` in mrl's filter language (:mod:`mrl.index.filters`)."""
+    parts = []
+    for f in filters.filters:
+        if isinstance(f, MetadataFilters):
+            parts.append(where(f))
+        elif f.operator == FilterOperator.IS_EMPTY:
+            parts.append({f.key: {"$exists": False}})
+        elif f.operator in OPERATORS:
+            parts.append({f.key: {OPERATORS[f.operator]: f.value}})
+        else:
+            raise ValueError(f"MrlVectorStore does not filter with '{f.operator.value}' (on '{f.key}')")
+    if filters.condition == FilterCondition.NOT:
+        return {"$not": {"$and": parts}} if len(parts) != 1 else {"$not": parts[0]}
+    return {"$or" if filters.condition == FilterCondition.OR else "$and": parts} if len(parts) != 1 else parts[0]
+
+
+def _backend(location: str | Path | SearchIndex) -> SearchIndex:
+    return location if isinstance(location, SearchIndex) else open_index(location)
 
 
 class MrlEmbedding(BaseEmbedding):
     """The index's model as a LlamaIndex embedding model: unit vectors, or their first ``dimensions`` re-normalized."""
 
     dimensions: int | None = None
-    _index: SearchBackend = PrivateAttr()
+    _index: SearchIndex = PrivateAttr()
 
-    def __init__(self, index: str | Path | SearchBackend, dimensions: int | None = None, **kwargs: Any):
+    def __init__(self, index: str | Path | SearchIndex, dimensions: int | None = None, **kwargs: Any):
         backend = _backend(index)
         super().__init__(dimensions=dimensions, model_name=str(backend.model_name), **kwargs)
         self._index = backend
@@ -76,14 +119,14 @@ class MrlVectorStore(BasePydanticVectorStore):
     stores_text: bool = True
     shortlist: int | None = None
     ann_search: int | None = None
-    _index: SearchBackend = PrivateAttr()
+    _index: SearchIndex = PrivateAttr()
 
-    def __init__(self, index: str | Path | SearchBackend, shortlist: int | None = None, ann_search: int | None = None):
+    def __init__(self, index: str | Path | SearchIndex, shortlist: int | None = None, ann_search: int | None = None):
         super().__init__(shortlist=shortlist, ann_search=ann_search)
         self._index = _backend(index)
 
     @property
-    def client(self) -> SearchBackend:
+    def client(self) -> SearchIndex:
         return self._index
 
     def add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
@@ -94,7 +137,7 @@ class MrlVectorStore(BasePydanticVectorStore):
             Document(
                 n.node_id,
                 n.get_content(metadata_mode=MetadataMode.NONE),
-                node_to_metadata_dict(n, remove_text=True, flat_metadata=False),
+                {**node_to_metadata_dict(n, remove_text=True, flat_metadata=False), NODE_ID: n.node_id},
             )
             for n in nodes
         ]
@@ -110,35 +153,59 @@ class MrlVectorStore(BasePydanticVectorStore):
         """Delete every node of one source document."""
         ids = self._index.ids_where("ref_doc_id", ref_doc_id)
         if ids:
-            self._index.delete(ids)
+            self._index.delete(ids, missing_ok=True)
 
     def delete_nodes(self, node_ids: list[str] | None = None, filters=None, **delete_kwargs: Any) -> None:
+        """Delete the nodes with these ids that exist (others are passed over), or every node the filters match."""
+        targets = list(node_ids or [])
         if filters is not None:
-            raise ValueError("MrlVectorStore deletes by node id or ref_doc_id, not by metadata filters")
-        live = self._index.get(list(node_ids or []))
-        if live:
-            self._index.delete(list(live))
+            matching = self._index.ids_matching(where(filters))
+            targets = [i for i in matching if i in set(targets)] if node_ids is not None else matching
+        if targets:
+            self._index.delete(targets, missing_ok=True)
+
+    def clear(self) -> None:
+        """Delete every node."""
+        ids = self._index.ids_matching()
+        if ids:
+            self._index.delete(ids, missing_ok=True)
 
     def get_nodes(self, node_ids: list[str] | None = None, filters=None) -> list[BaseNode]:
-        if filters is not None or node_ids is None:
-            raise ValueError("MrlVectorStore gets nodes by id (node_ids=[...]), not by metadata filters")
-        found = self._index.get(list(node_ids))
-        return [self._node(found[i].id, found[i].text, found[i].metadata) for i in node_ids if i in found]
+        """The nodes with these ids, or the ones the filters match (both: the ids among the matches)."""
+        if node_ids is None and filters is None:
+            raise ValueError("give node_ids or filters: MrlVectorStore does not list a whole index")
+        ids = list(node_ids) if node_ids is not None else self._index.ids_matching(where(filters))
+        if node_ids is not None and filters is not None:
+            ids = [i for i in ids if i in set(self._index.ids_matching(where(filters)))]
+        found = self._index.get(ids)
+        return [self._node(found[i].id, found[i].text, found[i].metadata) for i in ids if i in found]
 
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
-        """The two-pass search for ``query.query_embedding`` (full width, the index's model) or ``query.query_str``."""
-        if query.filters is not None:
-            raise ValueError("MrlVectorStore does not filter by metadata; query without filters")
-        k = min(query.similarity_top_k, self._index.count)
-        if k <= 0:
-            return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
+        """The two-pass search for ``query.query_embedding`` (full width, the index's model) or ``query.query_str``,
+        restricted by ``filters``, ``doc_ids`` and ``node_ids``; the MMR mode picks by maximal marginal relevance."""
+        if query.mode not in (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.MMR):
+            raise ValueError(f"MrlVectorStore answers the default and mmr query modes, not {query.mode.value}")
         if query.query_embedding is not None:
             target = np.asarray(query.query_embedding, dtype=np.float32)
         elif query.query_str:
             target = query.query_str
         else:
             raise ValueError("the query has neither an embedding nor text")
-        hits = self._index.search(target, k=k, shortlist=self.shortlist, ann_search=self.ann_search)
+        parts = [where(query.filters)] if query.filters is not None else []
+        if query.doc_ids:
+            parts.append({"ref_doc_id": {"$in": list(query.doc_ids)}})
+        if query.node_ids:
+            parts.append({NODE_ID: {"$in": list(query.node_ids)}})
+        spec = {"$and": parts} if len(parts) > 1 else parts[0] if parts else None
+        k = min(query.similarity_top_k, self._index.count)
+        if k <= 0:
+            return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
+        if query.mode == VectorStoreQueryMode.MMR:
+            lam = query.mmr_threshold if query.mmr_threshold is not None else 0.5
+            fetch = kwargs.get("mmr_prefetch_k") or max(20, 4 * k)
+            hits = self._index.max_marginal_relevance(target, k=k, fetch_k=fetch, lambda_mult=lam, filter=spec)
+        else:
+            hits = self._index.search(target, k=k, shortlist=self.shortlist, ann_search=self.ann_search, filter=spec)
         return VectorStoreQueryResult(
             nodes=[self._node(h.id, h.text, h.metadata) for h in hits],
             similarities=[h.score for h in hits],

@@ -26,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mrl import __version__
 from mrl.data import Document
 from mrl.errors import MrlError
-from mrl.index.backend import SearchBackend, SearchTimings, unit_vectors
+from mrl.index.filters import FilterError, parse_filter
+from mrl.index.interface import SearchIndex, SearchTimings, unit_vectors
 from mrl.serve.auth import key_ok
 from mrl.serve.batcher import EncodeBatcher
 from mrl.serve.openai_api import OpenAIError, add_openai_routes
@@ -45,9 +46,11 @@ class Limits:
 
 
 class ApiError(Exception):
+    """An HTTP error; library messages name parameters in backticks, which here are the body's fields as they are."""
+
     def __init__(self, status: int, message: str):
         self.status = status
-        self.message = message
+        self.message = message.replace("`", "")
 
     def response(self, path: str) -> JSONResponse:
         """``{"error": message}``; under ``/v1/`` (the OpenAI-compatible routes) in OpenAI's error shape."""
@@ -66,6 +69,11 @@ class SearchRequest(BaseModel):
     ann_search: int | None = Field(None, description="efSearch (hnsw, zvec), nprobe (ivf) or search window (vamana).")
     target_recall: float | None = Field(None, description="Use the index's tuned settings if tuned for >= this.")
     funnel: list[int] | None = Field(None, description="Intermediate rerank dims, e.g. [128].")
+    filter: dict[str, Any] | None = Field(
+        None,
+        description='Metadata filter in the Chroma / MongoDB "where" shape, e.g. {"source": "pubmed", "year": '
+        '{"$gte": 2020}}: $eq $ne $gt $gte $lt $lte $in $nin $exists, $and $or $not.',
+    )
 
 
 class DocumentIn(BaseModel):
@@ -80,7 +88,23 @@ class UpsertRequest(BaseModel):
     documents: list[DocumentIn]
 
 
-def create_app(index: SearchBackend, api_key_hashes: list[str] | None = None, limits: Limits | None = None) -> FastAPI:
+def body_schema(model: type[BaseModel]) -> dict:
+    """The request body a route documents in the OpenAPI schema (the route reads and checks the body itself), with
+    pydantic's ``$defs`` inlined: OpenAPI resolves references among its own components only."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node):
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(defs[node["$ref"].rsplit("/", 1)[1]])
+            return {k: inline(v) for k, v in node.items()}
+        return [inline(v) for v in node] if isinstance(node, list) else node
+
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline(schema)}}}}
+
+
+def create_app(index: SearchIndex, api_key_hashes: list[str] | None = None, limits: Limits | None = None) -> FastAPI:
     limits = limits or Limits()
     registry = CollectorRegistry()
     requests_total = Counter("mrl_requests_total", "HTTP requests", ["endpoint", "status"], registry=registry)
@@ -188,12 +212,14 @@ def create_app(index: SearchBackend, api_key_hashes: list[str] | None = None, li
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/search")
+    @app.post("/search", openapi_extra=body_schema(SearchRequest))
     async def search(request: Request) -> dict:
         """Search with text or vectors; a single query returns a list of hits, a batch a list of lists."""
         req: SearchRequest = await parse(request, SearchRequest)
         if (req.query is None) == (req.vector is None):
             raise ApiError(422, "give exactly one of 'query' (text) or 'vector'")
+        if req.vector is not None and not req.vector:
+            raise ApiError(422, "'vector' is empty")
         most = min(limits.max_k, index.count)  # one count: on a database backend it is a query
         if not 0 < req.k <= most:
             raise ApiError(422, f"k must be between 1 and {most}")
@@ -212,6 +238,10 @@ def create_app(index: SearchBackend, api_key_hashes: list[str] | None = None, li
         funnel = req.funnel or []
         if any(not index.prefix_dim < d < index.full_dim for d in funnel):
             raise ApiError(422, f"funnel dims must lie between {index.prefix_dim} and {index.full_dim}")
+        try:
+            where = parse_filter(req.filter)  # a malformed filter is refused before any encoding
+        except FilterError as exc:
+            raise ApiError(400, str(exc)) from None
         timings = SearchTimings()
         single = isinstance(req.query, str) or (req.vector is not None and not isinstance(req.vector[0], list))
         if req.query is not None:
@@ -227,15 +257,18 @@ def create_app(index: SearchBackend, api_key_hashes: list[str] | None = None, li
             vectors = await batcher(texts)
             timings.encode = time.perf_counter() - t0
         else:
-            vectors = np.asarray(req.vector if not single else [req.vector], dtype=np.float32)
+            with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, which unit_vectors refuses
+                vectors = np.asarray(req.vector if not single else [req.vector], dtype=np.float32)
             if not len(vectors) or len(vectors) > limits.max_batch:
                 raise ApiError(422, f"between 1 and {limits.max_batch} vectors per request")
         try:
             unit = unit_vectors(vectors, index.full_dim, "vector")
             keys, scores = await asyncio.to_thread(
-                index.search_keys, unit, req.k, req.shortlist, req.ann_search, funnel, timings
+                index.search_keys, unit, req.k, req.shortlist, req.ann_search, funnel, timings, where
             )
             found = await asyncio.to_thread(index.hits_for, keys, scores)
+        except FilterError as exc:  # found when the filter met the data: a range on a text field
+            raise ApiError(400, str(exc)) from None
         except MrlError as exc:
             raise ApiError(422, str(exc)) from None
         for name in ("encode", "shortlist", "rerank"):
@@ -247,7 +280,7 @@ def create_app(index: SearchBackend, api_key_hashes: list[str] | None = None, li
             "prefix_dim": index.prefix_dim,
         }
 
-    @app.post("/documents")
+    @app.post("/documents", openapi_extra=body_schema(UpsertRequest))
     async def upsert(request: Request) -> dict:
         """Add or replace documents (encoded here); the response comes after the write is durable."""
         req: UpsertRequest = await parse(request, UpsertRequest)

@@ -32,10 +32,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from mrl.calibration import stored_int8_ranges
-from mrl.encode import prefix
-from mrl.index.backend import SearchBackend
+from mrl.index.interface import SearchIndex
 from mrl.model import model_name
+from mrl.train.calibration import stored_int8_ranges
+from mrl.vectors.prefix import prefix
 
 ENCODINGS = ("float", "base64", "int8", "uint8", "binary", "ubinary")
 CALIBRATION_VECTORS = 10_000
@@ -65,7 +65,7 @@ class Calibration:
     """int8 ranges per dim: those stored with the model by ``mrl train`` (:mod:`mrl.calibration`), else fitted
     once on the index's own vectors (model basis) and kept, so a text always gets the same codes."""
 
-    def __init__(self, index: SearchBackend):
+    def __init__(self, index: SearchIndex):
         self.index = index
         self._ranges: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
@@ -94,7 +94,7 @@ def encode_output(vectors: np.ndarray, encoding: str, calibration: Calibration) 
     return [row.tolist() for row in quantize_embeddings(vectors, precision=encoding, ranges=ranges)]
 
 
-def add_openai_routes(app: FastAPI, index: SearchBackend, encode, parse_json, max_inputs: int, max_chars: int):
+def add_openai_routes(app: FastAPI, index: SearchIndex, encode, parse_json, max_inputs: int, max_chars: int):
     """Register the two routes on ``app``; ``encode`` is the server's (micro-batched) text encoder."""
     calibration = Calibration(index)
     name = model_name(index.model_name)  # what clients pass as ``model``
