@@ -1,10 +1,11 @@
-"""Every figure the README and the docs cite from a result file is in that file.
+"""Every figure the README and the docs quote from a result file equals the value it names, at the precision shown.
 
-A block of Markdown (a table or a paragraph) that quotes measurements starts with a marker naming its
-source, ``<!-- figures: benchmarks/results/<file>.json -->``. Every number in the block written with
-a decimal point, a thousands separator or a unit (0.6516, 2.06x, 1,270, 88%) must equal, at the precision
-shown, some number in that file (a percentage also as a fraction). Plain integers are settings (dims, k',
-efSearch) and are not checked.
+A figure carries a marker right after it that names its file and the JSON path of its value:
+``2.72x<!-- figure: benchmarks/results/x.json#summary.0.99.mrl.qps_single_ratio_vs_best_peer -->``. Path segments
+are dict keys or list indices, split on dots; a key that holds a dot itself (``0.99``) is matched whole. A figure
+with a ``%`` compares with 100 x the value, one in ``MiB`` with the value over 2^20; plain ratios (``x``), QPS and
+scores compare as they are. In the README every figure (a number with a decimal point, a thousands separator, ``x``
+or ``%``) must carry a marker, so a number can only get there from a file.
 """
 
 from __future__ import annotations
@@ -17,81 +18,116 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-MARKER = re.compile(r"<!-- figures: (.+?) -->")
-# a number with a decimal point or thousands separators, optionally signed, then x or % or nothing
-NUMBER = re.compile(r"(?<![\w.])([+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)(x|%)?(?![\w])")
+MARKER = re.compile(r"<!-- figure: (?P<file>[^#\s]+)#(?P<path>\S+) -->")
+# the figure a marker checks: the number just before it, with its unit
+FIGURE = re.compile(r"(?P<number>[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)(?P<unit>x|%| MiB| GiB| ms| s)?\**\s*$")
+# any figure in running text: a decimal point, thousands separators, or x / %
+ANY_FIGURE = re.compile(r"(?<![\w.#/-])[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:x|%)?(?![\w.])")
+UNITS = {"%": 100.0, " MiB": 2.0**-20, " GiB": 2.0**-30}
 
 
-def cited_blocks(page: Path) -> list[tuple[int, list[Path], str]]:
-    """(line, result files, text) for each marked block: the lines after a marker up to a blank line.
-
-    A marker may name several files (a table with one row per run); a figure must then be in one of them.
-    """
-    lines = page.read_text().splitlines()
-    out = []
-    for i, line in enumerate(lines):
-        found = MARKER.search(line)
-        if not found:
+def resolve(data, path: str):
+    """The value at a dotted ``path``; a dict key may itself hold dots (``summary.0.99.mrl``)."""
+    parts = path.split(".")
+    node, i = data, 0
+    while i < len(parts):
+        if isinstance(node, list):
+            node, i = node[int(parts[i])], i + 1
             continue
-        block = []
-        for following in lines[i + 1 :]:
-            if not following.strip() and block:
+        for j in range(len(parts), i, -1):  # the longest run of segments that is a key
+            key = ".".join(parts[i:j])
+            if isinstance(node, dict) and key in node:
+                node, i = node[key], j
                 break
-            if following.strip():
-                block.append(following)
-        out.append((i + 1, [REPO / name for name in found.group(1).split()], "\n".join(block)))
-    return out
+        else:
+            raise KeyError(f"no key at '{'.'.join(parts[i:])}'")
+    return node
 
 
-def numbers_in(value) -> list[float]:
-    if isinstance(value, bool):
-        return []
-    if isinstance(value, int | float):
-        return [float(value)]
-    if isinstance(value, dict):
-        return [x for v in value.values() for x in numbers_in(v)]
-    if isinstance(value, list):
-        return [x for v in value for x in numbers_in(v)]
-    return []
+def check(text_before: str, file: str, path: str, root: Path = REPO) -> str | None:
+    """None if the figure right before a marker equals the value it names at the printed precision, else why not."""
+    found = FIGURE.search(text_before)
+    if not found:
+        return f"no figure right before the marker for {file}#{path}"
+    raw, unit = found["number"], found["unit"] or ""
+    try:
+        value = resolve(json.loads((root / file).read_text()), path)
+    except (OSError, KeyError, IndexError, ValueError) as exc:
+        return f"{file}#{path}: {exc}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{file}#{path} is {value!r}, not a number"
+    decimals = len(raw.split(".")[1]) if "." in raw else 0
+    shown = float(raw.replace(",", ""))
+    expected = value * UNITS.get(unit, 1.0)
+    if abs(shown - expected) > 0.5 * 10**-decimals + 1e-9:
+        return f"{raw}{unit} is not {file}#{path} = {expected:.{decimals + 2}f}"
+    return None
 
 
-def figures(text: str) -> list[tuple[str, float, int, str]]:
-    """(as written, value, decimals, suffix) of each checked number; links, code and file names are skipped."""
-    text = re.sub(r"`[^`]*`|\([^)]*\.(?:json|png|md)\)|\S+\.(?:json|png)", " ", text)
+def markers(page: Path) -> list[tuple[int, str, str, str]]:
+    """(line number, text before the marker on its line, file, path) for each marker of a page."""
     out = []
-    for m in NUMBER.finditer(text):
-        raw, suffix = m.group(1), m.group(2) or ""
-        if "." not in raw and "," not in raw and not suffix:
-            continue
-        decimals = len(raw.split(".")[1]) if "." in raw else 0
-        out.append((m.group(0), float(raw.replace(",", "").lstrip("+")), decimals, suffix))
+    for n, line in enumerate(page.read_text().splitlines(), 1):
+        start = 0
+        for m in MARKER.finditer(line):
+            out.append((n, re.sub(r"<!--.*?-->", "", line[start : m.start()]), m["file"], m["path"]))
+            start = m.end()
     return out
 
 
-def matches(value: float, decimals: int, suffix: str, pool: list[float]) -> bool:
-    candidates = pool + ([100 * v for v in pool] if suffix == "%" else [])
-    tolerance = 0.5 * 10**-decimals + 1e-9
-    return any(abs(abs(c) - abs(value)) <= tolerance for c in candidates)  # a gap may be quoted with either sign
+def unmarked_figures(text: str) -> list[str]:
+    """Figures of ``text`` that no marker follows (code, links and file names are not figures)."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("```") or line.lstrip().startswith(("make ", "mrl ", "python ", "pip ", "#")):
+            continue
+        plain = MARKER.sub("\0", line)
+        plain = re.sub(r"`[^`]*`|\[[^\]]*\]\([^)]*\)|\([^)]*\.(?:json|png|md)[^)]*\)|\S+\.(?:json|png)", " ", plain)
+        for m in ANY_FIGURE.finditer(plain):
+            raw = m.group(0)
+            if "." not in raw and "," not in raw and not raw.endswith(("x", "%")):
+                continue  # a setting (dims, k'), not a measurement
+            rest = re.sub(r"^(?: MiB| GiB| ms| s)", "", plain[m.end() :].lstrip("*"))
+            if not rest.startswith("\0"):
+                out.append(raw)
+    return out
 
 
-BLOCKS = [(page, line, file, text) for page in PAGES for line, file, text in cited_blocks(page)]
+MARKED = [(page, *m) for page in PAGES for m in markers(page)]
 
 
-def test_pages_cite_their_figures():
-    assert BLOCKS, "no <!-- figures: ... --> markers found in the README or the docs"
+def test_pages_mark_their_figures():
+    assert MARKED, "no <!-- figure: ... --> markers in the README or the docs"
 
 
-@pytest.mark.parametrize(("page", "line", "files", "text"), BLOCKS, ids=[f"{b[0].name}:{b[1]}" for b in BLOCKS])
-def test_cited_figures_match_their_result_file(page, line, files, text):
-    missing = [f.name for f in files if not f.is_file()]
-    assert not missing, f"{page.name}:{line} cites {missing}, which do not exist"
-    pool = [x for f in files for x in numbers_in(json.loads(f.read_text()))]
-    wrong = [raw for raw, value, decimals, suffix in figures(text) if not matches(value, decimals, suffix, pool)]
-    assert not wrong, f"{page.name}:{line}: not in {[f.name for f in files]}: {wrong}"
+@pytest.mark.parametrize(
+    ("page", "line", "before", "file", "path"), MARKED, ids=[f"{m[0].name}:{m[1]}" for m in MARKED]
+)
+def test_each_marked_figure_equals_its_value(page, line, before, file, path):
+    problem = check(before, file, path)
+    assert problem is None, f"{page.name}:{line}: {problem}"
 
 
-def test_figure_extraction_on_a_known_block():
-    found = figures("| mrl | 0.6516 | 2.06x | 1,270 QPS | 88% | 64 dims | `index_speed-1000000.json` |")
-    assert [f[0] for f in found] == ["0.6516", "2.06x", "1,270", "88%"]
-    assert matches(0.6516, 4, "", [0.65164]) and not matches(0.6516, 4, "", [0.6519])
-    assert matches(1270, 0, "", [1270.4]) and matches(88.0, 0, "%", [0.8812])
+def test_every_figure_of_the_readme_names_its_file():
+    text = (REPO / "README.md").read_text()
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    assert unmarked_figures(text) == []
+
+
+def test_no_page_keeps_an_unchecked_block_marker():
+    """The old ``<!-- figures: file -->`` blocks accepted a figure found anywhere in the file; none may remain."""
+    assert [p.name for p in PAGES if "<!-- figures:" in p.read_text()] == []
+
+
+def test_a_wrong_figure_fails(tmp_path):
+    (tmp_path / "r.json").write_text(json.dumps({"summary": {"0.99": {"ratio": 2.7183, "hot": 3 * 2**20}}, "l": [0.5]}))
+    ok = lambda before, path: check(before, "r.json", path, tmp_path)  # noqa: E731
+    assert ok("| 2.72x", "summary.0.99.ratio") is None
+    assert ok("**2.7x**", "summary.0.99.ratio") is None
+    assert "is not" in ok("| 2.73x", "summary.0.99.ratio")  # a wrong figure fails at the printed precision
+    assert "is not" in ok("2.7184", "summary.0.99.ratio")
+    assert ok("3 MiB", "summary.0.99.hot") is None and "is not" in ok("3 GiB", "summary.0.99.hot")
+    assert ok("50%", "l.0") is None and "is not" in ok("0.6", "l.0")
+    assert "no key" in ok("2.72x", "summary.0.95.ratio")
+    assert "no figure" in ok("see the file", "summary.0.99.ratio")
+    assert unmarked_figures("It is 2.72x<!-- figure: r.json#a --> faster, and 1.5x in batches") == ["1.5x"]
