@@ -13,7 +13,7 @@ import pytest
 from mrl.data import Document
 from mrl.errors import DataError, MrlError
 from mrl.index import Index
-from mrl.index.filters import FilterError, parse_filter
+from mrl.index.filters import FilterError, parse_filter, to_qdrant
 from mrl.index.payload import PayloadIndex
 from mrl.index.qdrant import QdrantIndex
 from mrl.index.tuning import recall_at_k
@@ -211,3 +211,14 @@ def test_an_empty_index_is_created_then_filled(model, tmp_path):
         Index.create(tmp_path / "e", model="default", loaded_model=model)
     made = mrl("index", "create", str(tmp_path / "cli"))
     assert made.returncode == 0 and "created" in made.stderr and Index.open(tmp_path / "cli").count == 0
+
+
+def test_number_equality_reaches_qdrant_as_a_range_its_float_payload_index_serves():
+    """Qdrant's float payload index answers ranges only: a MatchValue on a number made it check every payload."""
+    from qdrant_client import models
+
+    got = to_qdrant(parse_filter({"year": 2020, "lang": "en", "n": {"$in": [1, 2.5]}}), models)
+    year, lang, n_any = (part.must[0] for part in got.must)
+    assert (year.key, year.range) == ("metadata.year", models.Range(gte=2020, lte=2020))
+    assert (lang.key, lang.match) == ("metadata.lang", models.MatchValue(value="en"))
+    assert [c.range for c in n_any.should] == [models.Range(gte=1, lte=1), models.Range(gte=2.5, lte=2.5)]

@@ -267,22 +267,27 @@ def to_qdrant(node: Node, models, prefix: str = "metadata."):
     def condition(key: str, **kw):
         return models.FieldCondition(key, **kw) if edge else models.FieldCondition(key=key, **kw)
 
-    def number(v):  # Qdrant keeps numbers as int or float payloads; a float match misses an int payload
-        return int(v) if isinstance(v, float) and v.is_integer() else v
+    def span(v: float):  # a number equals v: a range [v, v], which the float payload index serves
+        return models.RangeFloat(gte=v, lte=v) if edge else models.Range(gte=v, lte=v)
 
     def equals_any(name: str, values):
-        """The field holds one of ``values``."""
-        if edge and len(values) > 1 and any(isinstance(v, bool) for v in values):
-            return models.Filter(should=[equals_any(name, [v]) for v in values])
-        if len(values) == 1:
-            value = values[0]
-            if edge and isinstance(value, bool):
-                return condition(BOOL_SHADOW + name, match=models.MatchValue("true" if value else "false"))
-            match = models.MatchValue(number(value)) if edge else models.MatchValue(value=number(value))
+        """The field holds one of ``values``. Numbers match as ranges [v, v]: Qdrant's float payload index serves
+        ranges only, and a ``MatchValue`` on a number would scan every payload (and miss a float payload)."""
+        parts, others = [], []
+        for v in values:
+            if isinstance(v, bool) and edge:
+                parts.append(condition(BOOL_SHADOW + name, match=models.MatchValue("true" if v else "false")))
+            elif isinstance(v, int | float) and not isinstance(v, bool):
+                parts.append(condition(prefix + name, range=span(v)))
+            else:
+                others.append(v)
+        if len(others) == 1:
+            match = models.MatchValue(others[0]) if edge else models.MatchValue(value=others[0])
         else:
-            wanted = [number(v) for v in values]
-            match = models.MatchAny(wanted) if edge else models.MatchAny(any=wanted)
-        return condition(prefix + name, match=match)
+            match = models.MatchAny(others) if edge else models.MatchAny(any=others)
+        if others:
+            parts.append(condition(prefix + name, match=match))
+        return parts[0] if len(parts) == 1 else models.Filter(should=parts)
 
     def build(n: Node):
         if isinstance(n, And):
