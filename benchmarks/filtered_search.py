@@ -78,7 +78,8 @@ def measure(system: System, base, metadata, splits, filters, args, result: dict)
     entry = result["systems"][system.name] = {"build_s": seconds, **system.info(), "filters": {}}
     for name, (where, mask) in filters.items():
         truths = {split: masked_truth(q, base, mask) for split, q in splits.items()}
-        points = sweep(system, splits["tune"], truths["tune"], args.quick, (args.target,), where, mask)
+        recalls: list[dict] = []
+        points = sweep(system, splits["tune"], truths["tune"], args.quick, (args.target,), where, mask, recalls)
         chosen = operating_point(points, args.target)
         selectivity = float(mask.mean())
         row = {
@@ -89,9 +90,11 @@ def measure(system: System, base, metadata, splits, filters, args, result: dict)
             "tuning_points": points,
         }
         if chosen is None:
-            row["reached"] = False
-            best = max(points, key=lambda p: p["recall@10"], default=None)
-            c.print(f"  {system.name} {name}: recall {args.target} not reached (best {best and best['recall@10']})")
+            best = max(recalls, key=lambda p: p["recall@10"])
+            row |= {"reached": False, "best_tuning_recall": best["recall@10"], "best_setting": best}
+            c.print(
+                f"  {system.name} {name}: recall {args.target} not reached (best {best['recall@10']:.4f} at {best})"
+            )
         else:
             setting = {k: v for k, v in chosen.items() if k in SETTING_KEYS}
             test = time_point(system.searcher(setting, where, mask), splits["test"], truths["test"])

@@ -406,15 +406,19 @@ def sweep(
     targets: tuple[float, ...] = TARGETS,
     where: dict | None = None,
     mask: np.ndarray | None = None,
+    recalls: list[dict] | None = None,
 ) -> list[dict]:
     """Each group of the grid until it reaches the last target: recall of every setting, timing of each setting that
-    is the first of its group to reach a target (the cheapest there). All on the tuning split."""
+    is the first of its group to reach a target (the cheapest there). All on the tuning split. ``recalls`` collects
+    every setting's recall, timed or not (what a system that never reaches a target got closest to)."""
     points = []
     for group in system.grid(quick):
         reached: set[float] = set()
         for setting in group:
             search = system.searcher(setting, where, mask)
             recall = recall_at_k(search(queries), truth)
+            if recalls is not None:
+                recalls.append({**setting, "recall@10": recall})
             new = [t for t in targets if recall >= t and t not in reached]
             if new:
                 points.append({**setting, **time_point(search, queries, truth)})
