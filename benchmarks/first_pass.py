@@ -14,9 +14,10 @@ engines differ only in the first pass. Same data and queries as index_speed.py. 
 - vsag-sq8, vsag-sq4, vsag-fp16: VSAG's HGraph (Ant Group) over 8-bit, 4-bit or float16 codes;
 - svs-fp16: SVS Vamana over float16 codes, as ``--ann vamana --quant fp16`` builds it (needs ``mrl[svs]``);
 - faiss-nsg-sq8, faiss-nsg-flat: faiss's NSG graph (built from an NN-Descent k-NN graph) over 8-bit codes or floats;
-- zvec-hnsw-int8: zvec's HNSW over int8 codes with ``--ann zvec``'s settings (zvec-hnsw-int8-m32: with M 32),
-  built by this script and searched one query a call (batches too, unlike ``--ann zvec``);
-  zvec-vamana-fp16, zvec-vamana-int8: zvec's Vamana graph.
+- zvec-hnsw-int8: zvec's HNSW over int8 codes as ``--ann zvec`` builds and opens it (zvec-hnsw-int8-m32: with
+  M 32). The earlier screen of zvec's other options (its mapped layout, a longer prefetch, RaBitQ codes, its Vamana
+  graph; ``first_pass-200000-p256-768-zvec-variants.json``) ran on code that this file no longer carries: mrl's
+  engine is what is measured here.
 
 ScaNN, usearch, pyglass and pyvsag are benchmark-only dependencies: ``pip install -e '.[bench]'``.
 A quick screen at 200k vectors, fewer beams and shortlists:
@@ -55,7 +56,7 @@ from rich.table import Table
 from mrl.data import Document
 from mrl.eval.tables import console
 from mrl.index import Index
-from mrl.index.hugepages import advise_spans, memory_map, new_memory
+from mrl.index.engines import ENGINES as MRL_ENGINES
 from mrl.provenance import write_json
 from mrl.vectors.prefix import prefix
 from mrl.vectors.rotation import rotate_rows
@@ -78,6 +79,12 @@ DEFAULT = "faiss-hnsw-sq8"
 PEER = "faiss-hnsw-full (peer)"
 
 
+def built_by_mrl(ann: str, quant: str, vectors: np.ndarray, params: dict):
+    """A first pass of mrl's engine ``ann`` over ``vectors`` (the prefixes), built as ``Index.build`` builds it."""
+    chunks = lambda: iter([(0, vectors)])  # noqa: E731
+    return MRL_ENGINES[ann].build(quant, vectors.shape[1], len(vectors), params, chunks, chunks, len(vectors))
+
+
 def folder_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -90,10 +97,7 @@ class IvfPqFastScan:
 
     def __init__(self, vectors: np.ndarray, tmp: Path):
         self.params = {}
-        chunks = lambda: iter([(0, vectors)])  # noqa: E731
-        self.index = (
-            ENGINES["ivf"].build("pq4", vectors.shape[1], len(vectors), self.params, chunks, chunks, len(vectors)).index
-        )
+        self.index = built_by_mrl("ivf", "pq4", vectors, self.params).index
         self.bytes = index_bytes(self.index)
 
     def shortlist(self, q: np.ndarray, knob: int, kp: int) -> np.ndarray:
@@ -237,20 +241,18 @@ class VsagFP16(VsagHGraph):
 
 
 class SvsFP16:
-    """SVS Vamana over float16 codes (the open float path of ``--ann vamana --quant fp16``); knob = window."""
+    """SVS Vamana over float16 codes (the open float path of ``--ann vamana --quant fp16``); knob = the window."""
 
     name = "svs-fp16"
 
     def __init__(self, vectors: np.ndarray, tmp: Path):
-        from mrl.index.engines.vamana import VamanaAnn
-
         self.params = {}
-        self.ann = VamanaAnn.build(vectors, "fp16", self.params)
-        self.ann.save(tmp / "svs")
+        built_by_mrl("vamana", "fp16", vectors, self.params).save(tmp / "svs")
+        self.ann = MRL_ENGINES["vamana"].load(tmp / "svs", "fp16")
         self.bytes = folder_bytes(tmp)
 
     def shortlist(self, q: np.ndarray, knob: int, kp: int) -> np.ndarray:
-        return self.ann.search(q, kp, window=knob)
+        return self.ann.search(q, kp, beam=knob)
 
 
 class FaissNSG:
@@ -285,120 +287,31 @@ class FaissNSGFlat(FaissNSG):
     codes = "Flat"
 
 
-class ZvecGraph:
-    """zvec (Alibaba, Apache-2.0; the Proxima engine) as an embedded collection; knob = ef / search list.
+class ZvecHnswInt8:
+    """zvec's HNSW over int8 codes, built and opened by mrl's own zvec engine (``--ann zvec``); knob = ef."""
 
-    Rows are inserted in order, so zvec's internal ids are the row numbers; searched through its read-only
-    low-latency path (``query_internal_ids``), one query a call.
-    """
-
-    kind = "hnsw"
-    quant = "INT8"
+    name = "zvec-hnsw-int8"
     m = 16
-    contiguous = False  # zvec copies the graph and codes into one allocation when it opens the collection
-    huge_pages = False  # ask for 2 MiB pages under the memory zvec allocated while opening (mrl.index.hugepages)
-    prefetch_offset = 8  # neighbours whose codes zvec prefetches ahead of the one it scores (zvec's default)
 
     def __init__(self, vectors: np.ndarray, tmp: Path):
-        import zvec
-
-        n, dim = vectors.shape
-        quant = getattr(zvec.QuantizeType, self.quant)
-        if self.kind == "rabitq":
-            self.params = {"m": self.m, "ef_construction": 200, "total_bits": 7}
-            param = zvec.HnswRabitqIndexParam(metric_type=zvec.MetricType.IP, m=self.m, ef_construction=200)
-            self.query_param = lambda knob: zvec.HnswRabitqQueryParam(ef=knob)
-        elif self.kind == "vamana":
-            self.params = {"max_degree": 32, "search_list_size": 200, "alpha": 1.2, "quant": self.quant}
-            param = zvec.VamanaIndexParam(metric_type=zvec.MetricType.IP, max_degree=32, search_list_size=200,
-                                          alpha=1.2, quantize_type=quant)  # fmt: skip
-            self.query_param = lambda knob: zvec.VamanaQueryParam(ef_search=knob)
-        else:
-            self.params = {"m": self.m, "ef_construction": 200, "quant": self.quant, "contiguous": self.contiguous,
-                           "huge_pages": self.huge_pages, "prefetch_offset": self.prefetch_offset}  # fmt: skip
-            param = zvec.HnswIndexParam(
-                metric_type=zvec.MetricType.IP,
-                m=self.m,
-                ef_construction=200,
-                quantize_type=quant,
-                use_contiguous_memory=self.contiguous,
-            )
-            self.query_param = lambda knob: zvec.HnswQueryParam(
-                ef=knob, extra_params={"prefetch_offset": self.prefetch_offset}
-            )
-        schema = zvec.CollectionSchema(name="c", vectors=zvec.VectorSchema("v", zvec.DataType.VECTOR_FP32, dim,
-                                                                           index_param=param))  # fmt: skip
-        collection = zvec.create_and_open(str(tmp / "zvec"), schema)
-        for start in range(0, n, 1024):  # zvec writes at most 1,024 docs a call
-            rows = range(start, min(n, start + 1024))
-            collection.insert([zvec.Doc(id=str(i), vectors={"v": vectors[i]}) for i in rows])
-        collection.optimize()
-        del collection
-        self.zvec = zvec
-        before = memory_map()
-        self.collection = zvec.open(str(tmp / "zvec"), zvec.CollectionOption(read_only=True))
-        self.shortlist(vectors[:1], 16, 10)  # a first search, so that zvec has loaded what it loads lazily
-        spans = new_memory(before)
-        self.params["anonymous_bytes"] = sum(size for _, size in spans)
-        if self.huge_pages:
-            self.params["huge_page_bytes"] = advise_spans(spans).bytes
+        self.params = {"M": self.m, "efConstruction": 200}
+        built_by_mrl("zvec", "sq8", vectors, self.params).save(tmp / "z")
+        self.ann = MRL_ENGINES["zvec"].load(tmp / "z", "sq8")  # the read-only low-latency path mrl searches
         self.bytes = folder_bytes(tmp)
 
     def shortlist(self, q: np.ndarray, knob: int, kp: int) -> np.ndarray:
-        param = self.query_param(knob)
-        out = np.full((len(q), kp), -1, dtype=np.int64)
-        for i, row in enumerate(q):
-            query = self.zvec.Query(field_name="v", vector=np.ascontiguousarray(row), param=param)
-            out[i] = self.collection.query_internal_ids(query, topk=kp)
-        return out
+        return self.ann.search(q, kp, beam=knob)
 
 
-class ZvecHnswInt8(ZvecGraph):
-    name = "zvec-hnsw-int8"
-
-
-class ZvecHnswInt8M32(ZvecGraph):
+class ZvecHnswInt8M32(ZvecHnswInt8):
     name = "zvec-hnsw-int8-m32"
     m = 32
-
-
-class ZvecHnswInt8Contiguous(ZvecGraph):
-    name = "zvec-hnsw-int8-contig"
-    contiguous = True
-
-
-class ZvecHnswInt8ContiguousHuge(ZvecGraph):
-    name = "zvec-hnsw-int8-contig-huge"
-    contiguous = True
-    huge_pages = True
-
-
-class ZvecHnswInt8Prefetch16(ZvecGraph):
-    name = "zvec-hnsw-int8-po16"
-    prefetch_offset = 16
-
-
-class ZvecHnswRabitq(ZvecGraph):
-    name = "zvec-hnsw-rabitq"
-    kind = "rabitq"
-
-
-class ZvecVamanaFP16(ZvecGraph):
-    name = "zvec-vamana-fp16"
-    kind = "vamana"
-    quant = "FP16"
-
-
-class ZvecVamanaInt8(ZvecGraph):
-    name = "zvec-vamana-int8"
-    kind = "vamana"
 
 
 ENGINES = {
     e.name: e
     for e in (IvfPqFastScan, Scann, UsearchI8, GlassSQ8, VsagSQ8, VsagSQ4, VsagFP16, SvsFP16, FaissNSG, FaissNSGFlat,
-              ZvecHnswInt8, ZvecHnswInt8M32, ZvecHnswInt8Contiguous, ZvecHnswInt8ContiguousHuge, ZvecHnswInt8Prefetch16,
-              ZvecHnswRabitq, ZvecVamanaFP16, ZvecVamanaInt8)
+              ZvecHnswInt8, ZvecHnswInt8M32)
 }  # fmt: skip
 
 
