@@ -6,7 +6,7 @@ with the same functions here, so no system gets a protocol of its own:
 * **Vectors and queries** (:func:`benchmark_vectors`): real embeddings of every text we have, and a kernel density
   sample around them to reach ``--n``; queries are SciFact claims encoded with the same model, held out from the
   vectors. :func:`query_splits` gives the split that picks each system's settings and the split that is measured.
-* **Truth** (:func:`exact_truth`): exact top-k by inner product (faiss's brute force, no copy of the vectors).
+* **Truth** (:func:`exact_truth`): exact top-k by inner product, by mrl's own reference search.
 * **Timing** (:func:`time_point`): a batch of every query and a pass one query at a time, each the median of
   ``REPEATS`` runs; :func:`in_turns` re-times two systems back to back, alternating who goes first, so the median of
   the per-round ratios cancels the drift of a shared machine.
@@ -39,7 +39,7 @@ from mrl.data import load_beir, load_sts, load_triplets
 from mrl.data.beir import texts_fingerprint
 from mrl.encode import EmbeddingCache, encode_texts
 from mrl.index.segments import drop_cached_pages
-from mrl.index.tuning import recall_at_k
+from mrl.index.tuning import exact_top_rows, recall_at_k
 from mrl.model import load_model
 from mrl.vectors.prefix import prefix
 
@@ -185,9 +185,9 @@ def faiss_bytes(index: faiss.Index) -> int:
 
 # ---- truth and timing -----------------------------------------------------------------------------------------
 def exact_truth(queries: np.ndarray, base: np.ndarray, k: int = K) -> np.ndarray:
-    """Exact top-``k`` rows by inner product (faiss's blocked brute force over ``base`` itself, no copy)."""
-    _, rows = faiss.knn(np.ascontiguousarray(queries), base, k, metric=faiss.METRIC_INNER_PRODUCT)
-    return rows
+    """Exact top-``k`` rows by inner product: mrl's own reference (``tuning.exact_top_rows``, the one the index tunes
+    against), streaming ``base`` in slices, so a memory map is never loaded whole."""
+    return exact_top_rows(np.ascontiguousarray(queries), len(base), lambda rows: base[rows[0] : rows[-1] + 1], k)
 
 
 def single_pass(search: Callable[[np.ndarray], np.ndarray], queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

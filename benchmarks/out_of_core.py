@@ -55,12 +55,11 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import faiss
 import numpy as np
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import all_claims, draw, query_splits, real_embeddings  # the speed runs' vectors and claims
+from harness import all_claims, draw, exact_truth, query_splits, real_embeddings  # the speed runs' vectors and claims
 
 from mrl.data import Document, load_beir
 from mrl.encode import EmbeddingCache, encode_texts
@@ -213,7 +212,7 @@ def cold_part(args, model) -> None:
     try:
         for n in sizes:
             vectors = draw(real, n, 0.5, seed=0)
-            truth = exact_truth(vectors, queries)
+            truth = exact_truth(queries, vectors)
             entry: dict = {"n": n, "full_float32_bytes": int(vectors.nbytes), "points": []}
             entry["faiss_hnsw_full_ram_bytes"] = int(n * (vectors.shape[1] * 4 + 2 * 32 * 4))  # vectors + level-0 links
             entry["points"] += mrl_points(args, work / f"mrl-{n}", vectors, queries, truth, entry)
@@ -234,20 +233,6 @@ def cold_part(args, model) -> None:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
     print_cold(result)
-
-
-def exact_truth(vectors: np.ndarray, queries: np.ndarray, chunk: int = 500_000) -> np.ndarray:
-    """The exact top K rows of each query, searched a chunk of rows at a time (``vectors`` may be a map)."""
-    scores = np.full((len(queries), K), -np.inf, dtype=np.float32)
-    rows = np.zeros((len(queries), K), dtype=np.int64)
-    for start in range(0, len(vectors), chunk):
-        flat = faiss.IndexFlatIP(vectors.shape[1])
-        flat.add(np.ascontiguousarray(vectors[start : start + chunk], dtype=np.float32))
-        s, i = flat.search(queries, K)
-        both_s, both_i = np.hstack([scores, s]), np.hstack([rows, i + start])
-        best = np.argsort(-both_s, axis=1, kind="stable")[:, :K]
-        scores, rows = np.take_along_axis(both_s, best, 1), np.take_along_axis(both_i, best, 1)
-    return rows
 
 
 def io_counters() -> tuple[int, int]:
@@ -434,7 +419,7 @@ def limited_part(args, model) -> None:
             path, folder = work / f"vectors-{n}.npy", work / f"mrl-{n}"
             t0 = time.perf_counter()
             vectors = draw(real, n, 0.5, seed=0, out=np.lib.format.open_memmap(path, "w+", np.float32, (n, dim)))
-            np.save(work / "truth.npy", exact_truth(vectors, queries))
+            np.save(work / "truth.npy", exact_truth(queries, vectors))
             vectors.flush()
             del vectors
             full = n * dim * 4

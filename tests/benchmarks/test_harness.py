@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -118,3 +119,13 @@ def test_the_lead_table_prints_each_figure_with_a_marker_that_checks(tmp_path, m
         assert check(before, file.replace("benchmarks/", ""), json_path, tmp_path) is None
     assert "0.86x<!-- figure: benchmarks/results/index_speed-x.json#summary.0.99.vs_best_peer.mrl.batch -->" in table
     assert "3 MiB<!--" in table and "12 MiB<!--" in table
+
+
+def test_exact_truth_streams_a_memory_map_and_matches_a_full_sort(tmp_path):
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((1000, 16)).astype(np.float32)
+    queries = rng.standard_normal((7, 16)).astype(np.float32)
+    np.save(tmp_path / "b.npy", base)
+    mapped = np.load(tmp_path / "b.npy", mmap_mode="r")
+    expected = np.argsort(-(queries @ base.T), axis=1, kind="stable")[:, :10]
+    assert (harness.exact_truth(queries, mapped) == expected).all()
