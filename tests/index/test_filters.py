@@ -222,3 +222,29 @@ def test_number_equality_reaches_qdrant_as_a_range_its_float_payload_index_serve
     assert (year.key, year.range) == ("metadata.year", models.Range(gte=2020, lte=2020))
     assert (lang.key, lang.match) == ("metadata.lang", models.MatchValue(value="en"))
     assert [c.range for c in n_any.should] == [models.Range(gte=1, lte=1), models.Range(gte=2.5, lte=2.5)]
+
+
+def test_a_filter_past_zvecs_longest_answer_comes_back_short_and_the_scan_completes_it(tmp_path):
+    """zvec answers at most 2,048 rows a query; a filter letting 0.3% of rows through would have it over-fetch
+    past that. The engine stops at its limit (what it returns all match), and the exact prefix scan the index
+    then runs for the short queries finds the filtered top, however many parts it reads the prefixes in."""
+    from mrl.index.embedded import scan_prefixes
+    from mrl.index.engines.zvec import MAX_EF, ZvecFirstPass
+
+    rng = np.random.default_rng(7)
+    vectors = prefix(rng.standard_normal((6000, 16)).astype(np.float32), 16)
+    allowed = np.zeros(len(vectors), dtype=bool)
+    allowed[::300] = True  # 20 rows: k=10 over a 0.33% share asks for 3,750 > MAX_EF
+    queries = prefix(vectors[1:6] + 0.1, 16)
+    ann = ZvecFirstPass.build(vectors, "fp32", {})
+    ann.save(tmp_path / "z")
+    found = ZvecFirstPass.load(tmp_path / "z", "fp32").search(queries, 10, None, allowed)
+    assert 1.25 * 10 * len(vectors) / allowed.sum() > MAX_EF
+    assert all(allowed[row[row >= 0]].all() for row in found)
+
+    rows = np.flatnonzero(allowed)
+    want = np.sort(rows[np.argsort(-(queries @ vectors[rows].T), axis=1)[:, :10]], axis=1)
+    for parts in (1, 3, 20):
+        split = [(p, vectors[p]) for p in np.array_split(rows, parts)]
+        assert np.array_equal(scan_prefixes(queries, split, 10), want)
+    assert np.array_equal(scan_prefixes(queries, [(rows[:4], vectors[rows[:4]])], 10)[:, 4:], np.full((5, 6), -1))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -428,17 +428,20 @@ class Index(SearchIndex):
         if matching is None:
             return g.ann.search(q_prefix, kprime, ann_search)
         rows = matching.rows
-        if len(rows) * width * 4 > FILTER_SCAN_BYTES:
-            return g.ann.search(q_prefix, kprime, ann_search, matching.mask)
-        # few enough matching rows to score their prefixes exactly (kept with the filter): a walk through a graph
-        # masked down to a few rows visits many nodes for each one it may return
-        if matching.prefixes is None:
-            matching.prefixes = prefix(g.vectors(rows, width), width)
-        scores = q_prefix @ matching.prefixes.T
-        top = min(kprime, len(rows))
-        best = np.argpartition(-scores, top - 1, axis=1)[:, :top]
-        cand = np.full((len(queries), kprime), -1, dtype=np.int64)
-        cand[:, :top] = np.sort(rows[best], axis=1)  # the rerank reads them in file order
+        if len(rows) * width * 4 <= FILTER_SCAN_BYTES:
+            # few enough matching rows to score their prefixes exactly (kept with the filter): a walk through a
+            # graph masked down to a few rows visits many nodes for each one it may return
+            if matching.prefixes is None:
+                matching.prefixes = prefix(g.vectors(rows, width), width)
+            return scan_prefixes(q_prefix, [(rows, matching.prefixes)], kprime)
+        cand = g.ann.search(q_prefix, kprime, ann_search, matching.mask)
+        # an engine that over-fetches stops at its largest answer: a query it left short is scanned exactly, the
+        # matching prefixes read a part at a time
+        short = np.flatnonzero((cand >= 0).sum(axis=1) < min(kprime, len(rows)))
+        if len(short):
+            parts = np.array_split(rows, -(-len(rows) * width * 4 // FILTER_SCAN_BYTES))
+            read = ((part, prefix(g.vectors(part, width), width)) for part in parts)
+            cand[short] = scan_prefixes(q_prefix[short], read, kprime)
         return cand
 
     @staticmethod
@@ -663,6 +666,22 @@ class Index(SearchIndex):
 
     def close(self) -> None:
         self.docs.close()
+
+
+def scan_prefixes(queries: np.ndarray, parts: Iterable[tuple[np.ndarray, np.ndarray]], k: int) -> np.ndarray:
+    """The ``k`` best rows of each query by exact prefix score over ``parts`` ((row numbers, their prefixes),
+    read one at a time so that a large filter never holds all its prefixes), -1 padded, in file order."""
+    top_rows = np.empty((len(queries), 0), dtype=np.int64)
+    top_scores = np.empty((len(queries), 0), dtype=np.float32)
+    for rows, prefixes in parts:
+        scores = np.concatenate([top_scores, queries @ prefixes.T], axis=1)
+        pool = np.concatenate([top_rows, np.broadcast_to(rows, (len(queries), len(rows)))], axis=1)
+        keep = min(k, pool.shape[1])
+        best = np.argpartition(-scores, keep - 1, axis=1)[:, :keep]
+        top_rows, top_scores = np.take_along_axis(pool, best, 1), np.take_along_axis(scores, best, 1)
+    out = np.full((len(queries), k), -1, dtype=np.int64)
+    out[:, : top_rows.shape[1]] = np.sort(top_rows, axis=1)  # the rerank reads them in file order
+    return out
 
 
 def rerank_by_rows(vectors: np.ndarray, queries: np.ndarray, cand: np.ndarray, k: int):

@@ -123,11 +123,14 @@ def overfetch(
     beam: int | None,
     allowed: np.ndarray,
     rows: int,
+    most: int | None = None,
 ) -> np.ndarray:
     """Top-``k`` allowed rows through a search that cannot filter: ask for k over the allowed fraction (and a
-    margin), then twice as many for the queries still short, until each has ``k`` or the whole index was asked."""
+    margin), then twice as many for the queries still short, until each has ``k`` or the whole index, or ``most``
+    rows (the engine's largest answer), was asked. A query may come back short: the caller scans for it."""
     out = np.full((len(queries), k), -1, dtype=np.int64)
     share = max(float(allowed.sum()) / max(rows, 1), 1e-9)
+    rows = min(rows, most or rows)
     fetch = min(rows, int(np.ceil(1.25 * k / share)))
     todo = np.arange(len(queries))
     while len(todo) and fetch:

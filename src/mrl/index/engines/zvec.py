@@ -51,6 +51,7 @@ QUANTS = ("sq8", "fp16", "fp32")
 ZVEC_QUANTS = {"sq8": "INT8", "fp16": "FP16", "fp32": None}  # None: zvec's unquantized graph
 DEFAULT_PARAMS = {"M": 16, "efConstruction": 200}
 FIELD = "v"
+MAX_EF = 2048  # zvec refuses a search list (ef, hence also top-k) longer than this
 WRITE_BATCH = 1024  # documents a zvec insert takes at most
 FLOAT_COPY = "*.index.*.proxima"  # zvec's float copy of the vectors; a quantized graph is *.qindex.*
 # a collection's least size on disk: zvec grows its graph and float-copy files in steps of about 5 MiB (40 rows
@@ -175,7 +176,7 @@ class ZvecFirstPass(FirstPass):
         """
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if allowed is not None:  # zvec filters on its own scalar fields, not on a row mask: over-fetch
-            return overfetch(self.search, queries, k, beam, allowed, self.ntotal)
+            return overfetch(self.search, queries, k, beam, allowed, self.ntotal, most=MAX_EF)
         out = np.full((len(queries), k), -1, dtype=np.int64)
         threads = min(os.cpu_count() or 1, len(queries))
         if threads <= 1:
@@ -193,16 +194,16 @@ class ZvecFirstPass(FirstPass):
         n = self.ntotal
         hidden = self._hidden
         for i, row in enumerate(queries):
-            fetch = min(k, n)
+            fetch = min(k, n, MAX_EF)
             found = np.zeros(0, dtype=np.int64)
             while fetch:
-                param = zvec.HnswQueryParam(ef=max(int(ef or 0), fetch))
+                param = zvec.HnswQueryParam(ef=min(max(int(ef or 0), fetch), MAX_EF))
                 found = self._query(zvec.Query(field_name=FIELD, vector=row, param=param), fetch)
                 if len(hidden):
                     found = found[~hidden[found]]
-                if len(found) >= k or fetch >= n:
+                if len(found) >= k or fetch >= min(n, MAX_EF):
                     break
-                fetch = min(n, 2 * fetch)  # hidden rows took places: ask for more
+                fetch = min(n, MAX_EF, 2 * fetch)  # hidden rows took places: ask for more
             out[i, : min(k, len(found))] = found[:k]
 
     def _query(self, query, k: int) -> np.ndarray:
