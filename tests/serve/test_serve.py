@@ -89,6 +89,7 @@ def test_upsert_get_delete(client):
         ({"json": {"query": "x", "k": 100_000}}, 422, "k must be"),
         ({"json": {"query": "x", "vector": [0.1]}}, 422, "exactly one"),
         ({"json": {"vector": [0.1, 0.2]}}, 422, "width"),
+        ({"json": {"vector": [[0.1] * 384, [0.1] * 383]}}, 422, "vector[1] has width 383, vector[0] 384"),
         ({"content": json.dumps({"vector": [float("nan")] * 384}).encode()}, 422, "NaN"),
         ({"content": b"{" + b" " * 300_000 + b"}"}, 413, "bytes"),
         ({"json": {"query": "x", "target_recall": 0.99}}, 409, "mrl index tune"),

@@ -257,6 +257,10 @@ def create_app(index: SearchIndex, api_key_hashes: list[str] | None = None, limi
             vectors = await batcher(texts)
             timings.encode = time.perf_counter() - t0
         else:
+            ragged = [] if single else [i for i, row in enumerate(req.vector) if len(row) != len(req.vector[0])]
+            if ragged:
+                i = ragged[0]
+                raise ApiError(422, f"vector[{i}] has width {len(req.vector[i])}, vector[0] {len(req.vector[0])}")
             with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, which unit_vectors refuses
                 vectors = np.asarray(req.vector if not single else [req.vector], dtype=np.float32)
             if not len(vectors) or len(vectors) > limits.max_batch:
