@@ -112,6 +112,19 @@ VARIANTS: dict[str, dict] = {
         "negatives": True,
         "dims": [384, 256, 128, 64, 32],
     },
+    # the same objective on one orthogonal map (mrl train --adaptor --orthogonal): full-width scores stay the
+    # control's by construction, only the order of the directions is learned
+    "mrl-adaptor-orth": {
+        **BASE,
+        "role": "matryoshka",
+        "init": "control-5ep",
+        "adaptor": True,
+        "orthogonal": True,
+        "matryoshka": True,
+        "loss": "mnrl",
+        "negatives": True,
+        "dims": [384, 256, 128, 64, 32],
+    },
     # the same adaptor trained at full width only (no Matryoshka dims): a stronger control, since the adaptor
     # adds training of its own; its rotated prefix is the baseline the Matryoshka adaptor must beat too
     "adaptor-full": {
@@ -267,9 +280,7 @@ class Bench:
         config = TrainConfig(
             model=str(init) if init else "default", seed=seed, **{k: v for k, v in spec.items() if k in TRAIN_KEYS}
         )
-        adaptor = (
-            AdaptorConfig(dims=config.dims, dim_weights=config.dim_weights, seed=seed) if spec.get("adaptor") else None
-        )
+        adaptor = AdaptorConfig.like(config, orthogonal=spec.get("orthogonal", False)) if spec.get("adaptor") else None
         # a run killed mid-training goes on from its last complete checkpoint (the trainer restores its RNG state)
         resume = adaptor is None and not self.args.retrain and last_complete_checkpoint(out) is not None
         return fit(

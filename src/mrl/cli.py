@@ -287,6 +287,14 @@ def train_cmd(
         Path | None, typer.Option(help="corpus.jsonl of unlabelled documents for --adaptor (and its rotation).")
     ] = None,
     adaptor_steps: Annotated[int, typer.Option(help="Training steps of --adaptor.")] = 300,
+    orthogonal: Annotated[
+        bool,
+        typer.Option(
+            "--orthogonal",
+            help="With --adaptor: one orthogonal map instead of the residual head, so every full-width score stays "
+            "the frozen model's; only the order of the directions is learned.",
+        ),
+    ] = False,
     skip_empty: Annotated[bool, typer.Option(help=SKIP_EMPTY_HELP)] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")] = False,
@@ -334,6 +342,8 @@ def train_cmd(
         raise MrlError("--rotate needs a corpus to fit the rotation on: give --rotate-corpus corpus.jsonl")
     if adaptor and not (adaptor_corpus or mine_negatives_from):
         raise MrlError("--adaptor needs unlabelled documents: give --adaptor-corpus corpus.jsonl")
+    if orthogonal and not adaptor:
+        raise MrlError("--orthogonal shapes the adaptor: add --adaptor")
     if adaptor and (rotate or distill_weight or not matryoshka or resume):
         raise MrlError("--adaptor trains on its own: drop --rotate, --distill-weight, --no-matryoshka and --resume")
     all_triplets = [
@@ -351,17 +361,16 @@ def train_cmd(
         _report_skipped(skipped + (dev.skipped if dev else []), dev.judgements_on_skipped if dev else [])
     base = load_model(model)
     config.validate(embedding_dim(base))
+    adaptor_config = AdaptorConfig.like(config, steps=adaptor_steps, orthogonal=orthogonal) if adaptor else None
+    if adaptor_config is not None:
+        adaptor_config.validate(embedding_dim(base))
     if rotate and not resume:
         from mrl.vectors.rotation import check_rotation_sample
 
         assert rotation_corpus is not None
         check_rotation_sample(len(rotation_corpus), embedding_dim(base), "--rotate-corpus", "give a larger corpus")
     prepare_output(out, overwrite, resume)  # refuse before spending minutes on mining
-    recipe = Recipe(
-        config,
-        AdaptorConfig.like(config, steps=adaptor_steps) if adaptor else None,
-        Mining(skip_top=mine_skip_top, margin=mine_margin, depth=mine_depth),
-    )  # fmt: skip
+    recipe = Recipe(config, adaptor_config, Mining(skip_top=mine_skip_top, margin=mine_margin, depth=mine_depth))
     extra = {}
     if corpus is not None:
         mined, counts = mine(base, all_pairs, corpus, recipe.mining)

@@ -70,6 +70,7 @@ def load_config_text(text: str):
         ("[index]\nlocation = 'postgresql://u@h/db/t'\n", "index.prefix_dim auto measures widths on a folder index"),
         ("[train]\nmatryoshka_init = 'ctrl'\n", "train.matryoshka_init must be 'base' or 'control'"),
         ("[train]\nmatryoshka_init = 'control'\ncontrol = false\n", "needs train.control = true"),
+        ("[train]\nadaptor_orthogonal = true\n", "train.adaptor_orthogonal shapes the adaptor"),
         ("[model\n", "invalid TOML"),
     ],
 )

@@ -48,6 +48,7 @@ class TrainSection:
     matryoshka_init: str = "base"
     adaptor: bool = False  # the Matryoshka run is a Matryoshka adaptor on the frozen start model (mrl train --adaptor)
     adaptor_steps: int = 300
+    adaptor_orthogonal: bool = False  # one orthogonal map: full-width scores stay the frozen model's (--orthogonal)
     rotate: bool = False  # append the corpus rotation to its starting model first (mrl train --rotate)
     distill_weight: float = 0.0  # > 0: prefixes also learn the full vector's ranking (mrl train --distill-weight)
     matryoshka_epochs: float | None = None  # default: epochs
@@ -155,6 +156,8 @@ def _check_values(c: RunConfig, path: Path) -> None:
         raise MrlError(f"{path}: train.matryoshka_init must be 'base' or 'control', not '{c.train.matryoshka_init}'")
     if c.train.adaptor and (c.train.rotate or c.train.distill_weight):
         raise MrlError(f"{path}: train.adaptor trains on its own: drop train.rotate and train.distill_weight")
+    if c.train.adaptor_orthogonal and not c.train.adaptor:
+        raise MrlError(f"{path}: train.adaptor_orthogonal shapes the adaptor: set train.adaptor = true")
     if c.train.matryoshka_init == "control" and not c.train.control:
         raise MrlError(f"{path}: train.matryoshka_init = 'control' needs train.control = true")
     if c.index.prefix_dim != "auto" and c.index.prefix_dim not in c.eval.dims:

@@ -170,7 +170,7 @@ class Pipeline:
             model.max_seq_length = m.max_seq_length
         out = self.out / "models" / variant
         adaptor = matryoshka and c.adaptor
-        head = AdaptorConfig.like(config, steps=c.adaptor_steps)
+        head = AdaptorConfig.like(config, steps=c.adaptor_steps, orthogonal=c.adaptor_orthogonal)
         corpus = self._mining_corpus(train_data) if adaptor or config.rotate else None
         meta = fit(
             Recipe(config, head if adaptor else None), out, triplets, pairs, corpus, self.dev, model=model,

@@ -18,6 +18,12 @@ the head starts as the identity). Its loss, at every Matryoshka dim d:
   A rotation that an index fits to these vectors then finds the prefixes where they are, so the trained
   prefixes survive mrl's own rotation instead of being mixed away by it.
 
+With ``orthogonal`` the head is one orthogonal map instead, ``y = Q R x`` with ``Q`` parametrised as the matrix
+exponential of a skew-symmetric matrix (torch's ``orthogonal`` parametrisation), starting at the identity: every
+full-width inner product is the frozen model's, so the full width gives up nothing by construction, and the
+training can only move which directions come first (AdaWidth, below). Its loss drops the full-width distillation,
+which is then constant.
+
 Training runs on embeddings, not text: the corpus and the training texts are encoded once by the frozen
 model, and a few hundred steps take seconds on a CPU. The result is appended to the model as standard
 sentence-transformers modules (``Dense`` for R, a residual ``Dense`` with tanh for W, ``Normalize``), so the
@@ -38,6 +44,7 @@ References:
     - Yoon et al., Matryoshka-Adaptor: Unsupervised and Supervised Tuning for Smaller Embedding Dimensions,
       EMNLP 2024, https://arxiv.org/abs/2407.20243
     - Kusupati et al., Matryoshka Representation Learning, https://arxiv.org/abs/2205.13147
+    - AdaWidth: an orthogonal adaptor on a frozen encoder and a per-query width router, arXiv 2608.23862
 """
 
 from __future__ import annotations
@@ -65,6 +72,7 @@ class AdaptorConfig:
     decorrelation: float = 1000.0
     scale: float = 20.0  # inverse temperature of the similarity softmaxes, as MNRL's scale
     seed: int = 42
+    orthogonal: bool = False  # one orthogonal map, no residual head: full-width scores stay the frozen model's
 
     @classmethod
     def like(cls, config, **changes) -> AdaptorConfig:
@@ -87,23 +95,29 @@ class AdaptorConfig:
             raise MrlError(f"`dims` must include the full width ({width}): the adaptor keeps its ranking")
         if self.dim_weights is not None and len(self.dim_weights) != len(self.dims):
             raise MrlError(f"`dim_weights`: {len(self.dim_weights)} weights for {len(self.dims)} dims")
+        if self.orthogonal and len(self.dims) < 2:
+            raise MrlError("`orthogonal` keeps the full width as it is: give `dims` below it to train")
         if self.steps <= 0 or self.learning_rate <= 0 or self.batch_size <= 1:
             raise MrlError("`adaptor_steps`, the learning rate and the batch size must be positive (batch >= 2)")
 
 
 class MatryoshkaAdaptor:
-    """The trained head: ``embed(x)`` applies it to the frozen model's vectors; ``append_to(model)`` saves it."""
+    """The trained head: ``embed(x)`` applies it to the frozen model's vectors; ``append_to(model)`` saves it.
 
-    def __init__(self, rotation: np.ndarray, weight: np.ndarray, bias: np.ndarray):
+    ``weight`` and ``bias`` are None for an orthogonal adaptor, whose ``rotation`` is the whole map.
+    """
+
+    def __init__(self, rotation: np.ndarray, weight: np.ndarray | None = None, bias: np.ndarray | None = None):
         self.rotation, self.weight, self.bias = rotation, weight, bias
 
     def embed(self, x: np.ndarray) -> np.ndarray:
         z = np.asarray(x, dtype=np.float32) @ self.rotation.T
-        y = z + np.tanh(z @ self.weight.T + self.bias)
+        y = z if self.weight is None else z + np.tanh(z @ self.weight.T + self.bias)
         return y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
 
     def append_to(self, model):
-        """Append the head to a sentence-transformers model as Dense (R), residual Dense (tanh), Normalize."""
+        """Append the head to a sentence-transformers model as Dense (R), residual Dense (tanh), Normalize (an
+        orthogonal adaptor: Dense (Q R), Normalize)."""
         import torch
         from sentence_transformers.sentence_transformer.modules import Dense, Normalize
 
@@ -116,16 +130,17 @@ class MatryoshkaAdaptor:
             activation_function=torch.nn.Identity(),
             init_weight=torch.from_numpy(self.rotation),
         )
-        head = Dense(
-            width,
-            width,
-            activation_function=torch.nn.Tanh(),
-            init_weight=torch.from_numpy(self.weight),
-            init_bias=torch.from_numpy(self.bias),
-            use_residual=True,
-        )
         model.append(rotate.to(device))
-        model.append(head.to(device))
+        if self.weight is not None:
+            head = Dense(
+                width,
+                width,
+                activation_function=torch.nn.Tanh(),
+                init_weight=torch.from_numpy(self.weight),
+                init_bias=torch.from_numpy(self.bias),
+                use_residual=True,
+            )
+            model.append(head.to(device))
         model.append(Normalize())
         return model
 
@@ -168,18 +183,32 @@ def train_adaptor(
     cols = [torch.from_numpy(_unit(x)) for x in labelled]
     docs = torch.from_numpy(_unit(corpus))
     qs = torch.from_numpy(_unit(queries)) if queries is not None and len(queries) else None
-    R = torch.nn.Parameter(torch.from_numpy(np.ascontiguousarray(rotation, dtype=np.float32)))
-    head = torch.nn.Linear(width, width)
-    torch.nn.init.zeros_(head.weight)
-    torch.nn.init.zeros_(head.bias)
-    optimizer = torch.optim.Adam([R, *head.parameters()], lr=config.learning_rate)
+    start = torch.from_numpy(np.ascontiguousarray(rotation, dtype=np.float32))
+    if config.orthogonal:
+        # Q R with Q = exp(A - A^T), A starting at zero: orthogonal at every step, the identity at the start
+        turn = torch.nn.utils.parametrizations.orthogonal(
+            torch.nn.Linear(width, width, bias=False), orthogonal_map="matrix_exp", use_trivialization=False
+        )
+        torch.nn.init.zeros_(turn.parametrizations.weight.original)
+        params = list(turn.parameters())
+
+        def forward(x):
+            return F.normalize(x @ (turn.weight @ start).T, dim=-1)
+    else:
+        R = torch.nn.Parameter(start.clone())
+        head = torch.nn.Linear(width, width)
+        torch.nn.init.zeros_(head.weight)
+        torch.nn.init.zeros_(head.bias)
+        params = [R, *head.parameters()]
+
+        def forward(x):
+            z = x @ R.T
+            return F.normalize(z + torch.tanh(head(z)), dim=-1)
+
+    optimizer = torch.optim.Adam(params, lr=config.learning_rate)
     rank = MultipleNegativesRankingLoss(model=None, scale=config.scale)
     dims, weights = config.dims, config.weights()
     ident = None
-
-    def forward(x):
-        z = x @ R.T
-        return F.normalize(z + torch.tanh(head(z)), dim=-1)
 
     history, sums = [], {"rank": 0.0, "distill": 0.0, "decorrelation": 0.0}
     for step in range(1, config.steps + 1):
@@ -196,6 +225,8 @@ def train_adaptor(
         y = forward(x)
         losses = {"rank": 0.0, "distill": 0.0}
         for dim, w in zip(dims, weights, strict=True):
+            if config.orthogonal and dim == width:
+                continue  # an orthogonal map keeps every full-width score: nothing to learn or keep there
             losses["rank"] = losses["rank"] + w * rank.compute_loss_from_embeddings([shrink(e, dim) for e in out], None)
             s = shrink(y, dim) @ shrink(y, dim).T * config.scale - ident
             kl = F.kl_div(F.log_softmax(s, dim=-1), teacher, reduction="batchmean")
@@ -215,9 +246,11 @@ def train_adaptor(
             n = 25 if step % 25 == 0 else step % 25
             history.append({"step": step, **{k: round(v / n, 4) for k, v in sums.items()}})
             sums = dict.fromkeys(sums, 0.0)
-    adaptor = MatryoshkaAdaptor(
-        R.detach().numpy().copy(), head.weight.detach().numpy().copy(), head.bias.detach().numpy().copy()
-    )
+    with torch.no_grad():
+        if config.orthogonal:
+            adaptor = MatryoshkaAdaptor((turn.weight @ start).numpy().copy())
+        else:
+            adaptor = MatryoshkaAdaptor(R.numpy().copy(), head.weight.numpy().copy(), head.bias.numpy().copy())
     return adaptor, history
 
 
