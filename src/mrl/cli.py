@@ -718,6 +718,15 @@ def _print_tuned(tuned: dict) -> None:
     from mrl.eval.tables import console
 
     err.print(f"tuned: {tuned['choice']}" if "choice" in tuned else f"tuned: {tuned}")
+    adaptive = tuned.get("adaptive")
+    if adaptive and adaptive.get("margin") is not None:
+        err.print(
+            f"adaptive width (--adaptive): middle width {adaptive['width']}, margin {adaptive['margin']}: recall "
+            f"{adaptive['recall']:.4f}, {adaptive['widened_share']:.0%} of queries widened, "
+            f"{adaptive['rerank_bytes_ratio_vs_fixed']:.2f}x the fixed rerank's bytes"
+        )
+    elif adaptive:
+        err.print(f"adaptive width: not calibrated ({adaptive['reason']})")
     rows = tuned.get("table")
     if not rows:
         return
@@ -923,12 +932,20 @@ def search_cmd(
         ),
     ] = None,
     fetch_k: Annotated[int, typer.Option(help="Candidates --mmr picks from.")] = 20,
+    adaptive: Annotated[
+        bool,
+        typer.Option(
+            help="Adaptive width: score the candidates at a middle width and read the full vectors only of those "
+            "it leaves in doubt, with the margin 'mrl index tune' calibrated; prints what each query read.",
+        ),
+    ] = False,
 ) -> None:
     """Search an index: prefix ANN shortlist, then exact rerank on the full vectors.
 
     Examples:
       mrl search idx/scifact "does vitamin D prevent fractures" -k 10 --funnel 64,128,full
       mrl search idx/scifact "vitamin D" --filter '{"year": {"$gte": 2020}}' --mmr 0.5
+      mrl search idx/scifact "vitamin D" --adaptive
     """
     import json as jsonlib
 
@@ -949,6 +966,8 @@ def search_cmd(
 
     where = parse_filter(filter_json)  # a malformed filter fails before the model loads
     stages = _funnel(funnel, index.prefix_dim, index.full_dim) if funnel else None
+    if adaptive and (stages or mmr is not None):
+        raise MrlError("--adaptive chooses the rerank width per query: drop --funnel and --mmr")
     if mmr is not None:
         if stages or shortlist or ann_search:
             raise MrlError(
@@ -956,23 +975,29 @@ def search_cmd(
             )
         results = [index.max_marginal_relevance(q, k=k, fetch_k=fetch_k, lambda_mult=mmr, filter=where) for q in query]
     else:
-        results = index.search(query, k=k, shortlist=shortlist, ann_search=ann_search, funnel=stages, filter=where)
-    t = index.last_timings
-    if as_json:
-        print(
-            jsonlib.dumps(
-                {
-                    "results": [[h.__dict__ for h in hits] for hits in results],
-                    "timings_ms": {"encode": t.encode * 1e3, "shortlist": t.shortlist * 1e3, "rerank": t.rerank * 1e3},
-                },
-                indent=2,
-            )
+        results = index.search(
+            query, k=k, shortlist=shortlist, ann_search=ann_search, funnel=stages, filter=where, adaptive=adaptive
         )
+    t = index.last_timings
+    widths = t.widths or [None] * len(query)
+    if as_json:
+        answer = {
+            "results": [[h.__dict__ for h in hits] for hits in results],
+            "timings_ms": {"encode": t.encode * 1e3, "shortlist": t.shortlist * 1e3, "rerank": t.rerank * 1e3},
+        }
+        if t.widths is not None:
+            answer["widths"] = [w.as_dict() for w in t.widths]
+        print(jsonlib.dumps(answer, indent=2))
         return
-    for q, hits in zip(query, results, strict=True):
+    for q, hits, used in zip(query, results, widths, strict=True):
+        read = (
+            f"; {used.dims} dims, {used.widened} of {used.candidates} read in full, {used.rerank_bytes:,} bytes"
+            if used
+            else ""
+        )
         table = Table(
             title=f"{q}  (encode {t.encode * 1e3:.1f} ms, shortlist {t.shortlist * 1e3:.1f} ms, "
-            f"rerank {t.rerank * 1e3:.1f} ms)"
+            f"rerank {t.rerank * 1e3:.1f} ms{read})"
         )
         for col in ("#", "id", "score", "text"):
             table.add_column(col)

@@ -57,6 +57,21 @@ def test_search_text_vector_batch_and_timings(client, built):
     assert [h["id"] for h in funnel["results"]][:3] == [h["id"] for h in body["results"]][:3]
 
 
+def test_adaptive_search_says_what_each_query_read(index, built):
+    from mrl.index.tuning import tune
+
+    data, _, _ = built
+    tuned = tune(index, 0.9, k=5, sample=40)["adaptive"]
+    queries = list(data.queries.values())[:3]
+    with TestClient(create_app(index)) as c:
+        body = c.post("/search", json={"query": queries, "k": 5, "adaptive": True}).json()
+        fixed = c.post("/search", json={"query": queries, "k": 5}).json()
+    assert len(body["results"]) == 3 and len(body["widths"]) == 3 and "widths" not in fixed
+    for used in body["widths"]:
+        assert used["dims"] in (tuned["width"], 384) and (used["widened"] > 0) == (used["dims"] == 384)
+        assert used["rerank_bytes"] > 0 and used["fixed_bytes"] == used["candidates"] * 384 * 4
+
+
 def test_upsert_get_delete(client):
     r = client.post(
         "/documents", json={"documents": [{"id": "n1", "text": "Vitamin D and hip fractures", "metadata": {"y": 1}}]}
@@ -93,6 +108,7 @@ def test_upsert_get_delete(client):
         ({"content": json.dumps({"vector": [float("nan")] * 384}).encode()}, 422, "NaN"),
         ({"content": b"{" + b" " * 300_000 + b"}"}, 413, "bytes"),
         ({"json": {"query": "x", "target_recall": 0.99}}, 409, "mrl index tune"),
+        ({"json": {"query": "x", "adaptive": True}}, 422, "no calibrated margin"),
     ],
 )
 def test_bad_search_requests_get_4xx_and_server_keeps_serving(client, kwargs, status, needle):

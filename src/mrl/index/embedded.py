@@ -29,6 +29,7 @@ import numpy as np
 
 from mrl.data import Document
 from mrl.errors import MrlError
+from mrl.index.adaptive import AdaptiveWidth, adaptive_rerank
 from mrl.index.build import write_index
 from mrl.index.docstore import DocStore
 from mrl.index.engines import DEFAULT_ANN, FirstPass, engine
@@ -86,6 +87,8 @@ class Index(SearchIndex):
         index = Index.build("idx/demo", vectors, documents, model="all-MiniLM-L6-v2", prefix_dim=64)
         hits = index.search("does vitamin D prevent fractures", k=10)
     """
+
+    adaptive_width = True
 
     def __init__(self, folder: Path, gen: Generation, model=None, io: str = "mmap"):
         super().__init__()
@@ -371,17 +374,25 @@ class Index(SearchIndex):
         funnel: list[int] | None = None,
         timings: SearchTimings | None = None,
         filter: Filter = None,
+        adaptive: AdaptiveWidth | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Two-pass search on unit query vectors; keys are rows: (rows, scores), each (n_queries, k), -1 padded.
 
         With ``filter`` (:mod:`mrl.index.filters`) only matching rows can rank: the first pass walks with the
         matching rows as a mask, or, when they are few enough to scan, their prefixes are scored exactly; the
-        rerank sees only matching rows either way. Fewer than ``k`` rows may match.
+        rerank sees only matching rows either way. Fewer than ``k`` rows may match. With ``adaptive``
+        (:mod:`mrl.index.adaptive`) the rerank reads the full vectors only of the candidates a middle width leaves
+        in doubt, and ``timings.widths`` says per query what it read.
         """
         g = self.gen
         timings = timings or SearchTimings()
+        if adaptive is not None:
+            if funnel:
+                raise MrlError("`adaptive` chooses the rerank width per query: drop `funnel`")
+            adaptive.check(g.manifest.stored_dim)
         matching = self._matching(g, filter)
-        exact_mode = shortlist is None and ann_search is None and not funnel and (g.manifest.tuned or {}).get("exact")
+        fixed = shortlist is None and ann_search is None and not funnel and adaptive is None
+        exact_mode = fixed and (g.manifest.tuned or {}).get("exact")
         if exact_mode or (matching is not None and not len(matching.rows)):
             self.check_k(k)
             t0 = time.perf_counter()  # tuned to an exact scan: faster than any first pass on this corpus
@@ -395,7 +406,14 @@ class Index(SearchIndex):
         timings.shortlist = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        rows, scores = self._rerank(g, unit_queries, cand, k, funnel or [])
+        if adaptive is None:
+            rows, scores = self._rerank(g, unit_queries, cand, k, funnel or [])
+        else:
+            value_bytes = g.segments[0].dtype.itemsize
+            stored = g.manifest.stored_dim
+            rows, scores, timings.widths = adaptive_rerank(
+                g.vectors, unit_queries, cand, k, adaptive, stored, value_bytes
+            )
         timings.rerank = time.perf_counter() - t0
         return rows, scores
 

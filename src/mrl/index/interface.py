@@ -35,6 +35,7 @@ import numpy as np
 
 from mrl.data import Document
 from mrl.errors import MrlError
+from mrl.index.adaptive import AdaptiveWidth, WidthUsed
 from mrl.index.filters import Filter, parse_filter
 from mrl.index.segments import check_store
 from mrl.vectors.mmr import maximal_marginal_relevance
@@ -56,11 +57,13 @@ class Hit:
 
 @dataclass
 class SearchTimings:
-    """Seconds spent per stage of the last search call (for the server's per-stage metrics)."""
+    """Seconds spent per stage of the last search call (for the server's per-stage metrics), and what an adaptive
+    search read per query (:class:`mrl.index.adaptive.WidthUsed`; None for a fixed search)."""
 
     encode: float = 0.0
     shortlist: float = 0.0
     rerank: float = 0.0
+    widths: list[WidthUsed] | None = None
 
 
 def unit_vectors(
@@ -188,6 +191,7 @@ class SearchIndex(ABC):
     model_name: str | None
     full_dim: int
     prefix_dim: int
+    adaptive_width = False  # whether search_keys takes ``adaptive`` (the rerank is ours, not a database's)
     _model = None
 
     def __init__(self) -> None:
@@ -353,6 +357,7 @@ class SearchIndex(ABC):
         ann_search: int | None = None,
         funnel: list[int] | None = None,
         filter: Filter = None,
+        adaptive: bool | AdaptiveWidth = False,
     ):
         """Top-``k`` hits for one query (text or vector: returns a list of hits) or a batch (list of lists).
 
@@ -360,12 +365,15 @@ class SearchIndex(ABC):
         with the index, else 10 x k. ``funnel`` adds intermediate rerank dims between the prefix and
         full (e.g. ``[128]`` for 64 -> 128 -> full). ``filter`` (:mod:`mrl.index.filters`, e.g.
         ``{"source": "pubmed", "year": {"$gte": 2020}}``) restricts the hits to matching documents.
+        ``adaptive`` (:mod:`mrl.index.adaptive`; ``True``: the margin calibrated by tuning) reads the full vectors
+        only of the candidates a middle width leaves in doubt; ``last_timings.widths`` says what each query read.
         """
         single = isinstance(queries, str) or (isinstance(queries, np.ndarray) and queries.ndim == 1)
         batch = [queries] if single else list(queries) if not isinstance(queries, np.ndarray) else queries
         if len(batch) == 0:
             raise MrlError("no queries given")
         node = parse_filter(filter)  # a malformed filter fails before any encoding
+        width_setting = self.adaptive_setting(adaptive)
         timings = SearchTimings()
         t0 = time.perf_counter()
         if isinstance(batch, np.ndarray) or not isinstance(batch[0], str):
@@ -377,10 +385,26 @@ class SearchIndex(ABC):
             t0 = time.perf_counter()
             vectors = unit_vectors(self.encode(list(batch)), self.full_dim, "query embedding")
         timings.encode = time.perf_counter() - t0
-        keys, scores = self.search_keys(vectors, k, shortlist, ann_search, funnel, timings, filter=node)
+        adaptive_arg = {"adaptive": width_setting} if width_setting else {}
+        keys, scores = self.search_keys(vectors, k, shortlist, ann_search, funnel, timings, filter=node, **adaptive_arg)
         self.last_timings = timings
         results = self.hits_for(keys, scores)
         return results[0] if single else results
+
+    def adaptive_setting(self, adaptive: bool | AdaptiveWidth) -> AdaptiveWidth | None:
+        """What ``adaptive`` asks of a search: None (fixed width), the tuned setting (True) or the one given."""
+        if adaptive is False or adaptive is None:
+            return None
+        if not self.adaptive_width:
+            raise MrlError(
+                f"`adaptive`: the {type(self).__name__} backend reranks inside its database at one width; "
+                "adaptive width needs an embedded index"
+            )
+        if adaptive is True:
+            return AdaptiveWidth.from_tuned(self.tuned)
+        if not isinstance(adaptive, AdaptiveWidth):
+            raise MrlError(f"`adaptive` must be True, False or an AdaptiveWidth, got {adaptive!r}")
+        return adaptive
 
     def max_marginal_relevance(
         self, query, k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, filter: Filter = None

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from mrl.errors import MrlError
+from mrl.index.adaptive import AdaptiveWidth, WidthUsed, calibrate
+from mrl.index.interface import SearchTimings
 
 SHORTLIST_FACTORS = (1, 2, 3, 5, 10, 20, 30, 50, 100, 200, 500)
 WIDTH_STEPS = (384, 256, 192, 128, 96, 64, 48, 32)  # prefix widths the width search tries below the full width
@@ -154,9 +156,20 @@ class Measure:
         return self.index.search_keys(queries, k, shortlist=setting["shortlist"], ann_search=setting["ann_search"])[0]
 
     def recall(self, setting: dict) -> float:
-        found = self.search(self.tq.vectors, setting)
+        return self.recall_of(self.search(self.tq.vectors, setting))
+
+    def recall_of(self, found) -> float:
         found = held_out(found, self.own, self.k) if self.own is not None else found
         return recall_at_k(found, self.truth)
+
+    def adaptive(self, setting: dict, adaptive: AdaptiveWidth) -> tuple[float, list[WidthUsed]]:
+        """Recall of ``setting`` searched with adaptive width, and what each query read."""
+        timings = SearchTimings()
+        k = self.k + (1 if self.own is not None else 0)
+        found = self.index.search_keys(
+            self.tq.vectors, k, setting["shortlist"], setting["ann_search"], timings=timings, adaptive=adaptive
+        )[0]
+        return self.recall_of(found), timings.widths
 
     def timed(self, setting: dict) -> dict:
         """``setting`` with its seconds a query one at a time and batched."""
@@ -246,6 +259,8 @@ def tune(
             raise not_reached(table, target_recall)
         tuned = {**header, **setting_of(best), "measured_recall": best["recall"], "table": table}
         tuned["choice"] = f"shortlist {best['shortlist']}, ann_search {best['ann_search']}"
+        if index.adaptive_width:
+            tuned["adaptive"] = calibrate_adaptive(index, measure, best, target_recall)
         index.set_tuned(tuned)
         return tuned
     return tune_width(index, measure, header, target_recall, shortlists, widths, report or (lambda _: None))
@@ -323,8 +338,20 @@ def tune_width(
         }
         full = finalists.get(trial.stored_dim)
         tuned["choice"] = choice_line(winner, exact, full, exact_wins, index.count, trial.stored_dim)
+        trial.use(winner["width"])
+        tuned["adaptive"] = calibrate_adaptive(index, measure, winner, target_recall)
         trial.adopt(winner["width"], tuned)
     return tuned
+
+
+def calibrate_adaptive(index, measure: Measure, setting: dict, target_recall: float) -> dict:
+    """The margin (and middle width: the prefix or twice it) that adaptive search needs for ``target_recall`` with
+    the chosen k' and beam (:mod:`mrl.index.adaptive`)."""
+    stored = index.manifest.stored_dim
+    widths = [w for w in (setting["width"], 2 * setting["width"]) if w < stored]
+    if not widths:
+        return {"margin": None, "reason": f"the prefix is the full stored width ({stored}): nothing to widen to"}
+    return calibrate(lambda adaptive: measure.adaptive(setting, adaptive), widths, target_recall)
 
 
 def exact_row(index, measure: Measure) -> dict:

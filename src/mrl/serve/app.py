@@ -69,6 +69,11 @@ class SearchRequest(BaseModel):
     ann_search: int | None = Field(None, description="efSearch (hnsw, zvec), nprobe (ivf) or search window (vamana).")
     target_recall: float | None = Field(None, description="Use the index's tuned settings if tuned for >= this.")
     funnel: list[int] | None = Field(None, description="Intermediate rerank dims, e.g. [128].")
+    adaptive: bool = Field(
+        False,
+        description="Adaptive width: read the full vectors only of the candidates the middle width leaves in doubt, "
+        "with the margin the index was tuned with; the response's 'widths' says what each query read.",
+    )
     filter: dict[str, Any] | None = Field(
         None,
         description='Metadata filter in the Chroma / MongoDB "where" shape, e.g. {"source": "pubmed", "year": '
@@ -267,8 +272,17 @@ def create_app(index: SearchIndex, api_key_hashes: list[str] | None = None, limi
                 raise ApiError(422, f"between 1 and {limits.max_batch} vectors per request")
         try:
             unit = unit_vectors(vectors, index.full_dim, "vector")
+            adaptive = index.adaptive_setting(req.adaptive)
             keys, scores = await asyncio.to_thread(
-                index.search_keys, unit, req.k, req.shortlist, req.ann_search, funnel, timings, where
+                index.search_keys,
+                unit,
+                req.k,
+                req.shortlist,
+                req.ann_search,
+                funnel,
+                timings,
+                where,
+                **({"adaptive": adaptive} if adaptive else {}),
             )
             found = await asyncio.to_thread(index.hits_for, keys, scores)
         except FilterError as exc:  # found when the filter met the data: a range on a text field
@@ -278,11 +292,15 @@ def create_app(index: SearchIndex, api_key_hashes: list[str] | None = None, limi
         for name in ("encode", "shortlist", "rerank"):
             stage.labels(name).observe(getattr(timings, name))
         hits = [[h.__dict__ for h in hs] for hs in found]
-        return {
+        answer = {
             "results": hits[0] if single else hits,
             "timings_ms": {n: round(getattr(timings, n) * 1e3, 3) for n in ("encode", "shortlist", "rerank")},
             "prefix_dim": index.prefix_dim,
         }
+        if timings.widths is not None:
+            widths = [w.as_dict() for w in timings.widths]
+            answer["widths"] = widths[0] if single else widths
+        return answer
 
     @app.post("/documents", openapi_extra=body_schema(UpsertRequest))
     async def upsert(request: Request) -> dict:
