@@ -12,6 +12,8 @@ selected on. Roles: ``base`` (no training), ``control`` (plain MNRL, no Matryosh
     python benchmarks/train_scifact.py --variants control-5ep,mrl-adaptor --seeds 42,43,44   # spread over seeds
     python benchmarks/train_scifact.py --variants ""     # only recompute spread, criteria, verdict and plot
     python benchmarks/train_scifact.py --list                        # the variants and their settings
+    python benchmarks/train_scifact.py --variants control-5ep,mrl-adaptor,mrl-adaptor-orth,adaptor-full \
+        --results benchmarks/results/train_scifact-orth.json      # the orthogonal adaptor, in a file of its own
 
 A variant with ``init`` starts from another variant's trained model of the same seed (trained first
 if missing). Writes benchmarks/results/train_scifact.json (merged across invocations; each run keeps
@@ -156,6 +158,12 @@ def main() -> None:
     parser.add_argument("--dev-distractors", type=int, default=1500)
     parser.add_argument("--retrain", action="store_true", help="train again even when the model folder exists")
     parser.add_argument("--list", action="store_true")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS,
+        help="the JSON file runs merge into (another file keeps a comparison apart from the recorded runs)",
+    )
     args = parser.parse_args()
     if args.list:
         print(json.dumps(VARIANTS, indent=1))
@@ -173,7 +181,8 @@ def main() -> None:
     sts = load_sts(data / "stsbenchmark" / "sts-test.csv")
     pairs = positive_pairs(train_part)
     cache = EmbeddingCache()
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"runs": {}}
+    path = args.results
+    results = json.loads(path.read_text()) if path.exists() else {"runs": {}}
     # runs measured before rotated prefixes were (their models are gone): kept apart, raw nDCG@10 only
     earlier = {n: r for n, r in results["runs"].items() if "rotated" not in r.get("ndcg@10", {})}
     if earlier:
@@ -195,7 +204,7 @@ def main() -> None:
     bench = Bench(args, results, cache, test, sts, dev, train_split, pairs)
     if "base" not in results["runs"] or "rotated" not in results["runs"]["base"].get("ndcg@10", {}):
         results["runs"]["base"] = {"role": "base", "settings": {}, **bench.evaluate(load_model("default"), "base")}
-        write_json(results, RESULTS)
+        write_json(results, path)
     for seed in seeds:
         for name in names:
             bench.run(name, seed)
@@ -205,8 +214,8 @@ def main() -> None:
     results["criteria_fair"] = criteria(results["runs"], control=FAIR_CONTROL, must=FAIR_MUST)
     results["verdict_fair"] = fair_verdict(results)
     results["dev_choice"] = dev_choice(results["runs"])
-    write_json(results, RESULTS)
-    plot(results, RESULTS.with_suffix(".png"))
+    write_json(results, path)
+    plot(results, path.with_suffix(".png"))
     print_table(results)
 
 
@@ -271,7 +280,7 @@ class Bench:
                 if "loss" in row
             ],
         }
-        write_json(self.results, RESULTS)  # after every run: a crash later keeps what finished
+        write_json(self.results, self.args.results)  # after every run: a crash later keeps what finished
         return out
 
     def train(self, spec: dict, seed: int, out: Path, init: Path | None) -> dict:
