@@ -19,6 +19,7 @@ precision. Paste a table as printed; re-run this script after a result file chan
     python benchmarks/summarize.py backends             # backends-100000-p128.json: one index on each backend
     python benchmarks/summarize.py serving              # serve_load.json: concurrent clients against mrl serve
     python benchmarks/summarize.py runs                 # every index_speed run, folded into the docs' history
+    python benchmarks/summarize.py adaptive --file benchmarks/results/adaptive-scifact-adaptor.json
 """
 
 from __future__ import annotations
@@ -369,6 +370,32 @@ def filtered(path: Path) -> str:
     return "\n".join(rows)
 
 
+def adaptive(path: Path) -> str:
+    """Per target recall: the fixed two-pass search and adaptive width on the held-out claims, with what each read."""
+    f = Figures(path)
+    rows = [
+        "| target | search | recall@10 | nDCG@10 | QPS one at a time | QPS in batches | queries widened | mean dims | "
+        "rerank bytes / query | bytes vs fixed |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for i, point in enumerate(f.data["points"]):
+        target = f.num(".2f", "points", i, "target")
+        for name in ("fixed", "adaptive"):
+            if name not in point:
+                rows.append(f"| {target} | {name} | not calibrated: {point['calibration']['reason']} | | | | | | | |")
+                continue
+            keys = ("points", i, name)
+            ndcg = f.num(".4f", *keys, "ndcg@10") if point[name]["ndcg@10"] is not None else "-"
+            widened = f.num(".0f", *keys, "widened_share", unit="%") if name == "adaptive" else "all"
+            ratio = f.num(".2f", "points", i, "rerank_bytes_ratio_vs_fixed", unit="x") if name == "adaptive" else "1"
+            rows.append(
+                f"| {target} | {name} | {f.num('.4f', *keys, 'recall@10')} | {ndcg} | "
+                f"{f.num(',.0f', *keys, 'qps_single')} | {f.num(',.0f', *keys, 'qps_batch')} | {widened} | "
+                f"{f.num('.0f', *keys, 'mean_dims')} | {f.num(',.0f', *keys, 'rerank_bytes')} | {ratio} |"
+            )
+    return "\n".join(rows)
+
+
 def encoding(path: Path = RESULTS / "encode_speed.json") -> str:
     """Texts a second per runtime, its speed-up over torch, and what it changes in nDCG@10."""
     f = Figures(path)
@@ -453,6 +480,7 @@ TABLES: dict[str, Callable[..., str]] = {
     "systems": systems,
     "widths": widths,
     "filtered": filtered,
+    "adaptive": adaptive,
 }
 BASES = {"adaptors-minilm": "minilm", "adaptors-mpnet": "mpnet"}
 FIXED: dict[str, tuple[Callable[..., str], Path | None]] = {
@@ -471,7 +499,9 @@ FIXED: dict[str, tuple[Callable[..., str], Path | None]] = {
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("table", choices=(*TABLES, *FIXED, *BASES))
-    ap.add_argument("--file", type=Path, help="the result file (needed by lead, peers, systems, widths, filtered)")
+    ap.add_argument(
+        "--file", type=Path, help="the result file (needed by lead, peers, systems, widths, filtered, adaptive)"
+    )
     ap.add_argument("--source", action="store_true", help="also print the command, CPU and file under the table")
     args = ap.parse_args()
     if args.table in BASES:

@@ -11,7 +11,7 @@ import pytest
 
 from mrl.errors import MrlError
 from mrl.index import Index
-from mrl.index.adaptive import AdaptiveWidth
+from mrl.index.adaptive import DEFAULT_MARGIN, AdaptiveWidth
 from mrl.index.interface import SearchTimings
 from mrl.index.tuning import recall_at_k, tune
 from mrl.vectors.prefix import prefix
@@ -82,12 +82,23 @@ def test_tuning_calibrates_the_least_reading_margin_that_keeps_the_target_recall
     assert len(reopened.last_timings.widths) == 1
 
 
+def test_an_index_never_calibrated_uses_the_documented_default_and_says_so_once(corpus, tmp_path):
+    _, _, docs, vectors = corpus
+    untuned = Index.build(tmp_path / "untuned", vectors, docs, prefix_dim=64)
+    with pytest.warns(UserWarning, match=r"no calibrated margin .*width 128 and margin 0\.03") as said:
+        untuned.search(vectors[:3], adaptive=True)
+        untuned.search(vectors[:3], adaptive=True)
+    assert len(said) == 1
+    assert untuned.adaptive_setting(True) == AdaptiveWidth(128, DEFAULT_MARGIN)
+    assert {w.dims for w in untuned.last_timings.widths} <= {128, 384}
+    full = Index.build(tmp_path / "full", vectors, docs, prefix_dim=384)
+    with pytest.raises(MrlError, match="the prefix is the full width"):
+        full.search(vectors[0], adaptive=True)
+
+
 def test_adaptive_is_refused_where_it_cannot_apply(built, corpus, tmp_path):
     index, queries = built
     _, _, docs, vectors = corpus
-    untuned = Index.build(tmp_path / "untuned", vectors, docs, prefix_dim=64)
-    with pytest.raises(MrlError, match="`adaptive`: no calibrated margin"):
-        untuned.search(queries[0], adaptive=True)
     with pytest.raises(MrlError, match=r"`adaptive\.width` must be between 1 and 383"):
         index.search(queries[0], adaptive=AdaptiveWidth(384, 0.01))
     with pytest.raises(MrlError, match=r"`adaptive\.margin` must be a cosine margin of 0 or more"):
@@ -109,8 +120,8 @@ def test_mrl_search_adaptive_reports_what_each_query_read(built, corpus, tmp_pat
     index, _ = built
     _, _, docs, vectors = corpus
     untuned = Index.build(tmp_path / "untuned", vectors, docs, model="default", prefix_dim=64)
-    proc = mrl("search", str(untuned.folder), "vitamin D", "--adaptive")
-    assert proc.returncode == 2 and "no calibrated margin" in proc.stderr
+    proc = mrl("search", str(untuned.folder), "vitamin D", "aspirin", "--adaptive")
+    assert proc.returncode == 0 and proc.stderr.count("no calibrated margin") == 1, proc.stderr
     tune(index, 0.95, k=K, sample=50)  # held-out documents as the tuning queries
     proc = mrl("search", str(index.folder), "vitamin D", "aspirin and cancer", "--adaptive", "--json")
     assert proc.returncode == 0, proc.stderr

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -192,6 +193,7 @@ class SearchIndex(ABC):
     full_dim: int
     prefix_dim: int
     adaptive_width = False  # whether search_keys takes ``adaptive`` (the rerank is ours, not a database's)
+    _adaptive_default_said = False
     _model = None
 
     def __init__(self) -> None:
@@ -392,7 +394,8 @@ class SearchIndex(ABC):
         return results[0] if single else results
 
     def adaptive_setting(self, adaptive: bool | AdaptiveWidth) -> AdaptiveWidth | None:
-        """What ``adaptive`` asks of a search: None (fixed width), the tuned setting (True) or the one given."""
+        """What ``adaptive`` asks of a search: None (fixed width), the tuned setting (True; the default, said once
+        in a warning, when the index was never calibrated) or the one given."""
         if adaptive is False or adaptive is None:
             return None
         if not self.adaptive_width:
@@ -401,7 +404,11 @@ class SearchIndex(ABC):
                 "adaptive width needs an embedded index"
             )
         if adaptive is True:
-            return AdaptiveWidth.from_tuned(self.tuned)
+            setting, default_used = AdaptiveWidth.from_tuned(self.tuned, self.prefix_dim, self.full_dim)
+            if default_used and not self._adaptive_default_said:  # said once per opened index, not per search
+                self._adaptive_default_said = True
+                warnings.warn(default_used, stacklevel=3)
+            return setting
         if not isinstance(adaptive, AdaptiveWidth):
             raise MrlError(f"`adaptive` must be True, False or an AdaptiveWidth, got {adaptive!r}")
         return adaptive
