@@ -96,6 +96,23 @@ def test_an_index_never_calibrated_uses_the_documented_default_and_says_so_once(
         full.search(vectors[0], adaptive=True)
 
 
+def test_compare_widths_ranks_the_same_candidates_at_each_width_against_full_width(built):
+    index, queries = built
+    view = index.compare_widths(queries[1], k=K, dims=[128, 32, 64])
+    assert [c["dims"] for c in view["columns"]] == [32, 64, 128, 384]
+    full = [h.id for h in view["columns"][-1]["hits"]]
+    assert full == [h.id for h in index.search(queries[1], k=K)] and view["columns"][-1]["overlap"] == 1.0
+    for column in view["columns"][:-1]:
+        rows, _ = index.search_keys(queries[1:2], K, adaptive=AdaptiveWidth(column["dims"], 0.0))
+        ids = [h.id for h in column["hits"]]
+        assert ids == [index.docs.fetch([r])[r][0] for r in rows[0]]
+        assert column["overlap"] == len(set(ids) & set(full)) / K
+    assert view["columns"][2]["overlap"] >= view["columns"][0]["overlap"]  # 128 dims agree more than 32
+    assert view["adaptive"]["dims"] in (view["adaptive"]["width"], 384) and view["adaptive"]["candidates"] > 0
+    with pytest.raises(MrlError, match="`dims`: 384 is not between 1 and 383"):
+        index.compare_widths(queries[1], dims=[64, 384])
+
+
 def test_adaptive_is_refused_where_it_cannot_apply(built, corpus, tmp_path):
     index, queries = built
     _, _, docs, vectors = corpus

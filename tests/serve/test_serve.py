@@ -72,6 +72,14 @@ def test_adaptive_search_says_what_each_query_read(index, built):
         assert used["rerank_bytes"] > 0 and used["fixed_bytes"] == used["candidates"] * 384 * 4
 
 
+def test_widths_view_over_http(client):
+    body = client.post("/search/widths", json={"query": "vitamin D and bone fractures", "k": 3}).json()
+    assert [c["dims"] for c in body["columns"]] == [32, 64, 128, 384] and len(body["columns"][0]["hits"]) == 3
+    r = client.post("/search/widths", json={"query": "vitamin D", "dims": [384]})
+    assert r.status_code == 422 and "is not between 1 and 383" in r.json()["error"]
+    assert client.post("/search/widths", json={"query": " "}).status_code == 422
+
+
 def test_upsert_get_delete(client):
     r = client.post(
         "/documents", json={"documents": [{"id": "n1", "text": "Vitamin D and hip fractures", "metadata": {"y": 1}}]}
@@ -253,10 +261,16 @@ def test_web_page_in_headless_chromium(index, tmp_path):
             page.fill("#q", "does vitamin D prevent fractures")
             page.select_option("#funnel", "128")
             page.fill("#k", "5")
+            page.check("#widths")
             page.click("#go")
             page.wait_for_selector(".hit")
             assert page.locator(".hit").count() == 5
             assert "shortlist" in page.text_content("#timings")
+            page.wait_for_selector("table.widths")
+            heads = page.locator("table.widths th").all_text_contents()
+            assert [h.split(" dims")[0] for h in heads] == ["32", "64", "128", "384"] and "overlap@5 1.00" in heads[-1]
+            assert page.locator("table.widths tr").count() == 6 and page.locator("table.widths th.stopped").count() == 1
+            assert "adaptive width:" in page.text_content("#adaptive")
             page.screenshot(path=str(tmp_path / "page.png"))
             browser.close()
     finally:

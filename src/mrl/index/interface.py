@@ -29,7 +29,7 @@ import time
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from operator import attrgetter
 
 import numpy as np
@@ -412,6 +412,37 @@ class SearchIndex(ABC):
         if not isinstance(adaptive, AdaptiveWidth):
             raise MrlError(f"`adaptive` must be True, False or an AdaptiveWidth, got {adaptive!r}")
         return adaptive
+
+    def compare_widths(self, query, k: int = 10, dims: Iterable[int] = (32, 64, 128)) -> dict:
+        """One query's top ``k`` (text or vector) at each of ``dims`` and at the full width, over the same first-pass
+        candidates, with each width's overlap@k against the full width, and what adaptive width (the index's
+        setting) read for it: the search page's side-by-side view.
+
+        A width's column is the adaptive rerank with margin 0 (it never widens), so the columns differ only in how
+        many dims scored the candidates.
+        """
+        self.check_positive_k(k)
+        dims = sorted(set(dims))
+        bad = [d for d in dims if not isinstance(d, int) or not 0 < d < self.full_dim]
+        if bad:
+            raise MrlError(f"`dims`: {bad[0]} is not between 1 and {self.full_dim - 1} (full width is always shown)")
+        setting = self.adaptive_setting(True)  # also refuses a backend that reranks in its database
+        if isinstance(query, str):
+            if not query.strip():
+                raise MrlError("`query` must be non-empty text")
+            query = self.encode([query])
+        vector = unit_vectors(np.asarray(query, dtype=np.float32).reshape(1, -1), self.full_dim, "query vector")
+        full_rows, full_scores = self.search_keys(vector, k)
+        full = {key for key in full_rows[0] if not _padding(key)}
+        columns = []
+        for d in dims:
+            rows, scores = self.search_keys(vector, k, adaptive=AdaptiveWidth(d, 0.0))
+            found = {key for key in rows[0] if not _padding(key)}
+            columns.append({"dims": d, "hits": self.hits_for(rows, scores)[0], "overlap": len(found & full) / k})
+        columns.append({"dims": self.full_dim, "hits": self.hits_for(full_rows, full_scores)[0], "overlap": 1.0})
+        timings = SearchTimings()
+        self.search_keys(vector, k, timings=timings, adaptive=setting)
+        return {"k": k, "columns": columns, "adaptive": {**asdict(setting), **timings.widths[0].as_dict()}}
 
     def max_marginal_relevance(
         self, query, k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, filter: Filter = None

@@ -81,6 +81,13 @@ class SearchRequest(BaseModel):
     )
 
 
+class WidthsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    query: str = Field(description="One query text.")
+    k: int = Field(10, description="Results per width.")
+    dims: list[int] = Field([32, 64, 128], description="Prefix widths to rank at, beside the full width.")
+
+
 class DocumentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str
@@ -301,6 +308,29 @@ def create_app(index: SearchIndex, api_key_hashes: list[str] | None = None, limi
             widths = [w.as_dict() for w in timings.widths]
             answer["widths"] = widths[0] if single else widths
         return answer
+
+    @app.post("/search/widths", openapi_extra=body_schema(WidthsRequest))
+    async def search_widths(request: Request) -> dict:
+        """One query's top k at each prefix width and at full width over the same candidates, with overlap@k against
+        full width and where adaptive width stopped (embedded index): the page's side-by-side view."""
+        req: WidthsRequest = await parse(request, WidthsRequest)
+        if not req.query.strip():
+            raise ApiError(422, "query text is empty")
+        if len(req.query) > limits.max_text_chars:
+            raise ApiError(413, f"query text over {limits.max_text_chars} characters")
+        most = min(limits.max_k, index.count)
+        if not 0 < req.k <= most:
+            raise ApiError(422, f"k must be between 1 and {most}")
+        if not 0 < len(req.dims) <= 8:
+            raise ApiError(422, "between 1 and 8 dims")
+        vectors = await batcher([req.query])
+        try:
+            view = await asyncio.to_thread(index.compare_widths, vectors[0], req.k, req.dims)
+        except MrlError as exc:
+            raise ApiError(422, str(exc)) from None
+        for column in view["columns"]:
+            column["hits"] = [h.__dict__ for h in column["hits"]]
+        return view
 
     @app.post("/documents", openapi_extra=body_schema(UpsertRequest))
     async def upsert(request: Request) -> dict:
