@@ -1,8 +1,9 @@
 """Adaptive width per query: read the full vectors only for the candidates a middle width leaves in doubt.
 
-A fixed two-pass search reads every shortlisted candidate's full vector. Many queries do not need it: at a middle
-width (by default the index's prefix, read as floats from the stored rows) their k-th best candidate already
-stands clear of the rest. This rescoring keeps that in view with one number, a cosine ``margin``:
+A fixed two-pass search reads every shortlisted candidate's full vector. Most of those reads decide nothing: at a
+middle width (the prefix or twice it, read as floats from the stored rows) many candidates already trail the k-th
+best by too much to enter the top k, and for some queries the top k already stand clear of the rest. One number, a
+cosine ``margin``, decides what is read in full:
 
 1. every candidate of the first pass is scored at ``width`` dims (cosine of the re-normalized prefixes);
 2. with ``t`` the k-th best of those scores, the candidates scoring at least ``t - margin`` are in doubt;
@@ -11,10 +12,11 @@ stands clear of the rest. This rescoring keeps that in view with one number, a c
 4. otherwise the query **widens**: the candidates in doubt, and only they, are scored at the full width.
 
 ``margin`` 0 never widens (a search at ``width`` dims); a large margin widens every query over its whole
-shortlist (the fixed two-pass search plus the middle read). The signal is the top-score margin that the
-early-exit literature uses (AdaWidth, arXiv 2608.23862, calls it the prefix's ranking confidence), and it needs
-nothing beyond the scores in hand. :func:`mrl.index.tuning.tune` calibrates ``margin`` (and picks ``width``) on the
-tuning queries: the least rerank bytes whose recall@k against exact full-width search meets the target.
+shortlist (the fixed two-pass search plus the middle read). The signal is the margin between the top scores, which
+needs nothing beyond the scores in hand (other signals, such as the agreement of two widths' top k or a learned
+router as in AdaWidth, arXiv 2608.23862, are not built). :func:`mrl.index.tuning.tune` calibrates ``margin`` (and
+picks ``width``) on the tuning queries: the least rerank bytes whose recall@k against exact full-width search meets
+the target.
 
 Scores of a query that stopped are cosines of the ``width``-dim prefixes, not of the full vectors: they rank that
 query's hits, and :class:`WidthUsed` says which width each query's scores come from.
