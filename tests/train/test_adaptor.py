@@ -132,6 +132,8 @@ def test_an_orthogonal_adaptor_keeps_every_full_width_score_and_still_trains_its
     assert np.abs(loaded.encode(texts) - adaptor.embed(before)).max() < 1e-5
     with pytest.raises(MrlError, match="`orthogonal` keeps the full width"):
         train_adaptor(AdaptorConfig(dims=[384], orthogonal=True), (anchor, positive), docs)
+    with pytest.raises(MrlError, match=r"`dim_weights`: an orthogonal adaptor keeps the full width .* \(2\)"):
+        train_adaptor(AdaptorConfig(dims=[384, 64], dim_weights=[2, 1], orthogonal=True), (anchor, positive), docs)
 
 
 def test_orthogonal_without_adaptor_is_refused_before_any_work(tmp_path):

@@ -97,6 +97,12 @@ class AdaptorConfig:
             raise MrlError(f"`dim_weights`: {len(self.dim_weights)} weights for {len(self.dims)} dims")
         if self.orthogonal and len(self.dims) < 2:
             raise MrlError("`orthogonal` keeps the full width as it is: give `dims` below it to train")
+        if self.orthogonal and self.dim_weights is not None and self.dim_weights[self.dims.index(width)]:
+            weight = self.dim_weights[self.dims.index(width)]
+            raise MrlError(
+                f"`dim_weights`: an orthogonal adaptor keeps the full width as it is, so its weight ({weight:g}) would "
+                "have no effect: give it 0"
+            )
         if self.steps <= 0 or self.learning_rate <= 0 or self.batch_size <= 1:
             raise MrlError("`adaptor_steps`, the learning rate and the batch size must be positive (batch >= 2)")
 
