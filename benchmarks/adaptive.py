@@ -59,8 +59,8 @@ def measure(
     index: Index, queries: np.ndarray, truth: np.ndarray, adaptive: bool
 ) -> tuple[dict, np.ndarray, np.ndarray]:
     """Timing point of one search mode with the index's tuned k' and beam, what it read a query, and its rows and
-    scores (for nDCG). The fixed search reads every candidate's full row: its bytes are the adaptive summary's
-    ``fixed_bytes``, counted over the same candidates."""
+    scores (for nDCG). The fixed search reads every candidate's full row: its bytes are the mean candidate count
+    times a stored row's bytes (the ``fixed_bytes`` the adaptive summary counts over the same candidates)."""
     setting = index.adaptive_setting(True) if adaptive else None
     point = timed(lambda q: index.search_keys(q, K, adaptive=setting)[0], queries, truth)
     timings = SearchTimings()

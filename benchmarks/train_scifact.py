@@ -412,9 +412,9 @@ def dev_choice(runs: dict) -> dict:
     at ``DEV_DIMS`` on the dev queries after training, among the seed-42 runs that measured them there."""
     scores, not_measured = {}, []
     for run in runs.values():
-        last = (run.get("dev_history") or [{}])[-1]
         if run.get("seed") != 42:
             continue
+        last = (run.get("dev_history") or [{}])[-1]
         keys = [f"dim{d}_ndcg@10" for d in DEV_DIMS]
         if all(k in last for k in keys):
             scores[run["variant"]] = round(statistics.mean(last[k] for k in keys), 4)

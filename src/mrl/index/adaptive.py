@@ -130,7 +130,8 @@ def adaptive_rerank(
     ranked = np.take_along_axis(s, order, axis=1)
     kth = ranked[np.arange(len(s)), np.clip(np.minimum(k, counts) - 1, 0, None)]
     doubt = valid & (s >= (kth - margin)[:, None])
-    widen = doubt.sum(axis=1) > k  # more than the top k within the margin: the order at this width is unsure
+    in_doubt = doubt.sum(axis=1)
+    widen = in_doubt > k  # more than the top k within the margin: the order at this width is unsure
     keep = min(k, cand.shape[1])
     stop = ~widen
     out_rows[stop, :keep] = np.take_along_axis(cand[stop], order[stop, :keep], axis=1)
@@ -147,7 +148,7 @@ def adaptive_rerank(
         out_scores[widen, :keep] = np.take_along_axis(scores[widen], best, axis=1)
     out_rows[np.isneginf(out_scores)] = -1
     head_bytes = counts * width * value_bytes
-    widened = np.where(widen, doubt.sum(axis=1), 0)
+    widened = np.where(widen, in_doubt, 0)
     return (
         out_rows,
         out_scores,

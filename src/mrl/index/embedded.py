@@ -29,7 +29,7 @@ import numpy as np
 
 from mrl.data import Document
 from mrl.errors import MrlError
-from mrl.index.adaptive import AdaptiveWidth, adaptive_rerank
+from mrl.index.adaptive import AdaptiveWidth, WidthUsed, adaptive_rerank
 from mrl.index.build import write_index
 from mrl.index.docstore import DocStore
 from mrl.index.engines import DEFAULT_ANN, FirstPass, engine
@@ -409,13 +409,31 @@ class Index(SearchIndex):
         if adaptive is None:
             rows, scores = self._rerank(g, unit_queries, cand, k, funnel or [])
         else:
-            value_bytes = g.segments[0].dtype.itemsize
-            stored = g.manifest.stored_dim
-            rows, scores, timings.widths = adaptive_rerank(
-                g.vectors, unit_queries, cand, k, adaptive, stored, value_bytes
-            )
+            rows, scores, timings.widths = self._adaptive_rerank(g, unit_queries, cand, k, adaptive)
         timings.rerank = time.perf_counter() - t0
         return rows, scores
+
+    def rank_at_widths(
+        self, unit_query: np.ndarray, k: int, dims: list[int], adaptive: AdaptiveWidth
+    ) -> tuple[list[tuple[int, np.ndarray, np.ndarray]], WidthUsed]:
+        """For :meth:`compare_widths`: one first pass on one generation, its candidates ranked at each of ``dims``
+        (margin 0), at the full width and adaptively. Per width (dims, rows, scores), full width last, and what the
+        adaptive rerank read."""
+        g = self.gen  # one snapshot: a write between the columns cannot make them rank different candidates
+        stored = g.manifest.stored_dim
+        settings = [AdaptiveWidth(d, 0.0).check(stored) for d in dims]
+        adaptive.check(stored)
+        query = g.stored_queries(unit_query)
+        cand = self._first_pass(g, query, k, None, None)
+        columns = [(s.width, *self._adaptive_rerank(g, query, cand, k, s)[:2]) for s in settings]
+        columns.append((stored, *self._rerank(g, query, cand, k, [])))
+        return columns, self._adaptive_rerank(g, query, cand, k, adaptive)[2][0]
+
+    @staticmethod
+    def _adaptive_rerank(g: Generation, queries: np.ndarray, cand: np.ndarray, k: int, adaptive: AdaptiveWidth):
+        """:func:`adaptive_rerank` over this generation's stored rows (queries in the stored basis)."""
+        value_bytes = g.segments[0].dtype.itemsize
+        return adaptive_rerank(g.vectors, queries, cand, k, adaptive, g.manifest.stored_dim, value_bytes)
 
     def candidates(
         self, unit_queries: np.ndarray, k: int, shortlist: int | None = None, ann_search: int | None = None

@@ -225,10 +225,13 @@ class SearchIndex(ABC):
         funnel: list[int] | None = None,
         timings: SearchTimings | None = None,
         filter: Filter = None,
+        adaptive: AdaptiveWidth | None = None,
     ) -> tuple[list[list], list[list[float]]]:
         """Two-pass search on unit vectors: per query, the keys of the top ``k`` and their scores.
 
-        ``filter`` (:mod:`mrl.index.filters`) lets only matching documents rank; fewer than ``k`` may match."""
+        ``filter`` (:mod:`mrl.index.filters`) lets only matching documents rank; fewer than ``k`` may match.
+        ``adaptive`` (:mod:`mrl.index.adaptive`): where the backend reranks itself (:attr:`adaptive_width`), the full
+        vectors are read only for the candidates a middle width leaves in doubt; the others refuse it."""
 
     @abstractmethod
     def key_vectors(self, keys: list) -> np.ndarray:
@@ -387,8 +390,7 @@ class SearchIndex(ABC):
             t0 = time.perf_counter()
             vectors = unit_vectors(self.encode(list(batch)), self.full_dim, "query embedding")
         timings.encode = time.perf_counter() - t0
-        adaptive_arg = {"adaptive": width_setting} if width_setting else {}
-        keys, scores = self.search_keys(vectors, k, shortlist, ann_search, funnel, timings, filter=node, **adaptive_arg)
+        keys, scores = self.search_keys(vectors, k, shortlist, ann_search, funnel, timings, node, width_setting)
         self.last_timings = timings
         results = self.hits_for(keys, scores)
         return results[0] if single else results
@@ -398,11 +400,7 @@ class SearchIndex(ABC):
         in a warning, when the index was never calibrated) or the one given."""
         if adaptive is False or adaptive is None:
             return None
-        if not self.adaptive_width:
-            raise MrlError(
-                f"`adaptive`: the {type(self).__name__} backend reranks inside its database at one width; "
-                "adaptive width needs an embedded index"
-            )
+        self.check_adaptive(adaptive)
         if adaptive is True:
             setting, default_used = AdaptiveWidth.from_tuned(self.tuned, self.prefix_dim, self.full_dim)
             if default_used and not self._adaptive_default_said:  # said once per opened index, not per search
@@ -413,10 +411,19 @@ class SearchIndex(ABC):
             raise MrlError(f"`adaptive` must be True, False or an AdaptiveWidth, got {adaptive!r}")
         return adaptive
 
+    def check_adaptive(self, adaptive: bool | AdaptiveWidth | None) -> None:
+        """Refuse adaptive width on a backend whose rerank runs inside its database, at one width."""
+        if adaptive not in (None, False) and not self.adaptive_width:
+            raise MrlError(
+                f"`adaptive`: the {type(self).__name__} backend reranks inside its database at one width; "
+                "adaptive width needs an embedded index"
+            )
+
     def compare_widths(self, query, k: int = 10, dims: Iterable[int] = (32, 64, 128)) -> dict:
         """One query's top ``k`` (text or vector) at each of ``dims`` and at the full width, over the same first-pass
         candidates, with each width's overlap@k against the full width, and what adaptive width (the index's
-        setting) read for it: the search page's side-by-side view.
+        setting) read for it: the search page's side-by-side view. Needs a backend that reranks itself
+        (:attr:`adaptive_width`; it provides ``rank_at_widths``).
 
         A width's column is the adaptive rerank with margin 0 (it never widens), so the columns differ only in how
         many dims scored the candidates.
@@ -432,17 +439,13 @@ class SearchIndex(ABC):
                 raise MrlError("`query` must be non-empty text")
             query = self.encode([query])
         vector = unit_vectors(np.asarray(query, dtype=np.float32).reshape(1, -1), self.full_dim, "query vector")
-        full_rows, full_scores = self.search_keys(vector, k)
-        full = {key for key in full_rows[0] if not _padding(key)}
+        ranked, used = self.rank_at_widths(vector, k, dims, setting)
+        full = {key for key in ranked[-1][1][0] if not _padding(key)}
         columns = []
-        for d in dims:
-            rows, scores = self.search_keys(vector, k, adaptive=AdaptiveWidth(d, 0.0))
+        for width, rows, scores in ranked:
             found = {key for key in rows[0] if not _padding(key)}
-            columns.append({"dims": d, "hits": self.hits_for(rows, scores)[0], "overlap": len(found & full) / k})
-        columns.append({"dims": self.full_dim, "hits": self.hits_for(full_rows, full_scores)[0], "overlap": 1.0})
-        timings = SearchTimings()
-        self.search_keys(vector, k, timings=timings, adaptive=setting)
-        return {"k": k, "columns": columns, "adaptive": {**asdict(setting), **timings.widths[0].as_dict()}}
+            columns.append({"dims": width, "hits": self.hits_for(rows, scores)[0], "overlap": len(found & full) / k})
+        return {"k": k, "columns": columns, "adaptive": {**asdict(setting), **used.as_dict()}}
 
     def max_marginal_relevance(
         self, query, k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, filter: Filter = None

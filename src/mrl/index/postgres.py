@@ -325,9 +325,12 @@ class PostgresIndex(DatabaseIndex):
             rows = conn.execute("EXPLAIN " + sql, params).fetchall()
         return "\n".join(r[0] for r in rows)
 
-    def search_keys(self, unit_queries, k, shortlist=None, ann_search=None, funnel=None, timings=None, filter=None):
+    def search_keys(
+        self, unit_queries, k, shortlist=None, ann_search=None, funnel=None, timings=None, filter=None, adaptive=None
+    ):
         """Keys are document ids; one statement per query, all in one transaction (one snapshot)."""
         self.check_positive_k(k)
+        self.check_adaptive(adaptive)
         node = parse_filter(filter)
         unit_queries = rotate_rows(unit_queries, self.rotation)
         funnel = funnel or []

@@ -574,9 +574,12 @@ class QdrantIndex(DatabaseIndex):
         with self.lock:
             return self.engine.count()
 
-    def search_keys(self, unit_queries, k, shortlist=None, ann_search=None, funnel=None, timings=None, filter=None):
+    def search_keys(
+        self, unit_queries, k, shortlist=None, ann_search=None, funnel=None, timings=None, filter=None, adaptive=None
+    ):
         """Keys are document ids; both passes run inside Qdrant, one query per vector, a filter in the prefetch."""
         self.check_positive_k(k)
+        self.check_adaptive(adaptive)
         node = parse_filter(filter)
         if funnel:
             raise MrlError("the Qdrant backend reranks in one stage (prefix -> full); drop `funnel`")

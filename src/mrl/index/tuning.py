@@ -151,9 +151,16 @@ class Measure:
         self.own = [row[0] for row in truth] if extra else None
         self.truth = held_out(truth, self.own, k) if extra else [list(row) for row in truth]
 
-    def search(self, queries: np.ndarray, setting: dict):
+    def search(
+        self,
+        queries: np.ndarray,
+        setting: dict,
+        timings: SearchTimings | None = None,
+        adaptive: AdaptiveWidth | None = None,
+    ):
         k = self.k + (1 if self.own is not None else 0)
-        return self.index.search_keys(queries, k, shortlist=setting["shortlist"], ann_search=setting["ann_search"])[0]
+        shortlist, ann_search = setting["shortlist"], setting["ann_search"]
+        return self.index.search_keys(queries, k, shortlist, ann_search, timings=timings, adaptive=adaptive)[0]
 
     def recall(self, setting: dict) -> float:
         return self.recall_of(self.search(self.tq.vectors, setting))
@@ -165,10 +172,7 @@ class Measure:
     def adaptive(self, setting: dict, adaptive: AdaptiveWidth) -> tuple[float, list[WidthUsed]]:
         """Recall of ``setting`` searched with adaptive width, and what each query read."""
         timings = SearchTimings()
-        k = self.k + (1 if self.own is not None else 0)
-        found = self.index.search_keys(
-            self.tq.vectors, k, setting["shortlist"], setting["ann_search"], timings=timings, adaptive=adaptive
-        )[0]
+        found = self.search(self.tq.vectors, setting, timings, adaptive)
         return self.recall_of(found), timings.widths
 
     def timed(self, setting: dict) -> dict:

@@ -142,6 +142,17 @@ def create_app(index: SearchIndex, api_key_hashes: list[str] | None = None, limi
     write_lock = asyncio.Lock()
     batcher = EncodeBatcher(encode, max_batch=limits.max_batch)
 
+    def check_k(k: int) -> None:
+        most = min(limits.max_k, index.count)  # one count: on a database backend it is a query
+        if not 0 < k <= most:
+            raise ApiError(422, f"k must be between 1 and {most}")
+
+    def check_query_text(text: str) -> None:
+        if not text.strip():
+            raise ApiError(422, "query text is empty")
+        if len(text) > limits.max_text_chars:
+            raise ApiError(413, f"query text over {limits.max_text_chars} characters")
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         batcher.start()
@@ -232,9 +243,7 @@ def create_app(index: SearchIndex, api_key_hashes: list[str] | None = None, limi
             raise ApiError(422, "give exactly one of 'query' (text) or 'vector'")
         if req.vector is not None and not req.vector:
             raise ApiError(422, "'vector' is empty")
-        most = min(limits.max_k, index.count)  # one count: on a database backend it is a query
-        if not 0 < req.k <= most:
-            raise ApiError(422, f"k must be between 1 and {most}")
+        check_k(req.k)
         if req.shortlist is not None and not req.k <= req.shortlist <= limits.max_shortlist:
             raise ApiError(422, f"shortlist must be between k and {limits.max_shortlist}")
         if req.ann_search is not None and not 0 < req.ann_search <= 4096:
@@ -261,10 +270,7 @@ def create_app(index: SearchIndex, api_key_hashes: list[str] | None = None, limi
             if not texts or len(texts) > limits.max_batch:
                 raise ApiError(422, f"between 1 and {limits.max_batch} queries per request")
             for t in texts:
-                if not t.strip():
-                    raise ApiError(422, "query text is empty")
-                if len(t) > limits.max_text_chars:
-                    raise ApiError(413, f"query text over {limits.max_text_chars} characters")
+                check_query_text(t)
             t0 = time.perf_counter()
             vectors = await batcher(texts)
             timings.encode = time.perf_counter() - t0
@@ -289,7 +295,7 @@ def create_app(index: SearchIndex, api_key_hashes: list[str] | None = None, limi
                 funnel,
                 timings,
                 where,
-                **({"adaptive": adaptive} if adaptive else {}),
+                adaptive,
             )
             found = await asyncio.to_thread(index.hits_for, keys, scores)
         except FilterError as exc:  # found when the filter met the data: a range on a text field
@@ -314,13 +320,8 @@ def create_app(index: SearchIndex, api_key_hashes: list[str] | None = None, limi
         """One query's top k at each prefix width and at full width over the same candidates, with overlap@k against
         full width and where adaptive width stopped (embedded index): the page's side-by-side view."""
         req: WidthsRequest = await parse(request, WidthsRequest)
-        if not req.query.strip():
-            raise ApiError(422, "query text is empty")
-        if len(req.query) > limits.max_text_chars:
-            raise ApiError(413, f"query text over {limits.max_text_chars} characters")
-        most = min(limits.max_k, index.count)
-        if not 0 < req.k <= most:
-            raise ApiError(422, f"k must be between 1 and {most}")
+        check_query_text(req.query)
+        check_k(req.k)
         if not 0 < len(req.dims) <= 8:
             raise ApiError(422, "between 1 and 8 dims")
         vectors = await batcher([req.query])
