@@ -86,22 +86,74 @@ def eval_cmd(
             "it (MTEB's retrieval default). Applies to mrl's and mteb's scores alike, and is recorded.",
         ),
     ] = True,
+    classify: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Labelled test file (JSONL, CSV/TSV, Parquet): report classification accuracy per dim and "
+            "with early exit; repeatable."
+        ),
+    ] = None,
+    classify_train: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Labelled training file for --classify (20% of it, seeded, calibrates early exit); repeatable."
+        ),
+    ] = None,
+    classifier: Annotated[str, typer.Option(help="--classify: centroid (nearest class mean) or knn.")] = "centroid",
+    knn_k: Annotated[int | None, typer.Option(help="--classifier knn: neighbours that vote (default 10).")] = None,
+    label_field: Annotated[str, typer.Option(help="--classify: the label column.")] = "label",
+    text_field: Annotated[str, typer.Option(help="--classify: the text column of single-text rows.")] = "text",
+    pair_fields: Annotated[
+        str | None,
+        typer.Option(help="--classify: two text columns of pair rows, e.g. premise,hypothesis (NLI data)."),
+    ] = None,
+    exit_margin: Annotated[
+        float | None,
+        typer.Option(
+            help="--classify: the lead (0-2) of the best class that stops an item at a narrower width, "
+            "instead of calibrating it."
+        ),
+    ] = None,
+    target_agreement: Annotated[
+        float | None,
+        typer.Option(
+            help="--classify: calibrate the early-exit margin to agree with the full width on this share "
+            "of the held-out training items (default 0.99)."
+        ),
+    ] = None,
 ) -> None:
     """Measure retrieval quality (nDCG@10, Recall@10/100, MRR@10) at each prefix dim, for one or more models.
 
     The corpus is encoded once per model at full width and cached; each dim is a re-normalized prefix.
     With --rotate each dim is measured raw and on rotated vectors (dashed lines in the plot).
+    With --classify: accuracy of a nearest-centroid or k-NN classifier at each dim, and with early exit (each item
+    read at the narrowest dim of --dims that is sure enough, the rest widened), with its mean dims per item.
     Example: mrl eval --model default --model models/scifact-mrl --beir ../shared/data/scifact --rotate --out r.json
+    Example: mrl eval --classify test.jsonl --classify-train train.jsonl --dims 32,64,128,256,full
     """
     from mrl.data import load_beir, load_sts
     from mrl.encode import EmbeddingCache
     from mrl.eval.retrieval import evaluate_retrieval, evaluate_sts, parse_dims
-    from mrl.eval.tables import plot_quality, print_table, retrieval_table, sts_table
+    from mrl.eval.tables import classification_table, plot_quality, print_table, retrieval_table, sts_table
     from mrl.model import check_dims, embedding_dim, load_model
     from mrl.provenance import write_json
 
-    if beir is None and sts is None and mteb_task is None:
-        raise MrlError("give --beir (retrieval), --sts (similarity) and/or --mteb-task data to evaluate on")
+    labelled = _labelled_sets(
+        classify,
+        classify_train,
+        classifier,
+        knn_k,
+        label_field,
+        text_field,
+        pair_fields,
+        exit_margin,
+        target_agreement,
+    )
+    if beir is None and sts is None and mteb_task is None and not classify:
+        raise MrlError(
+            "give --beir (retrieval), --sts (similarity), --classify (classification) and/or --mteb-task data to "
+            "evaluate on"
+        )
     if mteb and beir is None:
         raise MrlError("--mteb runs the --beir folder through mteb: give --beir (or --mteb-task NAME)")
     try:
@@ -110,6 +162,8 @@ def eval_cmd(
         raise MrlError(f"--dims: {exc}") from None
     if batch_size <= 0:
         raise MrlError("--batch-size must be positive")
+    if rotate_sample is not None and beir is None:
+        raise MrlError("--rotate-sample samples the --beir corpus: give --beir, or --rotate alone")
     rotate = rotate or rotate_sample is not None
     dataset = load_beir(beir, split, skip_empty=skip_empty) if beir else None
     if dataset and dataset.skipped:
@@ -131,7 +185,7 @@ def eval_cmd(
     for m in models:
         check_dims(m, [embedding_dim(m) if d == "full" else int(d) for d in dim_list])
 
-    name = dataset.name if dataset else sts.name if sts else mteb_task
+    name = dataset.name if dataset else sts.name if sts else mteb_task or classify[0].stem
     result: dict = {"dataset": name, "split": split, "ignore_identical_ids": ignore_identical_ids, "models": []}
     if dataset:
         result["counts"] = dataset.counts
@@ -167,6 +221,23 @@ def eval_cmd(
                 err.print(f"[bold]mteb task {mteb_task}[/bold] {spec}")
                 task = named_task(mteb_task, ignore_identical_ids)
                 entry["mteb_task"] = {"name": mteb_task, "dims": run_mteb(m, task, dim_list)}
+        if labelled:
+            from mrl.eval.classification import DEFAULT_TARGET_AGREEMENT, evaluate_classification
+            from mrl.eval.prefix_classifier import DEFAULT_K
+
+            err.print(f"[bold]classifying[/bold] with {spec}")
+            entry["classification"] = evaluate_classification(
+                m,
+                *labelled,
+                dim_list,
+                kind=classifier,
+                k=knn_k or DEFAULT_K,
+                margin=exit_margin,
+                target_agreement=target_agreement or DEFAULT_TARGET_AGREEMENT,
+                rotate=rotate,
+                cache=cache,
+                batch_size=batch_size,
+            )
         if sts_data:
             entry["sts"], sts_rotated = evaluate_sts(m, sts_data, dim_list, batch_size=batch_size, rotate=rotate)
             if sts_rotated is not None:
@@ -179,6 +250,8 @@ def eval_cmd(
         _print_mteb(result)
     if sts_data:
         print_table(sts_table(result))
+    if labelled:
+        print_table(classification_table(result))
     if out:
         write_json(result, out)
         err.print(f"wrote {out}")
@@ -199,6 +272,61 @@ IO_HELP = (
     "How the rerank reads vector rows (embedded index): mmap, pread (batched reads from disk, for vectors larger "
     "than RAM) or auto (pread when the vectors exceed half of the available memory)."
 )
+
+
+def _labelled_sets(
+    classify: list[Path] | None,
+    classify_train: list[Path] | None,
+    classifier: str,
+    knn_k: int | None,
+    label_field: str,
+    text_field: str,
+    pair_fields: str | None,
+    exit_margin: float | None,
+    target_agreement: float | None,
+):
+    """The --classify (train, test) sets, after checking that every classification option can be honoured."""
+    from mrl.data.labels import load_labelled
+    from mrl.eval.prefix_classifier import CLASSIFIERS, MAX_MARGIN
+
+    given = {
+        "--classify-train": classify_train,
+        "--classifier": classifier != "centroid" or None,
+        "--knn-k": knn_k,
+        "--label-field": label_field != "label" or None,
+        "--text-field": text_field != "text" or None,
+        "--pair-fields": pair_fields,
+        "--exit-margin": exit_margin,
+        "--target-agreement": target_agreement,
+    }
+    if not classify:
+        used = [flag for flag, value in given.items() if value is not None]
+        if used:
+            raise MrlError(f"{', '.join(used)}: only used with --classify (a labelled test file)")
+        return None
+    if not classify_train:
+        raise MrlError("--classify needs --classify-train: the labelled file the classifier is fitted on")
+    if classifier not in CLASSIFIERS:
+        raise MrlError(f"--classifier must be one of {', '.join(CLASSIFIERS)}, got '{classifier}'")
+    if knn_k is not None and (classifier != "knn" or knn_k <= 0):
+        raise MrlError("--knn-k: a positive number of neighbours, with --classifier knn")
+    if exit_margin is not None and target_agreement is not None:
+        raise MrlError("--exit-margin fixes the margin that --target-agreement calibrates: give one of them")
+    if exit_margin is not None and not 0 <= exit_margin <= MAX_MARGIN:
+        raise MrlError(f"--exit-margin must be between 0 and {MAX_MARGIN}, got {exit_margin}")
+    if target_agreement is not None and not 0 < target_agreement <= 1:
+        raise MrlError(f"--target-agreement must be in (0, 1], got {target_agreement}")
+    pair = None
+    if pair_fields is not None:
+        pair = tuple(f.strip() for f in pair_fields.split(","))
+        if len(pair) != 2 or not all(pair):
+            raise MrlError(f"--pair-fields: two column names separated by a comma, got '{pair_fields}'")
+        if text_field != "text":
+            raise MrlError("--text-field names the text of single-text rows; pair rows take --pair-fields")
+    return (
+        load_labelled(classify_train, label_field, text_field, pair),
+        load_labelled(classify, label_field, text_field, pair),
+    )
 
 
 def _report_skipped(skipped, judgements_on_skipped=()) -> None:

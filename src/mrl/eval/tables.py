@@ -67,6 +67,42 @@ def sts_table(result: dict) -> Table:
     return table
 
 
+def classification_table(result: dict) -> Table:
+    """Accuracy per model and dim (raw and, with --rotate, rotated), then the early-exit row: its accuracy, its
+    agreement with the full width and its mean dims per item."""
+    table = Table(title=f"{result['dataset']}: classification accuracy by dim")
+    for col in ("model", "prefix", "dim", "accuracy", "agrees with full", "mean dims", "% of full dims"):
+        table.add_column(col, justify="left" if col in ("model", "prefix") else "right")
+    for model in result["models"]:
+        found = model["classification"]
+        for view in ("raw", "rotated"):
+            if view not in found:
+                continue
+            for label, m in found[view]["dims"].items():
+                full = label == "full"
+                table.add_row(
+                    short_name(model["model"]),
+                    view,
+                    f"full ({m['dim']})" if full else label,
+                    f"{m['accuracy']:.4f}",
+                    f"{m['agreement_with_full']:.4f}",
+                    str(m["dim"]),
+                    f"{100 * m['dim'] / found['full_dim']:.0f}%",
+                )
+            early = found[view]["early_exit"]
+            table.add_row(
+                short_name(model["model"]),
+                view,
+                f"early exit (margin {early['margin']:.3f})",
+                f"{early['accuracy']:.4f}",
+                f"{early['agreement_with_full']:.4f}",
+                f"{early['mean_dims']:.1f}",
+                f"{100 * early['mean_dims_ratio_vs_full']:.0f}%",
+            )
+            table.add_section()
+    return table
+
+
 def console() -> Console:
     """stdout console; wide when piped so tables written to logs keep one line per row."""
     return Console() if sys.stdout.isatty() else Console(width=160)
