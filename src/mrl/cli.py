@@ -268,6 +268,10 @@ SKIP_EMPTY_HELP = (
     "Leave out documents with no text instead of stopping; they are counted and listed (and in the JSON), and "
     "judgements that name them are reported and count as not found."
 )
+REPLICA_HELP = (
+    "PostgreSQL index: a hot standby (postgresql://user[:password]@host[:port]/database) that serves reads in turn "
+    "with the others; repeatable. Writes go to LOCATION's server, and this process reads its own writes."
+)
 IO_HELP = (
     "How the rerank reads vector rows (embedded index): mmap, pread (batched reads from disk, for vectors larger "
     "than RAM) or auto (pread when the vectors exceed half of the available memory)."
@@ -668,6 +672,9 @@ def index_build(
         int | None, typer.Option(help="Qdrant server: shard number (a cluster spreads shards over nodes).")
     ] = None,
     replicas: Annotated[int | None, typer.Option(help="Qdrant server: replication factor.")] = None,
+    replica_dsn: Annotated[
+        list[str] | None, typer.Option(help=REPLICA_HELP + " The build waits until they replay it.")
+    ] = None,
     skip_empty: Annotated[bool, typer.Option(help=SKIP_EMPTY_HELP)] = False,
     engine: Annotated[str, typer.Option("--backend", help=ENGINE_HELP)] = "torch",
     model_backend: Annotated[
@@ -736,6 +743,8 @@ def index_build(
         raise MrlError(f"{(given or ['--store int8'])[0]} is for the embedded index; {backend} takes no such option")
     if backend != "qdrant" and (shards is not None or replicas is not None):
         raise MrlError(f"--shards and --replicas are for a Qdrant server, not for {backend}")
+    if replica_dsn and backend != "postgres":
+        raise MrlError(f"--replica-dsn names PostgreSQL hot standbys, not replicas of {backend}")
     queries = load_queries(tune_queries) if tune_queries is not None else None
     documents = load_documents(corpus, id_field, text_field, skip_empty=skip_empty)
     if documents.skipped:
@@ -771,7 +780,7 @@ def index_build(
         ef_construction=ef_construction, target_recall=target_recall, tune_queries=queries, report=err.print,
         **{k: v for k, v in embedded.items() if v is not None},
         **({"chunk_rows": chunk_rows} if backend == "embedded" else {}),
-        **{k: v for k, v in (("shards", shards), ("replicas", replicas)) if v is not None},
+        **{k: v for k, v in (("shards", shards), ("replicas", replicas), ("standbys", replica_dsn)) if v},
     )  # fmt: skip
     err.print(f"built {index.location}: {index.count} documents")
     if index.tuned:
@@ -884,8 +893,13 @@ def _print_stats(stats: dict) -> None:
 
     table = Table(title=f"index {stats['path']}", show_header=False)
     for key, value in stats.items():
-        if key not in ("tuned", "parts"):
+        if key not in ("tuned", "parts", "reads"):
             table.add_row(key, str(value))
+    if "reads" in stats:  # a PostgreSQL index with standbys: reads served by each server
+        table.add_row("reads: primary", str(stats["reads"]["primary"]))
+        for name, standby in stats["reads"]["standbys"].items():
+            state = "serving" if standby["serving"] else "left out (unreachable)"
+            table.add_row(f"reads: standby {name}", f"{standby['reads']} ({state})")
     for part in stats.get("parts", []):  # hot (held in RAM by a search) against cold (read from disk)
         table.add_row(f"{part['where']}: {part['part']}", f"{part['bytes']:,} bytes")
     tuned = stats.get("tuned")
@@ -1044,6 +1058,7 @@ def search_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     engine: Annotated[str, typer.Option("--backend", "--model-backend", help=ENGINE_HELP)] = "torch",
     io: Annotated[str, typer.Option(help=IO_HELP)] = "auto",
+    replica_dsn: Annotated[list[str] | None, typer.Option(help=REPLICA_HELP)] = None,
     filter_json: Annotated[
         str | None,
         typer.Option(
@@ -1083,7 +1098,7 @@ def search_cmd(
     from mrl.index import open_index
     from mrl.index.tuning import tune
 
-    index = open_index(location, io=io)
+    index = open_index(location, io=io, standbys=replica_dsn or ())
     if engine != "torch":
         index.use_backend(engine)
     if target_recall is not None:
@@ -1165,6 +1180,7 @@ def serve_cmd(
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body.")] = 1_000_000,
     engine: Annotated[str, typer.Option("--backend", "--model-backend", help=ENGINE_HELP)] = "torch",
     io: Annotated[str, typer.Option(help=IO_HELP)] = "auto",
+    replica_dsn: Annotated[list[str] | None, typer.Option(help=REPLICA_HELP)] = None,
 ) -> None:
     """Serve an index over HTTP: POST /search, POST /documents, DELETE /documents/{id}, /health, /stats,
     /metrics (Prometheus), OpenAI-compatible POST /v1/embeddings and GET /v1/models, OpenAPI docs at /docs,
@@ -1181,7 +1197,7 @@ def serve_cmd(
     hashes = load_key_hashes(api_key_file) if api_key_file else None
     if hashes is None and host not in LOOPBACK:
         raise MrlError(f"refusing to serve on {host} without --api-key-file (without keys mrl binds to loopback only)")
-    index = open_index(location, io=io)
+    index = open_index(location, io=io, standbys=replica_dsn or ())
     if engine != "torch":
         index.use_backend(engine)
     _ = index.model  # load before accepting requests, not on the first one
@@ -1317,7 +1333,13 @@ def _print_mteb(result: dict) -> None:
 
 
 # library parameters whose flag is not --<name with dashes>
-FLAGS = {"k": "-k", "widths": "--prefix-dim", "location": "LOCATION", "learning_rate": "--lr"}
+FLAGS = {
+    "k": "-k",
+    "widths": "--prefix-dim",
+    "standbys": "--replica-dsn",
+    "location": "LOCATION",
+    "learning_rate": "--lr",
+}
 PARAMETER = re.compile(r"`([a-z][a-z0-9_]*)`")
 
 

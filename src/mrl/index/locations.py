@@ -23,7 +23,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -51,11 +51,12 @@ def backend_of(location: str | Path) -> str:
     return "embedded"
 
 
-def open_index(location: str | Path, model=None, io: str = "auto") -> SearchIndex:
+def open_index(location: str | Path, model=None, io: str = "auto", standbys: Sequence[str] = ()) -> SearchIndex:
     """Open an index by location (see the module docstring).
 
     ``io`` (mmap, pread or auto) is how an embedded index reads rerank rows (:mod:`mrl.index.segments`); a
-    database reads them itself.
+    database reads them itself. ``standbys``: DSNs of PostgreSQL hot standbys that serve a postgresql:// index's
+    reads (:mod:`mrl.index.replicas`).
     """
     if not isinstance(location, str | Path):
         raise MrlError(
@@ -65,10 +66,12 @@ def open_index(location: str | Path, model=None, io: str = "auto") -> SearchInde
     backend = backend_of(location)
     if io != "auto" and backend != "embedded":
         raise MrlError(f"`io`: {io} applies to an embedded index (a folder), not to {backend}")
+    if standbys and backend != "postgres":
+        raise MrlError(f"`standbys`: hot standbys serve a postgresql:// index, not {backend}")
     if backend == "postgres":
         from mrl.index.postgres import PostgresIndex
 
-        return PostgresIndex.open(str(location), model=model)
+        return PostgresIndex.open(str(location), model=model, standbys=standbys)
     if backend in ("qdrant", "qdrant-edge"):
         from mrl.index.qdrant import QdrantIndex
 
@@ -101,6 +104,7 @@ def build_index(
     chunk_rows: int | None = None,
     shards: int | None = None,
     replicas: int | None = None,
+    standbys: Sequence[str] | None = None,
 ) -> SearchIndex:
     """Build a two-pass index at ``location`` over ``documents`` and their full-width ``vectors`` (None: encoded
     with ``loaded_model``, else ``model``).
@@ -108,7 +112,8 @@ def build_index(
     Every backend takes ``prefix_dim`` (``"auto"``: measured, embedded index only), ``store``, ``rotate``,
     ``overwrite``, the graph's ``hnsw_m`` and ``ef_construction``, and ``target_recall`` / ``tune_queries`` to tune
     its shortlist and beam. Only the embedded index takes ``ann``, ``quant``, ``keep_dims``, ``nlist`` and
-    ``chunk_rows``; only a Qdrant server ``shards`` and ``replicas``.
+    ``chunk_rows``; only a Qdrant server ``shards`` and ``replicas``; only PostgreSQL ``standbys`` (hot standby DSNs,
+    checked first; the build returns once they have replayed it).
     """
     backend = backend_of(location)
     given = {
@@ -119,8 +124,13 @@ def build_index(
         "chunk_rows": chunk_rows,
         "shards": shards,
         "replicas": replicas,
+        "standbys": standbys or None,
     }
-    allowed = {"embedded": {"ann", "quant", "keep_dims", "nlist", "chunk_rows"}, "qdrant": {"shards", "replicas"}}
+    allowed = {
+        "embedded": {"ann", "quant", "keep_dims", "nlist", "chunk_rows"},
+        "qdrant": {"shards", "replicas"},
+        "postgres": {"standbys"},
+    }
     refused = [name for name, value in given.items() if value is not None and name not in allowed.get(backend, ())]
     if refused:
         raise MrlError(f"`{refused[0]}`: does not apply to a {backend} index")
@@ -150,7 +160,7 @@ def build_index(
         index = PostgresIndex.build(
             *split_location(str(location)), vectors, documents, model=model, prefix_dim=prefix_dim, store=store,
             ann_params={"m": hnsw_m, "ef_construction": ef_construction or 80}, overwrite=overwrite,
-            loaded_model=loaded_model, rotate=rotate,
+            loaded_model=loaded_model, rotate=rotate, standbys=standbys or (), report=report,
         )  # fmt: skip
     else:
         from mrl.index.qdrant import QdrantIndex

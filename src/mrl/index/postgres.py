@@ -11,7 +11,8 @@ client that can reach the database can open the index by its location::
 
     postgresql://user:password@host:5432/database/table
 
-Scaling out beyond one server is the database's job: Citus distributes such a table by ``id``
+Reads scale over hot standbys (``standbys``, :mod:`mrl.index.replicas`): pgvector's index is WAL-logged, so a
+streaming replica answers the same statement. Citus distributes such a table by ``id``
 (``SELECT create_distributed_table('docs', 'id')``) and runs the same statement on every shard;
 managed PostgreSQL services with pgvector >= 0.7 (RDS, Cloud SQL, Azure, Supabase, Neon) take
 the same DSN.
@@ -19,10 +20,11 @@ the same DSN.
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -39,12 +41,15 @@ from mrl.index.interface import (
     stored_settings,
     unknown_ids_error,
 )
+from mrl.index.pg_connect import read_pool, redact
+from mrl.index.replicas import StandbyReads, identity
 from mrl.vectors.prefix import prefix
 from mrl.vectors.rotation import rotate_rows, unrotate_rows
 
 META_TABLE = "mrl_indexes"
 FORMAT_VERSION = 2  # 2: vectors stored rotated (settings 'rotation'); unrotated indexes are still written as 1
 MIN_PGVECTOR = (0, 7, 0)  # subvector, l2_normalize and halfvec arrived in 0.7.0
+REPLAY_TIMEOUT_S = 300.0  # seconds a build waits for its standbys to replay it
 MAX_EF_SEARCH = 1000  # pgvector's upper bound for hnsw.ef_search
 FILTERED_SCAN_TUPLES = 1_000_000  # graph tuples a filtered iterative scan may visit before it stops short
 DEFAULT_HNSW = {"m": 16, "ef_construction": 64}
@@ -54,19 +59,6 @@ INSTALL_HINT = (
     "or build it: make -C pgvector && make -C pgvector install, see scripts/install-pgvector.sh), then run "
     "CREATE EXTENSION vector in the database"
 )
-
-
-def redact(dsn: str) -> str:
-    """The DSN without its password, for messages (credentials are never printed or logged)."""
-    if "://" in dsn:
-        parts = urlsplit(dsn)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, host = netloc.rsplit("@", 1)
-            netloc = f"{userinfo.split(':', 1)[0]}@{host}"
-        query = re.sub(r"(?i)(password=)[^&]*", r"\1***", parts.query)
-        return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-    return re.sub(r"(?i)(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn)
 
 
 def split_location(location: str) -> tuple[str, str]:
@@ -126,13 +118,14 @@ class PostgresIndex(DatabaseIndex):
         index.search("does vitamin D prevent fractures", k=10)
     """
 
-    def __init__(self, conn, dsn: str, table: str, settings: dict, model=None):
+    def __init__(self, conn, dsn: str, table: str, settings: dict, model=None, standbys: Sequence[str] = ()):
         super().__init__(f"{redact(dsn)}/{table}", settings, model)
         self.conn = conn  # writes, settings and build: one connection behind self.lock
         self.dsn = dsn
         self.table = table
         self.vtype = "halfvec" if settings["store"] == "float16" else "vector"
         self._pool = None
+        self.standby_reads = StandbyReads(standbys, identity(conn), table) if standbys else None
         self._pool_lock = threading.Lock()  # not self.lock: a long write must not hold up the first read
 
     @property
@@ -147,29 +140,19 @@ class PostgresIndex(DatabaseIndex):
         if self._pool is None:
             with self._pool_lock:
                 if self._pool is None:
-                    from pgvector.psycopg import register_vector
-                    from psycopg_pool import ConnectionPool
-
-                    self._pool = ConnectionPool(
-                        self.dsn,
-                        min_size=1,
-                        max_size=int(os.environ.get("MRL_PG_POOL", "4")),
-                        kwargs={"autocommit": True, "connect_timeout": 10},
-                        configure=register_vector,
-                        name=f"mrl-{self.table}",
-                        timeout=10,
-                        open=True,
-                    )
+                    self._pool = read_pool(self.dsn, f"mrl-{self.table}")
         return self._pool
 
     # ---- opening and building -------------------------------------------------------------
     @classmethod
-    def open(cls, location: str, model=None) -> PostgresIndex:
+    def open(cls, location: str, model=None, standbys: Sequence[str] = ()) -> PostgresIndex:
+        """Open the index at ``location``; ``standbys``: DSNs of hot standbys that serve its reads
+        (:mod:`mrl.index.replicas`)."""
         dsn, table = split_location(location)
-        return cls.open_table(dsn, table, model)
+        return cls.open_table(dsn, table, model, standbys)
 
     @classmethod
-    def open_table(cls, dsn: str, table: str, model=None) -> PostgresIndex:
+    def open_table(cls, dsn: str, table: str, model=None, standbys: Sequence[str] = ()) -> PostgresIndex:
         conn = connect(dsn)
         settings = _settings(conn, check_table_name(table))
         if settings is None:
@@ -191,7 +174,11 @@ class PostgresIndex(DatabaseIndex):
             raise MrlError(
                 f"{redact(dsn)}/{table}: column embedding is {width and width[0]}, the index expects {expected}"
             )
-        return cls(conn, dsn, table, settings, model)
+        try:
+            return cls(conn, dsn, table, settings, model, standbys)
+        except MrlError:
+            conn.close()
+            raise
 
     @classmethod
     def build(
@@ -207,11 +194,16 @@ class PostgresIndex(DatabaseIndex):
         overwrite: bool = False,
         loaded_model=None,
         rotate: bool = True,
+        standbys: Sequence[str] = (),
+        replay_timeout: float = REPLAY_TIMEOUT_S,
+        report: Callable[[str], None] | None = None,
     ) -> PostgresIndex:
         """Create the table, load the rows with COPY and build the prefix HNSW index, all in one transaction.
 
         A failure anywhere (bad input, a lost connection) rolls everything back: no half-written table.
         ``rotate`` stores the vectors rotated so the prefix ranks like the full vector (:mod:`mrl.index.rotation`).
+        ``standbys`` (hot standby DSNs) are checked before anything is written, and the build returns once they
+        have replayed it (at most ``replay_timeout`` seconds; ``report`` hears of one that has not).
         """
         check_table_name(table)
         unit, rotation = prepare_build(vectors, documents, prefix_dim, store, rotate)
@@ -219,7 +211,13 @@ class PostgresIndex(DatabaseIndex):
         params = {**DEFAULT_HNSW, **(ann_params or {})}
         settings = stored_settings(model, full_dim, prefix_dim, store, params, FORMAT_VERSION, rotation)
         conn = connect(dsn)
-        self = cls(conn, dsn, table, settings, loaded_model)
+        try:
+            self = cls(conn, dsn, table, settings, loaded_model)
+            if standbys:  # checked before the build, so a wrong DSN changes nothing
+                self.standby_reads = StandbyReads(standbys, identity(conn), table, require_table=False)
+        except MrlError:
+            conn.close()
+            raise
         exists = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is not None
         if exists and not overwrite:
             conn.close()
@@ -249,6 +247,10 @@ class PostgresIndex(DatabaseIndex):
                 (table, Jsonb(settings)),
             )
         conn.execute(f"ANALYZE {table}")
+        if self.standby_reads:
+            self.standby_reads.wrote(conn)
+            self.standby_reads.wait_replayed(replay_timeout, report)
+            self.standby_reads.require_table = True
         return self
 
     # ---- SQL pieces ----------------------------------------------------------------------------
@@ -309,10 +311,20 @@ class PostgresIndex(DatabaseIndex):
         )
 
     # ---- the backend interface -------------------------------------------------------------
+    def _read(self, work: Callable[[Any], Any]) -> Any:
+        """``work(connection)`` on a pooled read connection: a standby's when the index has replicas."""
+        if self.standby_reads is not None:
+            return self.standby_reads.read(work, self.pool)
+        with self.pool.connection() as conn:
+            return work(conn)
+
+    def _wrote(self) -> None:
+        if self.standby_reads is not None:
+            self.standby_reads.wrote(self.conn)
+
     @property
     def count(self) -> int:
-        with self.pool.connection() as conn:
-            return conn.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0]
+        return self._read(lambda conn: conn.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0])
 
     def explain(self, k: int = 10, shortlist: int = 100) -> str:
         """The plan of a two-pass search (tests check that the prefix index is used)."""
@@ -320,10 +332,13 @@ class PostgresIndex(DatabaseIndex):
         q = np.zeros(self.full_dim, dtype=np.float32)
         q[0] = 1
         params = {"q": q, "q_prefix": q[: self.prefix_dim], "kprime": shortlist, "k": k}
-        with self.pool.connection() as conn, conn.transaction():
-            self._search_settings(conn, shortlist, None)
-            rows = conn.execute("EXPLAIN " + sql, params).fetchall()
-        return "\n".join(r[0] for r in rows)
+
+        def plan(conn) -> list:
+            with conn.transaction():
+                self._search_settings(conn, shortlist, None)
+                return conn.execute("EXPLAIN " + sql, params).fetchall()
+
+        return "\n".join(r[0] for r in self._read(plan))
 
     def search_keys(
         self, unit_queries, k, shortlist=None, ann_search=None, funnel=None, timings=None, filter=None, adaptive=None
@@ -342,16 +357,21 @@ class PostgresIndex(DatabaseIndex):
             f"q_{d}": prefix(unit_queries, d) for d in stages
         }
         timings = timings or SearchTimings()
-        keys: list[list[str]] = []
-        scores: list[list[float]] = []
+
+        def run(conn) -> tuple[list[list[str]], list[list[float]]]:
+            keys: list[list[str]] = []
+            scores: list[list[float]] = []
+            with conn.transaction():
+                self._search_settings(conn, kprime, ann_search, filtered=node is not None)
+                for i, q in enumerate(unit_queries):
+                    params = {"q": q, "kprime": kprime, "k": k} | {name: view[i] for name, view in views.items()}
+                    rows = conn.execute(sql, params | where_params).fetchall()
+                    keys.append([r[0] for r in rows])
+                    scores.append([float(r[1]) for r in rows])
+            return keys, scores
+
         t0 = time.perf_counter()
-        with self.pool.connection() as conn, conn.transaction():
-            self._search_settings(conn, kprime, ann_search, filtered=node is not None)
-            for i, q in enumerate(unit_queries):
-                params = {"q": q, "kprime": kprime, "k": k} | {name: view[i] for name, view in views.items()}
-                rows = conn.execute(sql, params | where_params).fetchall()
-                keys.append([r[0] for r in rows])
-                scores.append([float(r[1]) for r in rows])
+        keys, scores = self._read(run)  # a read that a standby drops runs again elsewhere, whole
         timings.shortlist = time.perf_counter() - t0  # both passes run inside the database
         if node is None:  # a filter may match fewer than k documents
             self.check_found(keys, k)
@@ -367,21 +387,19 @@ class PostgresIndex(DatabaseIndex):
             f"ORDER BY embedding <#> %(q)s::{self.vtype}({self.full_dim}) LIMIT %(k)s"
         )
         queries = rotate_rows(unit_queries, self.rotation)
-        with self.pool.connection() as conn:
-            return [[r[0] for r in conn.execute(sql, {"q": q, "k": k} | params).fetchall()] for q in queries]
+        return self._read(
+            lambda conn: [[r[0] for r in conn.execute(sql, {"q": q, "k": k} | params).fetchall()] for q in queries]
+        )
 
     def stored_vectors(self, keys: list) -> dict:
         """The stored full vectors of these ids (rotated: inner products between them are the model's)."""
-        with self.pool.connection() as conn:
-            found = conn.execute(
-                f"SELECT id, embedding::vector FROM {self.table} WHERE id = ANY(%s)", (list(keys),)
-            ).fetchall()
+        sql = f"SELECT id, embedding::vector FROM {self.table} WHERE id = ANY(%s)"
+        found = self._read(lambda conn: conn.execute(sql, (list(keys),)).fetchall())
         return {r[0]: _array(r[1]) for r in found}
 
     def sample_vectors(self, n: int, seed: int) -> np.ndarray:
         sql = f"SELECT embedding::vector FROM {self.table} ORDER BY md5(id || %s) LIMIT %s"
-        with self.pool.connection() as conn:
-            rows = conn.execute(sql, (str(seed), n)).fetchall()
+        rows = self._read(lambda conn: conn.execute(sql, (str(seed), n)).fetchall())
         stored = np.asarray([_array(r[0]) for r in rows], dtype=np.float32)
         return unrotate_rows(stored, self.rotation)
 
@@ -395,19 +413,19 @@ class PostgresIndex(DatabaseIndex):
         from psycopg.types.json import Jsonb
 
         self.conn.execute(f"UPDATE {META_TABLE} SET settings = %s WHERE name = %s", (Jsonb(settings), self.table))
+        self._wrote()
 
     def get(self, ids: list[str]) -> dict[str, Document]:
-        with self.pool.connection() as conn:
-            sql = f"SELECT id, text, metadata FROM {self.table} WHERE id = ANY(%s)"
-            rows = conn.execute(sql, (list(ids),)).fetchall()
+        sql = f"SELECT id, text, metadata FROM {self.table} WHERE id = ANY(%s)"
+        rows = self._read(lambda conn: conn.execute(sql, (list(ids),)).fetchall())
         return {r[0]: Document(r[0], r[1], r[2]) for r in rows}
 
     def ids_matching(self, filter=None) -> list[str]:
         node = parse_filter(filter)
         params: dict = {}
         where = f"WHERE {to_sql(node, params)} " if node is not None else ""
-        with self.pool.connection() as conn:
-            return [r[0] for r in conn.execute(f"SELECT id FROM {self.table} {where}ORDER BY id", params).fetchall()]
+        sql = f"SELECT id FROM {self.table} {where}ORDER BY id"
+        return [r[0] for r in self._read(lambda conn: conn.execute(sql, params).fetchall())]
 
     def add(self, documents: list[Document], vectors: np.ndarray | None = None) -> int:
         return self._write(documents, vectors, replace=False)
@@ -433,6 +451,7 @@ class PostgresIndex(DatabaseIndex):
             self.conn.execute(
                 f"INSERT INTO {self.table} SELECT id, text, metadata, embedding::{v} FROM mrl_stage{conflict}"
             )
+        self._wrote()
         return len(documents)
 
     def delete(self, ids: list[str], missing_ok: bool = False) -> int:
@@ -443,24 +462,26 @@ class PostgresIndex(DatabaseIndex):
             found = {r[0] for r in gone.fetchall()}
             if len(found) < len(ids) and not missing_ok:
                 raise unknown_ids_error([i for i in ids if i not in found])  # rolls the transaction back
+        self._wrote()
         return len(found)
 
     def stats(self) -> dict:
-        with self.pool.connection() as conn:
-            live, table_bytes, index_bytes = conn.execute(
-                "SELECT count(*), pg_total_relation_size(%s::regclass), pg_relation_size(%s::regclass) "
-                f"FROM {self.table}",
-                (self.table, f"{self.table}_prefix"),
-            ).fetchone()
+        sql = f"SELECT count(*), pg_total_relation_size(%s::regclass), pg_relation_size(%s::regclass) FROM {self.table}"
+        live, table_bytes, index_bytes = self._read(
+            lambda conn: conn.execute(sql, (self.table, f"{self.table}_prefix")).fetchone()
+        )
         return {
             **self.settings_stats("postgres", "hnsw (pgvector)", live),
             "ann_bytes": index_bytes,
             "disk_bytes": table_bytes,
+            **({"reads": self.standby_reads.stats()} if self.standby_reads else {}),
         }
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
+        if self.standby_reads is not None:
+            self.standby_reads.close()
         self.conn.close()
 
 
