@@ -146,3 +146,31 @@ def test_mrl_search_adaptive_reports_what_each_query_read(built, corpus, tmp_pat
     assert len(out["widths"]) == 2 and all(w["dims"] in (index.tuned["adaptive"]["width"], 384) for w in out["widths"])
     proc = mrl("search", str(index.folder), "vitamin D", "--adaptive")
     assert proc.returncode == 0 and "read in full" in proc.stdout and "bytes" in proc.stdout
+
+
+def test_at_the_prefix_width_a_faiss_first_pass_lends_its_scores_and_no_head_is_read(built, corpus, tmp_path):
+    """The faiss engines score their answers on their codes: an adaptive rerank at the prefix's width uses those
+    scores, so it reads only the rows in doubt (what pays when every read is a disk read)."""
+    _, _, docs, vectors = corpus
+    _, queries = built
+    index = Index.build(tmp_path / "hnsw", vectors, docs, model="default", prefix_dim=64, ann="hnsw")
+    stored_q = index.gen.stored_queries(queries)
+    cand, first = index.gen.ann.search_scored(prefix(stored_q, 64), KPRIME, 64)
+    assert (cand == index.candidates(queries, K, KPRIME, 64)).all()
+    heads = [prefix(index.key_vectors(c[c >= 0])[:, :64], 64) @ prefix(stored_q[i : i + 1, :64], 64)[0]
+             for i, c in enumerate(cand)]  # fmt: skip
+    for i, exact in enumerate(heads):  # inner products on 8-bit codes: close to the exact prefix cosines
+        np.testing.assert_allclose(first[i][cand[i] >= 0], exact, atol=0.02)
+
+    rows, scores, widths = search(index, queries, AdaptiveWidth(64, 0.0))
+    for i, used in enumerate(widths):
+        order = np.argsort(-first[i], kind="stable")[:K]
+        assert list(rows[i]) == list(cand[i][order]) and (scores[i] == first[i][order]).all()
+        assert (used.dims, used.widened, used.rerank_bytes) == (64, 0, 0)
+
+    fixed_rows, fixed_scores = index.search_keys(queries, K, KPRIME, 64)
+    rows, scores, widths = search(index, queries, AdaptiveWidth(64, 2.0))
+    assert (rows == fixed_rows).all()
+    np.testing.assert_allclose(scores, fixed_scores, rtol=1e-5)
+    assert all(used.rerank_bytes == used.fixed_bytes == KPRIME * 384 * 4 for used in widths)
+    assert not Index.build(tmp_path / "zvec", vectors, docs, prefix_dim=64).gen.ann.scores_answers

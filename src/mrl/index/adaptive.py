@@ -18,6 +18,11 @@ router as in AdaWidth, arXiv 2608.23862, are not built). :func:`mrl.index.tuning
 picks ``width``) on the tuning queries: the least rerank bytes whose recall@k against exact full-width search meets
 the target.
 
+Where the middle width is the prefix itself and the first-pass engine scores its answers (the faiss engines: hnsw,
+ivf, flat), those scores are the middle width's and no stored row is read for them: only the rows in doubt are read,
+from RAM or, for an index larger than memory (``io="pread"``), from the disk. The scores are then the engine's
+inner products on its codes (8-bit ones by default) rather than exact prefix cosines.
+
 Scores of a query that stopped are cosines of the ``width``-dim prefixes, not of the full vectors: they rank that
 query's hits, and :class:`WidthUsed` says which width each query's scores come from.
 
@@ -90,7 +95,7 @@ class WidthUsed:
     dims: int  # the width its scores come from: the middle width (stopped) or the full width (widened)
     widened: int  # candidates scored at the full width (0: stopped at the middle width)
     candidates: int  # candidates scored at the middle width
-    rerank_bytes: int  # stored bytes read for both: candidates x width + widened x full width, times bytes a value
+    rerank_bytes: int  # stored bytes read: candidates x width (none when the first pass scored them) + widened x full
     fixed_bytes: int  # what the fixed two-pass search reads for the same candidates: candidates x full width
 
     def as_dict(self) -> dict:
@@ -105,12 +110,15 @@ def adaptive_rerank(
     setting: AdaptiveWidth,
     full_dim: int,
     value_bytes: int,
+    head_scores: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[WidthUsed]]:
     """Top-``k`` (rows, scores) of each query's candidate rows (-1 padded), and what each query read.
 
     ``read(rows, width)`` returns the stored rows' first ``width`` dims (None: all ``full_dim``) as float32;
     ``queries`` are in the stored basis, unit length; ``value_bytes`` is the stored size of one value. The whole
-    batch is scored at once: one read of the candidates' heads, one of the rows in doubt.
+    batch is scored at once: one read of the candidates' heads, one of the rows in doubt. ``head_scores``, the
+    candidates' scores at ``width`` already in hand (the first pass's, when ``width`` is the prefix), replace the
+    read of the heads: then only the rows in doubt are read, which is what pays where every read is a disk read.
     """
     width, margin = setting.width, setting.margin
     valid = cand >= 0
@@ -119,12 +127,15 @@ def adaptive_rerank(
     out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
     if not counts.any():
         return out_rows, out_scores, [WidthUsed(width, 0, 0, 0, 0) for _ in queries]
-    unique = np.unique(cand[valid])
-    head = read(unique, width)
-    head = head / np.maximum(np.linalg.norm(head, axis=1, keepdims=True), 1e-12)
-    q_head = queries[:, :width] / np.maximum(np.linalg.norm(queries[:, :width], axis=1, keepdims=True), 1e-12)
-    at = np.searchsorted(unique, np.where(valid, cand, unique[0]))
-    s = np.einsum("qcw,qw->qc", head[at], q_head)
+    if head_scores is None:
+        unique = np.unique(cand[valid])
+        head = read(unique, width)
+        head = head / np.maximum(np.linalg.norm(head, axis=1, keepdims=True), 1e-12)
+        q_head = queries[:, :width] / np.maximum(np.linalg.norm(queries[:, :width], axis=1, keepdims=True), 1e-12)
+        at = np.searchsorted(unique, np.where(valid, cand, unique[0]))
+        s = np.einsum("qcw,qw->qc", head[at], q_head)
+    else:
+        s = np.array(head_scores, dtype=np.float32)
     s[~valid] = -np.inf
     order = np.argsort(-s, axis=1, kind="stable")
     ranked = np.take_along_axis(s, order, axis=1)
@@ -147,7 +158,7 @@ def adaptive_rerank(
         out_rows[widen, :keep] = np.take_along_axis(cand[widen], best, axis=1)
         out_scores[widen, :keep] = np.take_along_axis(scores[widen], best, axis=1)
     out_rows[np.isneginf(out_scores)] = -1
-    head_bytes = counts * width * value_bytes
+    head_bytes = counts * width * value_bytes if head_scores is None else np.zeros_like(counts)
     widened = np.where(widen, in_doubt, 0)
     return (
         out_rows,

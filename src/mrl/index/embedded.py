@@ -402,14 +402,19 @@ class Index(SearchIndex):
 
         t0 = time.perf_counter()
         unit_queries = g.stored_queries(unit_queries)
-        cand = self._first_pass(g, unit_queries, k, shortlist, ann_search, matching)
+        # an adaptive rerank at the prefix's own width takes the first pass's scores where the engine gives them
+        head = None
+        if adaptive is not None and adaptive.width == g.manifest.prefix_dim and g.ann.scores_answers and not matching:
+            cand, head = self._first_pass(g, unit_queries, k, shortlist, ann_search, scored=True)
+        else:
+            cand = self._first_pass(g, unit_queries, k, shortlist, ann_search, matching)
         timings.shortlist = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         if adaptive is None:
             rows, scores = self._rerank(g, unit_queries, cand, k, funnel or [])
         else:
-            rows, scores, timings.widths = self._adaptive_rerank(g, unit_queries, cand, k, adaptive)
+            rows, scores, timings.widths = self._adaptive_rerank(g, unit_queries, cand, k, adaptive, head)
         timings.rerank = time.perf_counter() - t0
         return rows, scores
 
@@ -430,10 +435,31 @@ class Index(SearchIndex):
         return columns, self._adaptive_rerank(g, query, cand, k, adaptive)[2][0]
 
     @staticmethod
-    def _adaptive_rerank(g: Generation, queries: np.ndarray, cand: np.ndarray, k: int, adaptive: AdaptiveWidth):
-        """:func:`adaptive_rerank` over this generation's stored rows (queries in the stored basis)."""
+    def _adaptive_rerank(
+        g: Generation,
+        queries: np.ndarray,
+        cand: np.ndarray,
+        k: int,
+        adaptive: AdaptiveWidth,
+        head: np.ndarray | None = None,
+    ):
+        """:func:`adaptive_rerank` over this generation's stored rows (queries in the stored basis); ``head``: the
+        candidates' scores at the middle width, when the first pass gave them. A block of queries at a time, as the
+        fixed rerank reads, so a large batch never gathers more than ``RERANK_BYTES`` of rows at once."""
         value_bytes = g.segments[0].dtype.itemsize
-        return adaptive_rerank(g.vectors, queries, cand, k, adaptive, g.manifest.stored_dim, value_bytes)
+        block = max(1, RERANK_BYTES // (4 * g.manifest.stored_dim * max(cand.shape[1], 1)))
+        parts = [
+            adaptive_rerank(
+                g.vectors, queries[i : i + block], cand[i : i + block], k, adaptive, g.manifest.stored_dim,
+                value_bytes, None if head is None else head[i : i + block],
+            )
+            for i in range(0, len(queries), block)
+        ]  # fmt: skip
+        return (
+            np.concatenate([p[0] for p in parts]),
+            np.concatenate([p[1] for p in parts]),
+            [used for p in parts for used in p[2]],
+        )
 
     def candidates(
         self, unit_queries: np.ndarray, k: int, shortlist: int | None = None, ann_search: int | None = None
@@ -453,14 +479,18 @@ class Index(SearchIndex):
         shortlist: int | None,
         ann_search: int | None,
         matching: Matching | None = None,
-    ) -> np.ndarray:
+        scored: bool = False,
+    ):
         """k' candidate rows a query from the first pass over the prefix (queries in the stored basis); k' and the
-        search width default to the tuned values, as for every search. ``matching``: a filter's rows only."""
+        search width default to the tuned values, as for every search. ``matching``: a filter's rows only.
+        ``scored``: (rows, their prefix scores from the engine's codes), from an engine that gives them."""
         self.check_k(k)
         kprime = self.shortlist_size(k, shortlist)
         ann_search = ann_search or (g.manifest.tuned or {}).get("ann_search")
         width = g.manifest.prefix_dim
         q_prefix = prefix(queries, width)
+        if scored:
+            return g.ann.search_scored(q_prefix, kprime, ann_search)
         if matching is None:
             return g.ann.search(q_prefix, kprime, ann_search)
         rows = matching.rows

@@ -29,6 +29,9 @@ class FirstPass(ABC):
     """A built or loaded first pass over the prefixes of an index's rows."""
 
     huge_pages: HugePageAdvice  # what opening it moved onto 2 MiB pages
+    # search_scored gives each answer's inner product with the query prefix, from the codes it holds in RAM: an
+    # adaptive rerank whose middle width is the prefix then reads no stored row for it (mrl.index.adaptive)
+    scores_answers: bool = False
 
     @property
     @abstractmethod
@@ -42,6 +45,11 @@ class FirstPass(ABC):
         ``allowed`` (a boolean mask over rows, tombstones already cleared) restricts the results to those rows: a
         metadata filter. Engines that can filter inside their walk do; the others over-fetch (:func:`overfetch`).
         """
+
+    def search_scored(self, queries: np.ndarray, k: int, beam: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`search`'s rows and each one's inner product with its query prefix (-inf where -1), as computed on
+        the engine's codes; only an engine with :attr:`scores_answers`."""
+        raise MrlError(f"{type(self).__name__} does not score its answers")
 
     @abstractmethod
     def hide(self, rows: np.ndarray) -> None:

@@ -55,6 +55,8 @@ def default_nlist(n: int) -> int:
 class FaissFirstPass(FirstPass):
     """A faiss index whose ids are row numbers, with the tombstones of its generation as a bitmap selector."""
 
+    scores_answers = True
+
     def __init__(self, index: faiss.Index, background_pages: bool = True):
         self.index = index
         self.selector: faiss.IDSelector | None = None
@@ -73,6 +75,13 @@ class FaissFirstPass(FirstPass):
         bits = np.packbits(allowed, bitorder="little")
         selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bits))
         return self.index.search(queries, k, params=self.search_params(beam, k, selector))[1]
+
+    def search_scored(self, queries: np.ndarray, k: int, beam: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """The rows and their inner products with the query prefixes (every faiss first pass here is built with the
+        inner-product metric, so faiss's distances are those scores, on its codes)."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        scores, rows = self.index.search(queries, k, params=self.search_params(beam, k))
+        return rows, np.where(rows >= 0, scores, -np.inf).astype(np.float32)
 
     def search_params(self, beam: int | None, k: int, selector: faiss.IDSelector | None = None):
         """efSearch (HNSW) or nprobe (IVF), plus the tombstone filter.
