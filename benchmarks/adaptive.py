@@ -8,6 +8,12 @@ the full vectors (the truth recall is counted against). Each gets recall@10, sin
 timing protocol), and the adaptive one its mean dims, share of queries widened and rerank bytes a query, over the
 fixed search's (``rerank_bytes_ratio_vs_fixed``).
 
+Which signal decides: beside the margin between the top scores (the product's signal), the benchmark measures the
+**agreement** signal at each target: a query stops at the middle width when that width's top k equals the first
+pass's top k (the prefix's order), and otherwise reads every candidate in full; its tolerance (how many of the k may
+differ) is calibrated on the train claims the same way, and both signals' bytes are compared at equal recall on the
+test claims (``signals`` in the result). A learned router (AdaWidth's) is not measured.
+
 ``--n 0`` indexes the 5,183 SciFact abstracts themselves, so nDCG@10 against the qrels is reported too; a larger
 ``--n`` draws that many vectors around real embeddings (harness.benchmark_vectors), where only recall has a truth.
 Everything runs in RAM; a disk-bound rerank (``--io pread``) is not measured here.
@@ -40,7 +46,7 @@ from mrl.eval.tables import console
 from mrl.index import Index
 from mrl.index.adaptive import summary
 from mrl.index.interface import SearchTimings
-from mrl.index.tuning import tune
+from mrl.index.tuning import recall_at_k, tune
 from mrl.provenance import write_json
 from mrl.vectors.prefix import prefix
 
@@ -70,6 +76,56 @@ def measure(
         row_bytes = index.manifest.stored_dim * index.gen.segments[0].dtype.itemsize
         return point | {"rerank_bytes": candidates * row_bytes, "mean_dims": float(index.full_dim)}, rows, scores
     return point | summary(timings.widths), rows, scores
+
+
+def agreement(index: Index, queries: np.ndarray, width: int, tolerance: int) -> tuple[np.ndarray, dict]:
+    """The agreement signal: stop at ``width`` when its top k shares at least k - ``tolerance`` rows with the first
+    pass's top k, else read every candidate in full. Rows found, and the mean bytes read a query against the fixed
+    search's (the same candidates' full rows)."""
+    g = index.gen
+    stored_q = g.stored_queries(queries)
+    cand = index.candidates(queries, K)
+    value_bytes = g.segments[0].dtype.itemsize
+    full_dim = index.manifest.stored_dim
+    rows = np.full((len(queries), K), -1, dtype=np.int64)
+    read = fixed = 0
+    for i, q in enumerate(stored_q):
+        c = cand[i][cand[i] >= 0]
+        head = prefix(g.vectors(c, width), width) @ prefix(q[None, :width], width)[0]
+        top_head = c[np.argsort(-head, kind="stable")[:K]]
+        read += len(c) * width * value_bytes
+        fixed += len(c) * full_dim * value_bytes
+        if len(set(top_head) & set(c[:K])) >= K - tolerance:
+            rows[i, : len(top_head)] = top_head
+            continue
+        full = g.vectors(c) @ q
+        best = c[np.argsort(-full, kind="stable")[:K]]
+        rows[i, : len(best)] = best
+        read += len(c) * full_dim * value_bytes
+    return rows, {"rerank_bytes": read / len(queries), "rerank_bytes_ratio_vs_fixed": read / fixed}
+
+
+def compare_signals(index: Index, train: np.ndarray, test: np.ndarray, truth: np.ndarray, target: float,
+                    margin_point: dict | None) -> dict:  # fmt: skip
+    """The agreement signal calibrated on the train claims (per width the tolerances from the largest down, stopping at
+    the first that reaches ``target``; of those the one reading the fewest bytes), measured on the test claims beside
+    the margin signal's figures."""
+    train_truth = index.exact_keys(train, K)
+    trials = []
+    for width in sorted({index.prefix_dim, min(2 * index.prefix_dim, index.full_dim - 1)}):
+        for tolerance in range(K, -1, -1):  # the most tolerant first: it stops the most queries and reads the least
+            found, read = agreement(index, train, width, tolerance)
+            trials.append({"width": width, "tolerance": tolerance, "recall": recall_at_k(found, train_truth), **read})
+            if trials[-1]["recall"] >= target:
+                break
+    reached = [t for t in trials if t["recall"] >= target]
+    out: dict = {"margin": margin_point, "agreement_trials": trials}
+    if reached:
+        best = min(reached, key=lambda t: t["rerank_bytes"])
+        found, read = agreement(index, test, best["width"], best["tolerance"])
+        out["agreement"] = {"width": best["width"], "tolerance": best["tolerance"],
+                            "recall@10": recall_at_k(found, truth), **read}  # fmt: skip
+    return out
 
 
 def main() -> None:
@@ -113,6 +169,12 @@ def main() -> None:
             row["adaptive"] = adaptive | {"ndcg@10": ndcg(a_rows, a_scores)}
             row["rerank_bytes_ratio_vs_fixed"] = adaptive["rerank_bytes_ratio_vs_fixed"]
             row["qps_single_ratio_vs_fixed"] = adaptive["qps_single"] / fixed["qps_single"]
+        margin_point = (
+            {key: row["adaptive"][key] for key in ("recall@10", "rerank_bytes", "rerank_bytes_ratio_vs_fixed")}
+            if "adaptive" in row
+            else None
+        )
+        row["signals"] = compare_signals(index, queries["train"], test, truth, target, margin_point)
         points.append(row)
 
     result = {
@@ -152,6 +214,24 @@ def main() -> None:
                 f"{m['rerank_bytes_ratio_vs_fixed']:.2f}x" if name == "adaptive" else "1.00x",
             )  # fmt: skip
     console().print(table)
+    signals = Table(title="which signal reads less at the same target (calibrated on train claims, test claims)")
+    for col in ("target", "signal", "setting", "recall@10", "rerank kB/query", "bytes vs fixed"):
+        signals.add_column(col, justify="right")
+    for p in points:
+        margin, agree = p["signals"]["margin"], p["signals"].get("agreement")
+        if margin:
+            setting = f"width {p['calibration']['width']}, margin {p['calibration']['margin']}"
+            signals.add_row(
+                str(p["target"]), "margin", setting, f"{margin['recall@10']:.4f}",
+                f"{margin['rerank_bytes'] / 1e3:.1f}", f"{margin['rerank_bytes_ratio_vs_fixed']:.2f}x",
+            )  # fmt: skip
+        if agree:
+            signals.add_row(str(p["target"]), "agreement", f"width {agree['width']}, tolerance {agree['tolerance']}",
+                            f"{agree['recall@10']:.4f}", f"{agree['rerank_bytes'] / 1e3:.1f}",
+                            f"{agree['rerank_bytes_ratio_vs_fixed']:.2f}x")  # fmt: skip
+        else:
+            signals.add_row(str(p["target"]), "agreement", "target not reached on train", "", "", "")
+    console().print(signals)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -428,53 +428,41 @@ def limited_part(args, model) -> None:
                     "quant": args.quant, "store": args.store, "ram_fraction": args.ram_fraction,
                     "build_ram_fraction": args.build_ram_fraction, "points": parse_points(args.points), "vectors": info,
                     "sizes": {}}  # fmt: skip
-    np.save(work / "queries.npy", queries)
+    np.save(work / "queries-all.npy", queries)
     # the interpreter with numpy, faiss and mrl loaded: a fixed cost that the limit allows on top of the fraction
     result["runtime"] = run_limited({"do": "baseline"}, None)
     runtime = result["runtime"]["cgroup_peak_bytes"]  # its anonymous memory and the pages of its libraries
-    try:
-        for n in [int(s) for s in args.sizes.split(",")]:
-            path, folder = work / f"vectors-{n}.npy", work / f"mrl-{n}"
-            t0 = time.perf_counter()
-            vectors = draw(real, n, 0.5, seed=0, out=np.lib.format.open_memmap(path, "w+", np.float32, (n, dim)))
-            np.save(work / "truth.npy", exact_truth(queries, vectors))
-            vectors.flush()
-            del vectors
-            full = n * dim * 4
-            limit = int(full * args.ram_fraction) + runtime
-            build_limit = int(full * args.build_ram_fraction) + runtime
-            entry: dict = {
-                "n": n,
-                "full_float32_bytes": full,
-                "memory_limit_bytes": limit,
-                "build_memory_limit_bytes": build_limit,
-                "generate_s": round(time.perf_counter() - t0, 1),
-            }
-            entry.update({"full_float32_mb": round(full / 1e6, 1), "memory_limit_mb": round(limit / 1e6, 1),
-                          "build_memory_limit_mb": round(build_limit / 1e6, 1)})  # fmt: skip
-            job = {"vectors": str(path), "folder": str(folder), "prefix_dim": args.prefix_dim, "ann": args.ann,
-                   "quant": args.quant, "store": args.store}  # fmt: skip
-            entry["build"] = run_limited({**job, "do": "build", "mmap": True}, build_limit)
-            console().print(entry["build"])
-            if entry["build"]["completed"]:
-                for shortlist, ann_search in result["points"]:
-                    search = {**job, "do": "search", "shortlist": shortlist, "ann_search": ann_search,
-                              "single": args.single, "queries": str(work / "queries.npy"),
-                              "truth": str(work / "truth.npy")}  # fmt: skip
-                    entry.setdefault("search", []).append(run_limited(search, limit))
-                    console().print(entry["search"][-1])
-            for report in [entry["build"], *entry.get("search", [])]:
-                if "index_ram_bytes" in report:
-                    report["index_ram_over_full_float32"] = round(report["index_ram_bytes"] / full, 3)
-            shutil.rmtree(folder, ignore_errors=True)
-            entry["build_whole_matrix"] = run_limited({**job, "do": "build", "mmap": False}, build_limit)
-            shutil.rmtree(folder, ignore_errors=True)
-            path.unlink()
-            result["sizes"][str(n)] = entry
-            write_json(result, out)
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(work, ignore_errors=True)
+    for n, path, folder, generate_s in drawn_sizes(args, real, work, {"all": queries}):
+        full = n * dim * 4
+        limit = int(full * args.ram_fraction) + runtime
+        build_limit = int(full * args.build_ram_fraction) + runtime
+        entry: dict = {
+            "n": n,
+            "full_float32_bytes": full,
+            "memory_limit_bytes": limit,
+            "build_memory_limit_bytes": build_limit,
+            "generate_s": generate_s,
+        }
+        entry.update({"full_float32_mb": round(full / 1e6, 1), "memory_limit_mb": round(limit / 1e6, 1),
+                      "build_memory_limit_mb": round(build_limit / 1e6, 1)})  # fmt: skip
+        job = {"vectors": str(path), "folder": str(folder), "prefix_dim": args.prefix_dim, "ann": args.ann,
+               "quant": args.quant, "store": args.store}  # fmt: skip
+        entry["build"] = run_limited({**job, "do": "build", "mmap": True}, build_limit)
+        console().print(entry["build"])
+        if entry["build"]["completed"]:
+            for shortlist, ann_search in result["points"]:
+                search = {**job, "do": "search", "shortlist": shortlist, "ann_search": ann_search,
+                          "single": args.single, "queries": str(work / "queries-all.npy"),
+                          "truth": str(work / "truth-all.npy")}  # fmt: skip
+                entry.setdefault("search", []).append(run_limited(search, limit))
+                console().print(entry["search"][-1])
+        for report in [entry["build"], *entry.get("search", [])]:
+            if "index_ram_bytes" in report:
+                report["index_ram_over_full_float32"] = round(report["index_ram_bytes"] / full, 3)
+        shutil.rmtree(folder, ignore_errors=True)
+        entry["build_whole_matrix"] = run_limited({**job, "do": "build", "mmap": False}, build_limit)
+        result["sizes"][str(n)] = entry
+        write_json(result, out)
     print_limited(result)
     plot_limited(result, out.with_suffix(".png"))
 
@@ -500,32 +488,19 @@ def adaptive_part(args, model) -> None:
         np.save(work / f"queries-{name}.npy", splits[name])
     result["runtime"] = run_limited({"do": "baseline"}, None)
     runtime = result["runtime"]["cgroup_peak_bytes"]
-    try:
-        for n in [int(s) for s in args.sizes.split(",")]:
-            path, folder = work / f"vectors-{n}.npy", work / f"mrl-{n}"
-            vectors = draw(real, n, 0.5, seed=0, out=np.lib.format.open_memmap(path, "w+", np.float32, (n, dim)))
-            for name in ("train", "test"):
-                np.save(work / f"truth-{name}.npy", exact_truth(splits[name], vectors))
-            vectors.flush()
-            del vectors
-            full = n * dim * 4
-            limit = int(full * args.ram_fraction) + runtime
-            entry: dict = {"n": n, "memory_limit_mb": round(limit / 1e6, 1), "full_float32_mb": round(full / 1e6, 1)}
-            job = {"vectors": str(path), "folder": str(folder), "prefix_dim": args.prefix_dim, "ann": args.ann,
-                   "quant": args.quant, "store": args.store}  # fmt: skip
-            entry["build"] = run_limited(
-                {**job, "do": "build", "mmap": True}, int(full * args.build_ram_fraction) + runtime
-            )
-            console().print(entry["build"])
-            entry["points"] = [adaptive_point(job, point, margins, work, limit, args.single)
-                               for point in result["points"]] if entry["build"]["completed"] else []  # fmt: skip
-            shutil.rmtree(folder, ignore_errors=True)
-            path.unlink()
-            result["sizes"][str(n)] = entry
-            write_json(result, out)
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(work, ignore_errors=True)
+    for n, path, folder, _ in drawn_sizes(args, real, work, splits):
+        full = n * dim * 4
+        limit = int(full * args.ram_fraction) + runtime
+        entry: dict = {"n": n, "memory_limit_mb": round(limit / 1e6, 1), "full_float32_mb": round(full / 1e6, 1)}
+        job = {"vectors": str(path), "folder": str(folder), "prefix_dim": args.prefix_dim, "ann": args.ann,
+               "quant": args.quant, "store": args.store}  # fmt: skip
+        build_limit = int(full * args.build_ram_fraction) + runtime
+        entry["build"] = run_limited({**job, "do": "build", "mmap": True}, build_limit)
+        console().print(entry["build"])
+        entry["points"] = [adaptive_point(job, point, margins, work, limit, args.single)
+                           for point in result["points"]] if entry["build"]["completed"] else []  # fmt: skip
+        result["sizes"][str(n)] = entry
+        write_json(result, out)
     print_adaptive(result)
 
 
@@ -590,6 +565,30 @@ def print_adaptive(result: dict) -> None:
                     f"{r['rerank_bytes_ratio_vs_fixed']:.2f}x" if mode == "adaptive" else "1.00x",
                 )  # fmt: skip
     console().print(table)
+
+
+def drawn_sizes(
+    args, real: np.ndarray, work: Path, query_sets: dict[str, np.ndarray]
+) -> Iterator[tuple[int, Path, Path, float]]:
+    """For each ``--sizes`` N: N vectors drawn into a file a chunk at a time, and the exact top 10 of each query set
+    saved as ``truth-<name>.npy``; yields (N, the vectors file, the index folder, seconds it took) and removes both
+    once the caller is done, and the work folder at the end unless it is ``--workdir``."""
+    dim = int(real.shape[1])
+    try:
+        for n in [int(s) for s in args.sizes.split(",")]:
+            path, folder = work / f"vectors-{n}.npy", work / f"mrl-{n}"
+            t0 = time.perf_counter()
+            vectors = draw(real, n, 0.5, seed=0, out=np.lib.format.open_memmap(path, "w+", np.float32, (n, dim)))
+            for name, queries in query_sets.items():
+                np.save(work / f"truth-{name}.npy", exact_truth(queries, vectors))
+            vectors.flush()
+            del vectors
+            yield n, path, folder, round(time.perf_counter() - t0, 1)
+            shutil.rmtree(folder, ignore_errors=True)
+            path.unlink()
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def parse_points(text: str) -> list[tuple[int, int]]:

@@ -118,6 +118,26 @@ def test_a_primary_or_another_database_is_refused_as_a_standby(replicated, postg
         open_index("some/folder", standbys=[standby.dsn])
 
 
+def test_http_writes_are_read_back_and_stats_show_the_reads_per_server(replicated, standby, corpus):
+    """`mrl serve --replica-dsn`: a document posted is found by the next request (read-your-writes), and /stats says
+    which server served the reads."""
+    from fastapi.testclient import TestClient
+
+    from mrl.serve import create_app
+
+    with TestClient(create_app(replicated)) as client:
+        put = client.post("/documents", json={"documents": [{"id": "http-r1", "text": "Statins and muscle pain."}]})
+        assert put.status_code == 200
+        assert client.get("/documents/http-r1").json()["text"] == "Statins and muscle pain."
+        found = client.post("/search", json={"query": "statins muscle pain", "k": 3}).json()["results"]
+        assert "http-r1" in [h["id"] for h in found]
+        assert client.delete("/documents/http-r1").status_code == 200
+        assert client.get("/documents/http-r1").status_code == 404
+        reads = client.get("/stats").json()["reads"]
+        assert reads["primary"] + sum(s["reads"] for s in reads["standbys"].values()) > 0
+        assert all(s["serving"] for s in reads["standbys"].values())
+
+
 def test_standby_vectors_equal_the_primary_s(replicated, standby, postgres_dsn):
     ids = [r[0] for r in rows_on(postgres_dsn, f"SELECT id FROM {TABLE} ORDER BY id LIMIT 5")]
     on_standby = replicated.stored_vectors(ids)
