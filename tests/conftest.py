@@ -69,6 +69,19 @@ def write_beir_subset(src: Path, dst: Path, n_queries: int, n_extra_docs: int, s
     return dst
 
 
+def with_empty_documents(data_dir: Path, folder: Path) -> Path:
+    """A real SciFact subset in which two documents (one judged relevant) lost their title and text."""
+    write_beir_subset(data_dir / "scifact", folder, 10, 20)
+    rows = [json.loads(line) for line in (folder / "corpus.jsonl").read_text().splitlines()]
+    judged = (folder / "qrels" / "test.tsv").read_text().splitlines()[1].split("\t")[1]
+    emptied = [judged, next(r["_id"] for r in rows if r["_id"] != judged)]
+    for r in rows:
+        if r["_id"] in emptied:
+            r["title"], r["text"] = "", "  "
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def scifact_small(data_dir: Path, tmp_path_factory) -> Path:
     """20 SciFact test queries, their relevant abstracts and 20 distractors (about 45 documents)."""

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import refuses_lvq
+from conftest import refuses_lvq, with_empty_documents
 
 from mrl.cpu import cpu_info
 from mrl.index import Index
@@ -291,9 +291,7 @@ def test_index_build_rotates_by_default_and_no_rotate_opts_out(tmp_path, scifact
 
 
 def test_skip_empty_documents_in_eval_and_index_build(tmp_path, data_dir):
-    from test_data import _with_empty_documents
-
-    folder = _with_empty_documents(data_dir, tmp_path / "sf")
+    folder = with_empty_documents(data_dir, tmp_path / "sf")
     proc = mrl("eval", "--beir", str(folder), "--dims", "64,full")
     assert proc.returncode == 2 and "field 'text': is empty (--skip-empty" in proc.stderr
     out = tmp_path / "r.json"

@@ -8,6 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import with_empty_documents
 
 from mrl.data import load_beir, load_pairs, load_sts, load_triplets
 from mrl.errors import DataError
@@ -165,25 +166,10 @@ def test_sts_bad_score(tmp_path):
     assert info.value.field == "score" and info.value.line == 1
 
 
-def _with_empty_documents(data_dir: Path, folder: Path) -> Path:
-    """A real SciFact subset in which two documents (one judged relevant) lost their title and text."""
-    from conftest import write_beir_subset
-
-    write_beir_subset(data_dir / "scifact", folder, 10, 20)
-    rows = [json.loads(line) for line in (folder / "corpus.jsonl").read_text().splitlines()]
-    judged = (folder / "qrels" / "test.tsv").read_text().splitlines()[1].split("\t")[1]
-    emptied = [judged, next(r["_id"] for r in rows if r["_id"] != judged)]
-    for r in rows:
-        if r["_id"] in emptied:
-            r["title"], r["text"] = "", "  "
-    write_jsonl(folder / "corpus.jsonl", rows)
-    return folder
-
-
 def test_empty_documents_stop_the_load_unless_skipped(data_dir, tmp_path):
     from mrl.data import load_documents
 
-    folder = _with_empty_documents(data_dir, tmp_path / "sf")
+    folder = with_empty_documents(data_dir, tmp_path / "sf")
     with pytest.raises(DataError, match="field 'text': is empty \\(`skip_empty` leaves such documents out"):
         load_beir(folder, "test")
     data = load_beir(folder, "test", skip_empty=True)
