@@ -13,8 +13,9 @@ cosine ``margin``, decides what is read in full:
 
 ``margin`` 0 never widens (a search at ``width`` dims); a large margin widens every query over its whole
 shortlist (the fixed two-pass search plus the middle read). The signal is the margin between the top scores, which
-needs nothing beyond the scores in hand (other signals, such as the agreement of two widths' top k or a learned
-router as in AdaWidth, arXiv 2608.23862, are not built). :func:`mrl.index.tuning.tune` calibrates ``margin`` (and
+needs nothing beyond the scores in hand. The agreement of two widths' top k, the other signal measured
+(``benchmarks/adaptive.py``), read more bytes at every target; a learned router as in AdaWidth (arXiv 2608.23862)
+is not built. :func:`mrl.index.tuning.tune` calibrates ``margin`` (and
 picks ``width``) on the tuning queries: the least rerank bytes whose recall@k against exact full-width search meets
 the target.
 

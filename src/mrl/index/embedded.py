@@ -453,7 +453,7 @@ class Index(SearchIndex):
                 g.vectors, queries[i : i + block], cand[i : i + block], k, adaptive, g.manifest.stored_dim,
                 value_bytes, None if head is None else head[i : i + block],
             )
-            for i in range(0, len(queries), block)
+            for i in range(0, max(len(queries), 1), block)  # one call for an empty batch too
         ]  # fmt: skip
         return (
             np.concatenate([p[0] for p in parts]),
