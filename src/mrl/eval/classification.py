@@ -128,10 +128,13 @@ def _measure(
     test_first, test_second = _stack(vectors, test)
     truth = np.array(test.labels)
     classes = np.array(classifier.classes)
-    full = classes[classifier.scores(test_first, test_second).argmax(axis=1)]
+    answers = {
+        w: classes[classifier.scores(test_first, test_second, w).argmax(axis=1)] for w in {*reported, widths[-1]}
+    }
+    full = answers[widths[-1]]
     per_width = {}
     for size in reported:
-        predicted = classes[classifier.scores(test_first, test_second, size).argmax(axis=1)]
+        predicted = answers[size]
         per_width[FULL if size == widths[-1] else str(size)] = {
             "dim": size,
             "accuracy": float(np.mean(predicted == truth)),
