@@ -220,10 +220,10 @@ class PostgresIndex(DatabaseIndex):
             raise
         exists = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is not None
         if exists and not overwrite:
-            conn.close()
+            self.close()  # the standbys' pools too
             raise MrlError(f"{self.location}: table exists (pass `overwrite` to replace it)")
         if exists and _settings(conn, table) is None:
-            conn.close()
+            self.close()
             raise MrlError(f"{self.location}: refusing to overwrite a table that is not an mrl index")
         from psycopg.types.json import Jsonb
 
