@@ -94,8 +94,11 @@ class StandbyReads:
     def read(self, work: Callable[[Any], Any], primary_pool) -> Any:
         """``work(connection)`` on a standby that has replayed this index's writes, else on the primary."""
         for standby in self._order():
+            pool = standby.pool  # another thread may mark it down meanwhile: a closed pool raises, and is caught
+            if pool is None:
+                continue
             try:
-                with standby.pool.connection() as conn:
+                with pool.connection() as conn:
                     if self.written > standby.replayed:
                         standby.replayed = lsn(conn.execute("SELECT pg_last_wal_replay_lsn()::text").fetchone()[0])
                         if self.written > standby.replayed:
