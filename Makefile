@@ -14,7 +14,7 @@ $(BIN)/mrl: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,postgres,qdrant,svs,onnx,mteb,langchain,llama-index]'
+	$(BIN)/pip install -q -e '.[dev,postgres,qdrant,svs,onnx,mteb,langchain,llama-index,ray]'
 	touch $(BIN)/mrl
 
 setup: $(BIN)/mrl

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mrl.cpu import cpu_info, lvq_unsupported_reason
@@ -154,3 +157,18 @@ def check_ids_where(index, docs) -> None:
     assert index.ids_where("src", "s 1") == ["c-a", "c-b"]
     index.delete(["c-a"])
     assert index.ids_where("src", "s 1") == ["c-b"] and index.ids_where("src", "nope") == []
+
+
+def run_mrl(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """The ``mrl`` command as a user runs it: a real subprocess of this interpreter."""
+    return subprocess.run(
+        [sys.executable, "-m", "mrl.cli", *args], capture_output=True, text=True, env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )  # fmt: skip
+
+
+def unrotated(index, rows) -> np.ndarray:
+    """An embedded index's stored rows in the model's basis (the rotation undone): what a build was given, unit."""
+    stored = index.key_vectors(rows)
+    rotation = index.gen.rotation
+    return stored if rotation is None else stored @ rotation

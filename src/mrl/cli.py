@@ -669,12 +669,28 @@ def index_build(
         ),
     ] = True,
     shards: Annotated[
-        int | None, typer.Option(help="Qdrant server: shard number (a cluster spreads shards over nodes).")
+        int | None,
+        typer.Option(
+            help="A folder: split the index into N shards, each document to the shard its id hashes to (serve them "
+            "replicated with 'mrl serve --ray'). A Qdrant server: its shard number."
+        ),
     ] = None,
     replicas: Annotated[int | None, typer.Option(help="Qdrant server: replication factor.")] = None,
     replica_dsn: Annotated[
         list[str] | None, typer.Option(help=REPLICA_HELP + " The build waits until they replay it.")
     ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            help="Encode and build the --shards on a Ray cluster: auto ($RAY_ADDRESS, or the cluster 'ray start "
+            "--head' started here) or HOST:PORT. Ray Data encodes blocks of --chunk-rows texts on model actors; "
+            "rerun the same command to resume. Needs pip install 'mrl[ray]'."
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="--ray: encoder actors, each holding the model (default: one per node).")
+    ] = None,
+    gpus_per_worker: Annotated[float, typer.Option(help="--ray: GPUs each encoder actor takes (0: CPU).")] = 0.0,
     skip_empty: Annotated[bool, typer.Option(help=SKIP_EMPTY_HELP)] = False,
     engine: Annotated[str, typer.Option("--backend", help=ENGINE_HELP)] = "torch",
     model_backend: Annotated[
@@ -741,8 +757,22 @@ def index_build(
     given = [f"--{k.replace('_', '-')}" for k, v in embedded.items() if v is not None]
     if backend != "embedded" and (given or store == "int8"):
         raise MrlError(f"{(given or ['--store int8'])[0]} is for the embedded index; {backend} takes no such option")
-    if backend != "qdrant" and (shards is not None or replicas is not None):
-        raise MrlError(f"--shards and --replicas are for a Qdrant server, not for {backend}")
+    if backend not in ("qdrant", "embedded") and shards is not None:
+        raise MrlError(f"--shards splits a folder or a Qdrant server's collection, not {backend}")
+    if backend != "qdrant" and replicas is not None:
+        serving = " (a sharded folder's replicas are set when serving it: mrl serve --ray --replicas N)"
+        raise MrlError(
+            f"--replicas is a Qdrant server's replication factor, not {backend}'s"
+            + (serving if backend == "embedded" else "")
+        )
+    if ray is not None and (backend != "embedded" or shards is None):
+        raise MrlError("--ray builds a sharded index folder: give a folder LOCATION and --shards N")
+    if ray is None and (workers is not None or gpus_per_worker):
+        raise MrlError("--workers and --gpus-per-worker size the encoding on a Ray cluster: add --ray")
+    if shards is not None and backend == "embedded":
+        from mrl.index.shards import check_shard_count
+
+        check_shard_count(shards)
     if replica_dsn and backend != "postgres":
         raise MrlError(f"--replica-dsn names PostgreSQL hot standbys, not replicas of {backend}")
     queries = load_queries(tune_queries) if tune_queries is not None else None
@@ -750,8 +780,16 @@ def index_build(
     if documents.skipped:
         _report_skipped(documents.skipped)
     folder = Path(location)
-    if backend == "embedded" and folder.exists() and any(folder.iterdir()) and not overwrite:
+    resuming = ray is not None and (folder / ".staging" / "plan.json").is_file()  # the same command resumes
+    if backend == "embedded" and folder.exists() and any(folder.iterdir()) and not overwrite and not resuming:
         raise MrlError(f"{folder}: folder exists and is not empty (use --overwrite)")
+    if ray is not None:
+        _build_on_ray(
+            folder, documents, model, queries, shards, ray, workers, gpus_per_worker, chunk_rows, batch_size,
+            engine, overwrite, rotate, width, ann, quant, store, keep_dims, hnsw_m, ef_construction, nlist,
+            target_recall,
+        )  # fmt: skip
+        return
 
     def before_encoding(model_width: int) -> None:  # the checks that need the model's width, before the long part
         if isinstance(queries, np.ndarray):
@@ -785,6 +823,57 @@ def index_build(
     err.print(f"built {index.location}: {index.count} documents")
     if index.tuned:
         _print_tuned(index.tuned)
+    _print_stats(index.stats())
+    index.close()
+
+
+def _build_on_ray(
+    folder: Path,
+    documents: list,
+    model: str,
+    queries,
+    shards: int,
+    address: str,
+    workers: int | None,
+    gpus: float,
+    block_rows: int,
+    batch_size: int,
+    engine: str,
+    overwrite: bool,
+    rotate: bool,
+    width,
+    ann: str | None,
+    quant: str | None,
+    store: str,
+    keep_dims: int | None,
+    hnsw_m: int,
+    ef_construction: int | None,
+    nlist: int | None,
+    target_recall: float | None,
+) -> None:
+    """``mrl index build --shards N --ray ADDRESS``: encode on the cluster, build the shards there, print the result."""
+    import numpy as np
+
+    from mrl.cluster.build import build_on_ray
+    from mrl.index import open_index
+    from mrl.index.engines import DEFAULT_ANN
+    from mrl.index.engines import engine as ann_engine
+
+    if queries is not None and not isinstance(queries, np.ndarray):
+        from mrl.encode import encode_texts
+        from mrl.model import load_model
+
+        queries = encode_texts(load_model(model, backend=engine), queries, progress=False)
+    kind = ann or DEFAULT_ANN
+    extra = {k: v for k, v in (("keep_dims", keep_dims), ("target_recall", target_recall)) if v is not None}
+    build_on_ray(
+        folder, documents, model=model, shards=shards, address=address, block_rows=block_rows,
+        batch_size=batch_size, workers=workers, gpus=gpus, backend=engine, overwrite=overwrite, rotate=rotate,
+        prefix_dim=width, ann=kind, ann_params=ann_engine(kind).params(hnsw_m, ef_construction, nlist),
+        quant=quant or "sq8", store=store, tune_queries=queries, report=err.print, **extra,
+    )  # fmt: skip
+    index = open_index(folder)
+    err.print(f"built {index.location}: {index.count} documents in {index.layout.shards} shards on Ray")
     _print_stats(index.stats())
     index.close()
 
@@ -893,8 +982,13 @@ def _print_stats(stats: dict) -> None:
 
     table = Table(title=f"index {stats['path']}", show_header=False)
     for key, value in stats.items():
-        if key not in ("tuned", "parts", "reads"):
+        if key not in ("tuned", "parts", "reads", "per_shard"):
             table.add_row(key, str(value))
+    for shard in stats.get("per_shard", []):  # a sharded index: each shard's share
+        replica = shard.get("replica")
+        where = f", replica pid {replica['pid']} on node {replica['node'][:8]}" if replica else ""
+        share = f"{shard['documents']:,} documents, {shard['ram_bytes']:,} bytes in RAM{where}"
+        table.add_row(f"shard {shard['shard']}", share)
     if "reads" in stats:  # a PostgreSQL index with standbys: reads served by each server
         table.add_row("reads: primary", str(stats["reads"]["primary"]))
         for name, standby in stats["reads"]["standbys"].items():
@@ -1181,23 +1275,53 @@ def serve_cmd(
     engine: Annotated[str, typer.Option("--backend", "--model-backend", help=ENGINE_HELP)] = "torch",
     io: Annotated[str, typer.Option(help=IO_HELP)] = "auto",
     replica_dsn: Annotated[list[str] | None, typer.Option(help=REPLICA_HELP)] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve a sharded folder on a Ray cluster (auto or HOST:PORT): each shard a Ray Serve deployment of "
+            "--replicas replicas, this process the router (same HTTP API). Needs pip install 'mrl[ray]'."
+        ),
+    ] = None,
+    replicas: Annotated[int, typer.Option(help="--ray: replicas of each shard.")] = 1,
+    retry_window: Annotated[
+        float,
+        typer.Option(
+            help="--ray: seconds a shard may have no live replica (Ray replacing one) before a request fails with "
+            "503 naming the shard."
+        ),
+    ] = 30.0,
 ) -> None:
     """Serve an index over HTTP: POST /search, POST /documents, DELETE /documents/{id}, /health, /stats,
     /metrics (Prometheus), OpenAI-compatible POST /v1/embeddings and GET /v1/models, OpenAPI docs at /docs,
     and a search page at /.
 
-    Example: mrl serve idx/scifact --port 8000 --api-key-file keys.txt
+    A sharded folder (mrl index build --shards N) is served by one router over its shards: in this process, or
+    with --ray on a Ray cluster as --replicas replicas of each shard.
+
+    Examples:
+      mrl serve idx/scifact --port 8000 --api-key-file keys.txt
+      mrl serve idx/big --ray auto --replicas 2
     """
     import uvicorn
 
     from mrl.index import open_index
+    from mrl.index.shards import is_sharded
     from mrl.serve import Limits, create_app
     from mrl.serve.auth import load_key_hashes
 
     hashes = load_key_hashes(api_key_file) if api_key_file else None
     if hashes is None and host not in LOOPBACK:
         raise MrlError(f"refusing to serve on {host} without --api-key-file (without keys mrl binds to loopback only)")
-    index = open_index(location, io=io, standbys=replica_dsn or ())
+    if ray is None and (replicas != 1 or retry_window != 30.0):
+        raise MrlError("--replicas and --retry-window place shards on a Ray cluster: add --ray")
+    if ray is not None:
+        if not is_sharded(location):
+            raise MrlError(f"--ray serves a sharded folder (mrl index build --shards N); {location} is not one")
+        from mrl.cluster.serving import deploy, undeploy
+
+        index = deploy(location, replicas=replicas, address=ray, io=io, retry_window_s=retry_window)
+    else:
+        index = open_index(location, io=io, standbys=replica_dsn or ())
     if engine != "torch":
         index.use_backend(engine)
     _ = index.model  # load before accepting requests, not on the first one
@@ -1205,7 +1329,11 @@ def serve_cmd(
     if hashes is None:
         err.print("no API keys: serving on loopback only")
     err.print(f"serving {index.location} ({index.count} documents) on http://{host}:{port}/")
-    uvicorn.run(create_app(index, hashes, limits), host=host, port=port, log_level="warning")
+    try:
+        uvicorn.run(create_app(index, hashes, limits), host=host, port=port, log_level="warning")
+    finally:
+        if ray is not None:
+            undeploy(index)  # the shards' replicas go with the router; the cluster keeps running
 
 
 keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys for 'mrl serve'.")

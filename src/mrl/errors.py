@@ -24,3 +24,8 @@ class DataError(MrlError):
         if field:
             where.append(f"field '{field}'")
         super().__init__(f"{': '.join([', '.join(where), message]) if where else message}")
+
+
+class Unavailable(MrlError):
+    """A part that must answer does not (a shard with no live replica): the server answers 503, never a partial
+    result passed off as whole."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +43,12 @@ def write_index(
     rotate: bool = True,
     keep_dims: int | None = None,
     chunk_rows: int = BUILD_CHUNK,
+    rotation: np.ndarray | None = None,
 ) -> Manifest:
     """Write and commit a new index generation in ``folder`` (see :meth:`mrl.index.embedded.Index.build`); returns
-    its manifest. ``prefix_dim="auto"`` builds the first pass at the full stored width."""
+    its manifest. ``prefix_dim="auto"`` builds the first pass at the full stored width. ``rotation``: a basis fitted
+    elsewhere (from :func:`sample_moment`) instead of one fitted here: the shards of one index share theirs, so
+    their prefixes rank alike."""
     auto = check_prefix_dim(prefix_dim) is None
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()):
@@ -73,15 +77,13 @@ def write_index(
             numbers = sample_rows[start : start + chunk_rows]
             yield start, unit_vectors(vectors[numbers], full_dim, "corpus vectors", numbers)
 
-    rotation = None
-    if rotate:
-        moment = np.zeros((full_dim, full_dim), dtype=np.float64)
-        for _, unit in sample_chunks():
-            # float64 products too: a float32 sum's rounding depends on the chunking and on the CPU's kernel,
-            # and the eigenvectors (hence the int8 scale) would move with it
-            wide = unit.astype(np.float64)
-            moment += wide.T @ wide
-        rotation = rotation_from_moment(moment)
+    if rotation is not None:
+        if not rotate:
+            raise MrlError("`rotation` is the basis of a rotated build: drop it, or `rotate`=False")
+        if rotation.shape != (full_dim, full_dim):
+            raise MrlError(f"`rotation` is {rotation.shape[0]} x {rotation.shape[1]}, the vectors are {full_dim}-dim")
+    elif rotate:
+        rotation = rotation_from_moment(sample_moment(unit for _, unit in sample_chunks()))
 
     def stored_chunks():  # unit rows in the stored basis, one chunk at a time
         for start in range(0, rows, chunk_rows):
@@ -150,6 +152,21 @@ def write_index(
         os.replace(new_docs, folder / "docs.sqlite")
         collect_garbage(folder)
     return manifest
+
+
+def sample_moment(units: Iterable[np.ndarray]) -> np.ndarray:
+    """``sum x xᵀ`` over chunks of unit rows, in float64: the matrix :func:`rotation_from_moment` turns into the basis.
+
+    float64 products too: a float32 sum's rounding depends on the chunking and on the CPU's kernel, and the
+    eigenvectors (hence the int8 scale) would move with it.
+    """
+    moment = None
+    for unit in units:
+        wide = unit.astype(np.float64)
+        moment = wide.T @ wide if moment is None else moment + wide.T @ wide
+    if moment is None:
+        raise MrlError("nothing to index: the corpus is empty")
+    return moment
 
 
 def create_empty(

@@ -155,6 +155,7 @@ class Index(SearchIndex):
         tune_queries: np.ndarray | None = None,
         tune_sample: int = TUNE_SAMPLE,
         report: Callable[[str], None] | None = None,
+        rotation: np.ndarray | None = None,
     ) -> Index:
         """Create a new index from full-width vectors (any scale; they are normalized here).
 
@@ -169,7 +170,8 @@ class Index(SearchIndex):
 
         ``rotate`` stores the vectors in a learned basis whose first dims hold the most energy
         (:mod:`mrl.index.rotation`): every full-vector score is unchanged, the prefix ranks far more like
-        the full vector, so the same recall needs a shorter prefix or shortlist.
+        the full vector, so the same recall needs a shorter prefix or shortlist. ``rotation`` gives that basis
+        instead of fitting it (the shards of a sharded index share one: :mod:`mrl.index.shards`).
 
         ``store`` codes the rerank vectors as float32, float16 or int8 (per-dim scale calibrated on these
         vectors); ``keep_dims`` stores only the first dims and reranks on them, trading a quality floor for
@@ -187,6 +189,7 @@ class Index(SearchIndex):
         manifest = write_index(
             folder, vectors, documents, model=model, prefix_dim=prefix_dim, ann=ann, quant=quant, store=store,
             ann_params=ann_params, overwrite=overwrite, rotate=rotate, keep_dims=keep_dims, chunk_rows=chunk_rows,
+            rotation=rotation,
         )  # fmt: skip
         mode = resolve_io(io, [folder / manifest.segments[0]["file"]])
         built = cls(folder, Generation.load(folder, manifest, mode), loaded_model, mode)

@@ -76,6 +76,12 @@ def open_index(location: str | Path, model=None, io: str = "auto", standbys: Seq
         from mrl.index.qdrant import QdrantIndex
 
         return QdrantIndex.open(str(location), model=model)
+    from mrl.index.shards import is_sharded
+
+    if is_sharded(location):
+        from mrl.index.router import ShardedIndex
+
+        return ShardedIndex.open(Path(location), model=model, io=io)
     from mrl.index.embedded import Index
 
     return Index.open(Path(location), model=model, io=io)
@@ -112,7 +118,8 @@ def build_index(
     Every backend takes ``prefix_dim`` (``"auto"``: measured, embedded index only), ``store``, ``rotate``,
     ``overwrite``, the graph's ``hnsw_m`` and ``ef_construction``, and ``target_recall`` / ``tune_queries`` to tune
     its shortlist and beam. Only the embedded index takes ``ann``, ``quant``, ``keep_dims``, ``nlist`` and
-    ``chunk_rows``; only a Qdrant server ``shards`` and ``replicas``; only PostgreSQL ``standbys`` (hot standby DSNs,
+    ``chunk_rows``; an embedded index and a Qdrant server ``shards`` (embedded: that many shard folders by id hash,
+    :mod:`mrl.index.shards`); only a Qdrant server ``replicas``; only PostgreSQL ``standbys`` (hot standby DSNs,
     checked first; the build returns once they have replayed it).
     """
     backend = backend_of(location)
@@ -127,7 +134,7 @@ def build_index(
         "standbys": standbys or None,
     }
     allowed = {
-        "embedded": {"ann", "quant", "keep_dims", "nlist", "chunk_rows"},
+        "embedded": {"ann", "quant", "keep_dims", "nlist", "chunk_rows", "shards"},
         "qdrant": {"shards", "replicas"},
         "postgres": {"standbys"},
     }
@@ -148,6 +155,17 @@ def build_index(
 
         kind = ann or DEFAULT_ANN
         extra = {"chunk_rows": chunk_rows} if chunk_rows else {}
+        if shards is not None:
+            from mrl.index.router import ShardedIndex
+            from mrl.index.shards import build_sharded
+
+            build_sharded(
+                location, vectors, documents, shards, model=model, prefix_dim=prefix_dim, ann=kind,
+                ann_params=engine(kind).params(hnsw_m, ef_construction, nlist), overwrite=overwrite, rotate=rotate,
+                quant=quant or "sq8", store=store, keep_dims=keep_dims, target_recall=target_recall,
+                tune_queries=tune_queries, report=report, **extra,
+            )  # fmt: skip
+            return ShardedIndex.open(location, model=loaded_model)
         return Index.build(
             Path(location), vectors, documents, model=model, prefix_dim=prefix_dim, ann=kind,
             quant=quant or "sq8", store=store, ann_params=engine(kind).params(hnsw_m, ef_construction, nlist),

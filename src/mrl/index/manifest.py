@@ -21,6 +21,7 @@ from mrl.vectors.files import atomic_write, atomic_write_json
 # An index records the oldest version that reads it (required_version), so older releases still open the rest.
 FORMAT_VERSION = 4
 CURRENT = "CURRENT"
+SHARD_MARKER = "shard.json"  # which sharded build a folder is a shard of (mrl.index.shards); never garbage
 MAX_RACES = 50  # retries when a concurrent writer commits twice between reading CURRENT and its files
 
 
@@ -114,7 +115,7 @@ def collect_garbage(folder: Path, keep_generations: int = 2) -> None:
     """
     manifests = sorted(folder.glob("manifest-*.json"))
     keep = manifests[-keep_generations:]
-    referenced: set[str] = {CURRENT, "write.lock", "docs.sqlite", *(m.name for m in keep)}
+    referenced: set[str] = {CURRENT, "write.lock", "docs.sqlite", SHARD_MARKER, *(m.name for m in keep)}
     for m in keep:
         data = json.loads(m.read_text())
         referenced |= Manifest(**{k: v for k, v in data.items() if k in Manifest.__dataclass_fields__}).files()

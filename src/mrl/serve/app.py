@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mrl import __version__
 from mrl.data import Document
-from mrl.errors import MrlError
+from mrl.errors import MrlError, Unavailable
 from mrl.index.filters import FilterError, parse_filter
 from mrl.index.interface import SearchIndex, SearchTimings, unit_vectors
 from mrl.serve.auth import key_ok
@@ -191,6 +191,10 @@ def create_app(index: SearchIndex, api_key_hashes: list[str] | None = None, limi
     async def api_error(request: Request, exc: ApiError):
         return exc.response(request.url.path)
 
+    @app.exception_handler(Unavailable)
+    async def unavailable(request: Request, exc: Unavailable):  # a shard with no live replica: never a partial answer
+        return ApiError(503, str(exc)).response(request.url.path)
+
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):
         log.exception("internal error on %s", request.url.path)
@@ -225,11 +229,13 @@ def create_app(index: SearchIndex, api_key_hashes: list[str] | None = None, limi
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "documents": index.count, "generation": index.generation}
+        # to a thread: a sharded index asks its shards, which may be replicas on other machines
+        documents, generation = await asyncio.to_thread(lambda: (index.count, index.generation))
+        return {"status": "ok", "documents": documents, "generation": generation}
 
     @app.get("/stats")
     async def stats() -> dict:
-        return {**index.stats(), "auth": bool(api_key_hashes), "limits": limits.__dict__}
+        return {**await asyncio.to_thread(index.stats), "auth": bool(api_key_hashes), "limits": limits.__dict__}
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -300,6 +306,8 @@ def create_app(index: SearchIndex, api_key_hashes: list[str] | None = None, limi
             found = await asyncio.to_thread(index.hits_for, keys, scores)
         except FilterError as exc:  # found when the filter met the data: a range on a text field
             raise ApiError(400, str(exc)) from None
+        except Unavailable:
+            raise
         except MrlError as exc:
             raise ApiError(422, str(exc)) from None
         for name in ("encode", "shortlist", "rerank"):
@@ -327,6 +335,8 @@ def create_app(index: SearchIndex, api_key_hashes: list[str] | None = None, limi
         vectors = await batcher([req.query])
         try:
             view = await asyncio.to_thread(index.compare_widths, vectors[0], req.k, req.dims)
+        except Unavailable:
+            raise
         except MrlError as exc:
             raise ApiError(422, str(exc)) from None
         for column in view["columns"]:
@@ -349,6 +359,8 @@ def create_app(index: SearchIndex, api_key_hashes: list[str] | None = None, limi
         async with write_lock:
             try:
                 count = await asyncio.to_thread(index.upsert, docs)
+            except Unavailable:
+                raise
             except MrlError as exc:
                 raise ApiError(422, str(exc)) from None
         stage.labels("write").observe(time.perf_counter() - t0)
@@ -356,7 +368,7 @@ def create_app(index: SearchIndex, api_key_hashes: list[str] | None = None, limi
 
     @app.get("/documents/{doc_id}")
     async def get_document(doc_id: str) -> dict:
-        found = index.get([doc_id])
+        found = await asyncio.to_thread(index.get, [doc_id])
         if doc_id not in found:
             raise ApiError(404, f"unknown id: {doc_id}")
         return found[doc_id].__dict__
@@ -366,6 +378,8 @@ def create_app(index: SearchIndex, api_key_hashes: list[str] | None = None, limi
         async with write_lock:
             try:
                 await asyncio.to_thread(index.delete, [doc_id])
+            except Unavailable:
+                raise
             except MrlError as exc:
                 raise ApiError(404, str(exc)) from None
         return {"deleted": doc_id, "documents": index.count}
