@@ -106,7 +106,7 @@ def test_a_build_survives_a_worker_node_dying_and_equals_the_single_build(cluste
                 folder, docs, model="default", shards=3, address=cluster.address, block_rows=16, batch_size=8,
                 prefix_dim=64, progress=False,
             )  # fmt: skip
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+        except BaseException as exc:  # handed to the test thread
             failure.append(exc)
 
     thread = threading.Thread(target=build)
@@ -227,7 +227,7 @@ def test_a_shard_with_no_live_replica_answers_503_naming_it(served, reference):
     from mrl.cluster.serving import app_name
     from mrl.serve import create_app
 
-    folder, router = served
+    _, router = served
     _, vectors, _ = reference
     client = TestClient(create_app(router))
     vector = prefix(vectors[:1], vectors.shape[1])[0].tolist()
@@ -251,5 +251,5 @@ def test_serving_refuses_a_foreign_shard_before_deploying(cluster, reference, tm
 
     shutil.rmtree(tmp_path / "a" / "shard-00")
     shutil.copytree(tmp_path / "b" / "shard-00", tmp_path / "a" / "shard-00")
-    with pytest.raises(MrlError, match="shard 0: .*another build"):
+    with pytest.raises(MrlError, match=r"shard 0: .*another build"):
         deploy(tmp_path / "a", replicas=1, address=cluster.address)

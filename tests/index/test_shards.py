@@ -61,7 +61,8 @@ def test_the_merged_top_k_is_at_least_as_good_as_the_single_index_at_the_same_sh
     _, single, sharded = built
     _, _, docs, vectors = corpus
     queries = prefix(vectors[::7] + 0.05 * np.roll(vectors[::7], 1, axis=1), vectors.shape[1])
-    truth = [{h.id for h in hits} for hits in single.hits_for(single.exact_keys(queries, 10), np.zeros((len(queries), 10)))]
+    exact = single.hits_for(single.exact_keys(queries, 10), np.zeros((len(queries), 10)))
+    truth = [{h.id for h in hits} for hits in exact]
     for shortlist in (10, 20, 40):
         one = single.search(queries, k=10, shortlist=shortlist)
         many = sharded.search(queries, k=10, shortlist=shortlist)
@@ -78,7 +79,7 @@ def test_the_merged_top_k_is_at_least_as_good_as_the_single_index_at_the_same_sh
 
 def test_exact_keys_filters_and_mmr_run_over_every_shard(built, corpus):
     _, single, sharded = built
-    _, _, docs, vectors = corpus
+    vectors = corpus[3]
     query = prefix(vectors[3:4], vectors.shape[1])
     assert [k.id for k in sharded.exact_keys(query, 5)[0]] == [
         h.id for h in single.hits_for(single.exact_keys(query, 5), np.zeros((1, 5)))[0]
@@ -127,12 +128,12 @@ def test_a_missing_or_foreign_shard_is_refused_naming_it(built, corpus, model, t
     copy = tmp_path / "copy"
     shutil.copytree(root / "sharded", copy)
     shutil.rmtree(copy / "shard-01")
-    with pytest.raises(MrlError, match="shard 1: .*shard-01 is missing"):
+    with pytest.raises(MrlError, match=r"shard 1: .*shard-01 is missing"):
         open_index(copy)
     other = build_index(tmp_path / "other", vectors, docs, model="default", loaded_model=model, prefix_dim=64, shards=3)
     other.close()
     shutil.copytree(tmp_path / "other" / "shard-01", copy / "shard-01")
-    with pytest.raises(MrlError, match="shard 1: .*another build"):
+    with pytest.raises(MrlError, match=r"shard 1: .*another build"):
         open_index(copy)
     layout = json.loads((copy / SHARDS_FILE).read_text())
     assert layout["build_id"] != json.loads((tmp_path / "other" / SHARDS_FILE).read_text())["build_id"]
