@@ -122,12 +122,24 @@ class RayShard(ShardClient):
         self.retries = 0  # calls that met a replica that could not answer, for the stats and the tests
         self._retryable = _retryable()
 
-    def _call(self, method: str, *args, retry_args: tuple | None = None):
+    def start(self, method: str, *args):
+        """Send ``method(*args)`` to a replica now; the returned function waits for it, and retries a replica that
+        could not answer on the others for ``retry_window_s`` (a write as an upsert of the same documents)."""
+        retry_args = (args[0], args[1], True) if method == "write" else args
+        try:
+            first = getattr(self.handle, method).remote(*args)
+        except self._retryable:
+            first = None
+        return lambda: self._wait(method, first, retry_args)
+
+    def _wait(self, method: str, response, retry_args: tuple):
         deadline = time.monotonic() + self.retry_window_s
         pause = 0.1
         while True:
             try:
-                return getattr(self.handle, method).remote(*args).result(timeout_s=CALL_TIMEOUT_S)
+                if response is None:
+                    response = getattr(self.handle, method).remote(*retry_args)
+                return response.result(timeout_s=CALL_TIMEOUT_S)
             except self._retryable as exc:
                 self.retries += 1
                 if time.monotonic() + pause > deadline:
@@ -137,12 +149,15 @@ class RayShard(ShardClient):
                     ) from None
                 time.sleep(pause)
                 pause = min(pause * 2, 2.0)
-                args = retry_args or args
+                response = None
             except Exception as exc:
                 cause = getattr(exc, "cause", None)
                 if isinstance(cause, MrlError):  # the request was wrong, on every replica alike
                     raise cause from None
                 raise
+
+    def _call(self, method: str, *args):
+        return self.start(method, *args)()
 
     def search(self, unit_queries, k, shortlist, ann_search, funnel, filter, adaptive) -> ShardAnswer:
         return self._call("search", unit_queries, k, shortlist, ann_search, funnel, filter, adaptive)
@@ -160,8 +175,7 @@ class RayShard(ShardClient):
         return self._call("ids_matching", filter)
 
     def write(self, documents, vectors, replace) -> int:
-        # a retry after a replica died mid-write may find the first attempt committed: the same upsert is harmless
-        return self._call("write", documents, vectors, replace, retry_args=(documents, vectors, True))
+        return self._call("write", documents, vectors, replace)
 
     def delete(self, ids) -> int:
         return self._call("delete", ids)

@@ -1,12 +1,13 @@
 """The router of a sharded index: one :class:`~mrl.index.interface.SearchIndex` over N shards, wherever they run.
 
-A search goes to every shard at once; each runs the whole two-pass search on its own documents (the ANN shortlist
-of k' on the prefix, the exact rerank on the full vectors) and answers its top k with full scores; the router keeps
-the best k of those by full score. Every shard shares one basis (:mod:`mrl.index.shards`), so a shard's prefix
-scores are the single index's: of the single index's top k' by prefix, the ones a shard holds are among that
-shard's top k'. The union of the shortlists therefore holds the single index's shortlist (with an exact first pass;
-an ANN first pass misses alike in both), the rerank is exact, and the merged top k is at least as good at the same
-k' per shard. The cost is N x k' reranked rows and the slowest shard's latency.
+A search is sent to every shard before the router waits for any (shards in this process run one after the other,
+as they share its cores; remote ones run at once); each runs the whole two-pass search on its own documents (the
+ANN shortlist of k' on the prefix, the exact rerank on the full vectors) and answers its top k with full scores; the
+router keeps the best k of those by full score. Every shard shares one basis (:mod:`mrl.index.shards`), so a
+shard's prefix scores are the single index's: of the single index's top k' by prefix, the ones a shard holds are
+among that shard's top k'. The union of the shortlists therefore holds the single index's shortlist (with an exact
+first pass; an ANN first pass misses alike in both), the rerank is exact, and the merged top k is at least as good at
+the same k' per shard. The cost is N x k' reranked rows and the slowest shard's latency.
 
 A write goes to the shard that owns each id (:func:`mrl.index.shards.shard_of`) and returns once that shard has
 committed it (an embedded shard's commit is fsynced). A batch that spans shards is committed shard by shard; a shard
@@ -28,7 +29,7 @@ import heapq
 import threading
 import time
 from abc import ABC, abstractmethod
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,6 +116,21 @@ class ShardClient(ABC):
 
     @abstractmethod
     def stats(self) -> dict: ...
+
+    def start(self, method: str, *args) -> Callable[[], object]:
+        """Start ``method(*args)`` and return what waits for its result, so the router starts every shard's call
+        before it waits for any. Here the call runs now (a shard in this process shares its cores with the others);
+        a remote client only sends it."""
+        try:
+            value = getattr(self, method)(*args)
+        except Exception as exc:  # raised when waited for, like a remote call's error
+            error = exc
+
+            def fail():
+                raise error
+
+            return fail
+        return lambda: value
 
     def close(self) -> None:  # noqa: B027 - a client that holds nothing has nothing to release
         """Release what the client holds."""
@@ -235,7 +251,6 @@ class ShardedIndex(SearchIndex):
         self.layout = layout
         self.clients = clients
         self._model = model
-        self._pool = ThreadPoolExecutor(max_workers=max(1, len(clients)), thread_name_prefix="mrl-shard")
         self._described: tuple[float, list[dict]] | None = None
         self._lock = threading.Lock()
         first = self._describe()[0]
@@ -253,20 +268,20 @@ class ShardedIndex(SearchIndex):
         return cls(str(folder), layout, clients, model)
 
     # ---- fan-out --------------------------------------------------------------------------------
-    def _each(self, call, shards: list[int] | None = None) -> list:
-        """``call(client)`` on every shard (or ``shards``) at once; results in shard order. The first shard that
-        fails fails the whole call: no caller gets an answer with a shard silently missing."""
+    def _each(self, method: str, *args, per_shard: Callable[[int], tuple] | None = None, shards=None) -> list:
+        """``method`` on every shard (or ``shards``), started on all before any is waited for; results in shard
+        order. ``per_shard(shard)`` gives each shard its own arguments. The first shard that fails fails the whole
+        call: no caller gets an answer with a shard silently missing."""
         chosen = [self.clients[s] for s in (range(len(self.clients)) if shards is None else shards)]
-        if len(chosen) == 1:
-            return [call(chosen[0])]
-        return [f.result() for f in [self._pool.submit(call, c) for c in chosen]]
+        waits = [c.start(method, *(per_shard(c.shard) if per_shard else args)) for c in chosen]
+        return [wait() for wait in waits]
 
     def _describe(self, fresh: bool = False) -> list[dict]:
         with self._lock:
             cached = self._described
         if cached is not None and not fresh and time.monotonic() - cached[0] < COUNT_TTL_S:
             return cached[1]
-        described = self._each(lambda c: c.describe())
+        described = self._each("describe")
         with self._lock:
             self._described = (time.monotonic(), described)
         return described
@@ -304,7 +319,7 @@ class ShardedIndex(SearchIndex):
         adaptive: AdaptiveWidth | None = None,
     ) -> tuple[list[list[ShardKey]], list[list[float]]]:
         """Every shard's two-pass top ``k`` at once, merged by full score (see the module docstring)."""
-        answers = self._each(lambda c: c.search(unit_queries, k, shortlist, ann_search, funnel, filter, adaptive))
+        answers = self._each("search", unit_queries, k, shortlist, ann_search, funnel, filter, adaptive)
         if timings is not None:
             timings.shortlist = max(a.shortlist_s for a in answers)
             timings.rerank = max(a.rerank_s for a in answers)
@@ -314,7 +329,7 @@ class ShardedIndex(SearchIndex):
         return merge_answers(answers, k)
 
     def exact_keys(self, unit_queries: np.ndarray, k: int, filter: Filter = None) -> list[list[ShardKey]]:
-        return merge_answers(self._each(lambda c: c.exact(unit_queries, k, filter)), k)[0]
+        return merge_answers(self._each("exact", unit_queries, k, filter), k)[0]
 
     def hits_for(self, keys: list[list[ShardKey]], scores: list[list[float]]) -> list[list[Hit]]:
         return [[Hit(key.id, float(s), key.hit.text, key.hit.metadata) for key, s in zip(kk, ss, strict=True)]
@@ -327,7 +342,7 @@ class ShardedIndex(SearchIndex):
         for i, key in enumerate(keys):
             by_shard.setdefault(key.shard, []).append(i)
         shards = sorted(by_shard)
-        found = self._each(lambda c: c.key_vectors([keys[i].key for i in by_shard[c.shard]]), shards)
+        found = self._each("key_vectors", per_shard=lambda s: ([keys[i].key for i in by_shard[s]],), shards=shards)
         for shard, vectors in zip(shards, found, strict=True):
             rows = by_shard[shard]
             out[rows, : vectors.shape[1]] = vectors
@@ -339,7 +354,7 @@ class ShardedIndex(SearchIndex):
         counts = np.array([d["count"] for d in self._describe(fresh=True)])
         take = np.floor(n * counts / max(1, counts.sum())).astype(int)
         take[np.argmax(counts)] += n - take.sum()
-        parts = self._each(lambda c: c.sample_vectors(int(take[c.shard]), seed + c.shard))
+        parts = self._each("sample_vectors", per_shard=lambda s: (int(take[s]), seed + s))
         return np.concatenate([p for p in parts if len(p)])
 
     def ann_search_grid(self) -> list[int | None]:
@@ -353,12 +368,12 @@ class ShardedIndex(SearchIndex):
     def get(self, ids: list[str]) -> dict[str, Document]:
         owners = self._owners(ids)
         found: dict[str, Document] = {}
-        for part in self._each(lambda c: c.get([ids[i] for i in owners[c.shard]]), sorted(owners)):
+        for part in self._each("get", per_shard=lambda s: ([ids[i] for i in owners[s]],), shards=sorted(owners)):
             found.update(part)
         return found
 
     def ids_matching(self, filter: Filter = None) -> list[str]:
-        return sorted(i for part in self._each(lambda c: c.ids_matching(filter)) for i in part)
+        return sorted(i for part in self._each("ids_matching", filter) for i in part)
 
     def add(self, documents: list[Document], vectors: np.ndarray | None = None) -> int:
         """Add new documents to their owners; an id that exists anywhere refuses the whole batch before any write."""
@@ -374,9 +389,8 @@ class ShardedIndex(SearchIndex):
 
     def _write(self, documents: list[Document], unit: np.ndarray, replace: bool) -> int:
         owners = self._owners([d.id for d in documents])
-        done = self._each(
-            lambda c: c.write([documents[i] for i in owners[c.shard]], unit[owners[c.shard]], replace), sorted(owners)
-        )
+        parts = {s: ([documents[i] for i in rows], unit[rows], replace) for s, rows in owners.items()}
+        done = self._each("write", per_shard=parts.__getitem__, shards=sorted(owners))
         self._described = None
         return sum(done)
 
@@ -386,12 +400,12 @@ class ShardedIndex(SearchIndex):
             if missing:
                 raise unknown_ids_error(missing)
         owners = self._owners(list(ids))
-        done = self._each(lambda c: c.delete([ids[i] for i in owners[c.shard]]), sorted(owners))
+        done = self._each("delete", per_shard=lambda s: ([ids[i] for i in owners[s]],), shards=sorted(owners))
         self._described = None
         return sum(done)
 
     def stats(self) -> dict:
-        shards = self._each(lambda c: c.stats())
+        shards = self._each("stats")
         return {
             "path": self.location,
             "model": self.model_name,
@@ -411,7 +425,6 @@ class ShardedIndex(SearchIndex):
     def close(self) -> None:
         for client in self.clients:
             client.close()
-        self._pool.shutdown(wait=False)
 
 
 def merge_answers(answers: list[ShardAnswer], k: int) -> tuple[list[list[ShardKey]], list[list[float]]]:
