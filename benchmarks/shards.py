@@ -12,9 +12,14 @@ nodes (one CPU each; Ray Data over model actors) against the same
 work in one process. On a 2-core machine this shows the overhead, not a speed-up.
 
     python benchmarks/shards.py --n 1000000 --prefix-dim 128 --ann hnsw
-    python benchmarks/shards.py --part build
+    python benchmarks/shards.py --part build --docs 2000
+    python benchmarks/shards.py --part projection     # from the two files above and out_of_core-limited.json
 
-Writes benchmarks/results/shards-<n>[-<tag>].json (search) or shards-<docs>-build[-<tag>].json and prints a table.
+``--part projection``: the brief's 100M x 1536-dim case projected from those measurements (nodes at a given RAM
+per node, QPS per node, the fan-out cost, encoding time on N GPUs), every assumption written into the result.
+
+Writes benchmarks/results/shards-<n>[-<tag>].json (search), shards-<docs>-build.json or
+shards-<target-n>-projection.json, and prints a table.
 """
 
 from __future__ import annotations
@@ -167,7 +172,99 @@ def build_part(args: argparse.Namespace) -> dict:
     return out
 
 
+def projection_part(args: argparse.Namespace) -> dict:
+    """The brief's case, ``--target-n`` vectors of ``--target-dim`` dims, projected from measured figures.
+
+    Measured inputs: the beyond-RAM search at 10M vectors (RAM per vector of the prefix index, single-query QPS and
+    disk reads per query on 2 cores, out_of_core-limited.json), the router's merge and fan-out (the search part's
+    file) and the Ray build's overhead (the build part's file). Everything else is an assumption, written into the
+    result with its value.
+    """
+    import json
+    import math
+
+    beyond = json.loads((RESULTS / "out_of_core-limited.json").read_text())["sizes"]["10000000"]
+    search = json.loads(args.search_result.read_text())
+    build = json.loads(args.build_result.read_text())
+    point = beyond["search"][0]
+    cpu = json.loads((RESULTS / "out_of_core-limited.json").read_text())["provenance"]["machine"]["cpu_model"]
+    measured_prefix = 128  # the out_of_core run's prefix (IVF over 8-bit codes)
+    ram_per_vector = point["index_ram_bytes"] / beyond["n"] + (args.target_prefix - measured_prefix)  # 1 B a dim
+    row_bytes = args.target_dim * 2  # float16 rerank rows
+    qps_node = point["qps_single"] * args.node_cores / 2  # the 2-core figure, one process per 2 cores
+    one = next(s for s in search["systems"] if s["shards"] == 1 and s["system"] == "one index")
+    widest = max(search["systems"], key=lambda s: s["shards"])
+    kp = args.fan_out_shortlist
+    fan = {
+        "shards": widest["shards"],
+        "shortlist": kp,
+        "qps_one_index": next(p for p in one["points"] if p["shortlist"] == kp)["qps_single"],
+        "qps_router": next(p for p in widest["points"] if p["shortlist"] == kp)["qps_single"],
+        "merge_ms": next(p for p in widest["points"] if p["shortlist"] == kp)["merge_ms"],
+    }
+    fan["router_over_one_index"] = fan["qps_router"] / fan["qps_one_index"]
+    nodes = []
+    for ram_gb in [int(g) for g in args.node_ram_gb.split(",")]:
+        prefix_budget = ram_gb * 2**30 * args.ram_fraction
+        count = math.ceil(args.target_n * ram_per_vector / prefix_budget)
+        per_node = math.ceil(args.target_n / count)
+        nodes.append({
+            "ram_gb": ram_gb, "nodes": count, "vectors_per_node": per_node,
+            "prefix_ram_gb_per_node": per_node * ram_per_vector / 2**30,
+            "nvme_gb_per_node": per_node * row_bytes / 2**30,
+            "cluster_qps_per_replica_set": qps_node,
+        })  # fmt: skip
+    encoding = [
+        {"gpus": g, "hours": args.target_n / (args.gpu_docs_per_s * g) / 3600 * build["ray_over_one_process"]}
+        for g in [int(g) for g in args.gpus.split(",")]
+    ]
+    return {
+        "projection": True,
+        "target": {"n": args.target_n, "dim": args.target_dim, "prefix_dim": args.target_prefix},
+        "measured": {
+            "beyond_ram_10m": {
+                "index_ram_bytes_per_vector": point["index_ram_bytes"] / beyond["n"],
+                "prefix_dim": measured_prefix,
+                "qps_single_2_cores": point["qps_single"],
+                "p99_ms": point["p99_ms"],
+                "disk_reads_per_query": point["disk_reads_per_query"],
+                "recall@10": point["recall@10"],
+                "cpu": cpu,
+            },
+            "fan_out_1m": fan,
+            "ray_build_over_one_process": build["ray_over_one_process"],
+        },
+        "assumptions": {
+            "ram_per_vector_bytes": ram_per_vector,
+            "prefix_share_of_node_ram": args.ram_fraction,
+            "rerank_row_bytes": row_bytes,
+            "node_cores": args.node_cores,
+            "qps_scales_with_cores": "one search process per 2 cores, each as fast as the measured 2-core run",
+            "rows_per_page": "a 1536-dim float16 row (3,072 B) fits in one 4 KiB page, as a 384-dim row does: the "
+            "rerank reads as many pages per query as measured",
+            "gpu_docs_per_s": args.gpu_docs_per_s,
+            "gpu_rate_is_measured": False,
+        },
+        "nodes": nodes,
+        "qps_per_node": qps_node,
+        "disk_reads_per_s_per_node": qps_node * point["disk_reads_per_query"],
+        "encoding": encoding,
+    }
+
+
 def print_table(result: dict) -> None:
+    if result.get("projection"):
+        table = Table(title=f"projection: {result['target']['n']:,} x {result['target']['dim']} dims")
+        for col in ("RAM per node", "nodes", "vectors per node", "prefix RAM GiB", "NVMe GiB", "QPS per node"):
+            table.add_column(col, justify="right")
+        for row in result["nodes"]:
+            table.add_row(
+                f"{row['ram_gb']} GB", str(row["nodes"]), f"{row['vectors_per_node']:,}",
+                f"{row['prefix_ram_gb_per_node']:.1f}", f"{row['nvme_gb_per_node']:.0f}",
+                f"{result['qps_per_node']:.0f}",
+            )  # fmt: skip
+        console().print(table)
+        return
     if "systems" not in result:
         table = Table(title=f"encode + build into 2 shards, {result['documents']:,} documents")
         for col in ("where", "seconds", "docs/s"):
@@ -193,7 +290,7 @@ def print_table(result: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_args(ap, 1_000_000)
-    ap.add_argument("--part", choices=("search", "build"), default="search")
+    ap.add_argument("--part", choices=("search", "build", "projection"), default="search")
     ap.add_argument("--shards", default="1,2,4", help="shard counts behind the router")
     ap.add_argument("--shortlists", default="20,40,80,160", help="per-shard k' values")
     ap.add_argument("--prefix-dim", type=int, default=128)
@@ -201,10 +298,22 @@ def main() -> None:
     ap.add_argument("--quant", default="sq8")
     ap.add_argument("--docs", type=int, default=5183, help="--part build: SciFact abstracts to encode")
     ap.add_argument("--work", type=Path, default=None, help="scratch folder for the indexes (default: the temp dir)")
+    ap.add_argument("--search-result", type=Path, default=RESULTS / "shards-1000000.json")
+    ap.add_argument("--build-result", type=Path, default=RESULTS / "shards-2000-build.json")
+    ap.add_argument("--target-n", type=int, default=100_000_000)
+    ap.add_argument("--target-dim", type=int, default=1536)
+    ap.add_argument("--target-prefix", type=int, default=256)
+    ap.add_argument("--node-ram-gb", default="64,128,256,512")
+    ap.add_argument("--ram-fraction", type=float, default=0.5, help="share of a node's RAM the prefix index may take")
+    ap.add_argument("--node-cores", type=int, default=32)
+    ap.add_argument("--fan-out-shortlist", type=int, default=80)
+    ap.add_argument("--gpu-docs-per-s", type=float, default=2000.0, help="assumed encoding rate of one GPU")
+    ap.add_argument("--gpus", default="1,8,32")
     ap.add_argument("--tag", default="")
     args = ap.parse_args()
-    result = search_part(args) if args.part == "search" else build_part(args)
-    size = args.n if args.part == "search" else f"{args.docs}-build"
+    parts = {"search": search_part, "build": build_part, "projection": projection_part}
+    result = parts[args.part](args)
+    size = {"search": args.n, "build": f"{args.docs}-build", "projection": f"{args.target_n}-projection"}[args.part]
     path = write_json(result, RESULTS / f"shards-{size}{'-' + args.tag if args.tag else ''}.json")
     print_table(result)
     console().print(f"wrote {path}")

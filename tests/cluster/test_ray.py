@@ -253,3 +253,44 @@ def test_serving_refuses_a_foreign_shard_before_deploying(cluster, reference, tm
     shutil.copytree(tmp_path / "b" / "shard-00", tmp_path / "a" / "shard-00")
     with pytest.raises(MrlError, match=r"shard 0: .*another build"):
         deploy(tmp_path / "a", replicas=1, address=cluster.address)
+
+
+def test_mrl_serve_with_ray_serves_the_same_api_and_removes_its_deployments_on_exit(cluster, reference, tmp_path):
+    import socket
+
+    import httpx
+    from ray import serve
+
+    docs, vectors, _ = reference
+    build_index(tmp_path / "idx", vectors, docs, model="default", prefix_dim=64, shards=2).close()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mrl.cli", "serve", str(tmp_path / "idx"), "--ray", cluster.address, "--replicas", "2",
+         "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        for _ in range(600):  # bounded: 5 minutes for the model, the deployments and the server to come up
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+            assert server.poll() is None, server.stderr.read()
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{base}/health").json()["documents"] == len(docs)
+        hits = httpx.post(f"{base}/search", json={"query": docs[5].text[:200], "k": 3}, timeout=60).json()["results"]
+        assert hits[0]["id"] == docs[5].id
+        written = httpx.post(f"{base}/documents", json={"documents": [{"id": "http-1", "text": "a new claim"}]})
+        assert written.status_code == 200 and httpx.get(f"{base}/documents/http-1").json()["text"] == "a new claim"
+        stats = httpx.get(f"{base}/stats", timeout=60).json()
+        assert stats["shards"] == 2 and len(stats["per_shard"]) == 2 and stats["documents"] == len(docs) + 1
+        apps = set(serve.status().applications)
+        assert sum(name.endswith(("-shard-0", "-shard-1")) for name in apps) >= 2
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=120)
+    layout = json.loads((tmp_path / "idx" / SHARDS_FILE).read_text())
+    assert not [name for name in serve.status().applications if layout["build_id"][:12] in name]

@@ -224,18 +224,24 @@ def _encode_blocks(
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # ours below counts documents across resumes
     context.print_on_execution_start = False
+    nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) >= 1]
+    actors = workers or max(1, len(nodes))
+    # Ray Data's blocks are smaller than the staging blocks, so that every actor has work even when few staging
+    # blocks are left: about four pieces per actor, never below one encoding batch
+    rows = sum(len(staging.block_range(b)) for b in pending)
+    piece = max(batch_size, min(staging.block_rows, -(-rows // (4 * actors))))
     tables = []
     for block in pending:
         span = staging.block_range(block)
-        tables.append(
-            pa.table({
-                "block": pa.array(np.full(len(span), block, dtype=np.int64)),
-                "pos": pa.array(np.arange(len(span), dtype=np.int64)),
-                "text": pa.array([documents[i].text for i in span], pa.large_string()),
-            })
-        )  # fmt: skip
-    nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) >= 1]
-    actors = workers or max(1, len(nodes))
+        for start in range(0, len(span), piece):
+            part = span[start : start + piece]
+            tables.append(
+                pa.table({
+                    "block": pa.array(np.full(len(part), block, dtype=np.int64)),
+                    "pos": pa.array(np.arange(start, start + len(part), dtype=np.int64)),
+                    "text": pa.array([documents[i].text for i in part], pa.large_string()),
+                })
+            )  # fmt: skip
     dataset = ray.data.from_arrow(tables).map_batches(
         TextEncoder,
         fn_constructor_kwargs={"model": model, "batch_size": batch_size, "backend": backend},
