@@ -191,7 +191,6 @@ def projection_part(args: argparse.Namespace) -> dict:
     measured_prefix = 128  # the out_of_core run's prefix (IVF over 8-bit codes)
     ram_per_vector = point["index_ram_bytes"] / beyond["n"] + (args.target_prefix - measured_prefix)  # 1 B a dim
     row_bytes = args.target_dim * 2  # float16 rerank rows
-    qps_node = point["qps_single"] * args.node_cores / 2  # the 2-core figure, one process per 2 cores
     one = next(s for s in search["systems"] if s["shards"] == 1 and s["system"] == "one index")
     widest = max(search["systems"], key=lambda s: s["shards"])
     kp = args.fan_out_shortlist
@@ -203,16 +202,19 @@ def projection_part(args: argparse.Namespace) -> dict:
         "merge_ms": next(p for p in widest["points"] if p["shortlist"] == kp)["merge_ms"],
     }
     fan["router_over_one_index"] = fan["qps_router"] / fan["qps_one_index"]
+    # shards of the measured size: a shard's search is what was measured (an IVF's cost grows with its size)
+    shard_vectors = beyond["n"]
+    shards = math.ceil(args.target_n / shard_vectors)
+    shard_ram = shard_vectors * ram_per_vector
+    core_seconds = 2 / point["qps_single"]  # one shard search: 2 cores for 1/QPS seconds
+    qps_per_node = args.node_cores / (shards * core_seconds)  # every query searches every shard
     nodes = []
     for ram_gb in [int(g) for g in args.node_ram_gb.split(",")]:
-        prefix_budget = ram_gb * 2**30 * args.ram_fraction
-        count = math.ceil(args.target_n * ram_per_vector / prefix_budget)
-        per_node = math.ceil(args.target_n / count)
+        fit = min(shards, args.node_cores // 2, int(ram_gb * 2**30 * args.ram_fraction // shard_ram))
+        count = math.ceil(shards / fit) if fit else None
         nodes.append({
-            "ram_gb": ram_gb, "nodes": count, "vectors_per_node": per_node,
-            "prefix_ram_gb_per_node": per_node * ram_per_vector / 2**30,
-            "nvme_gb_per_node": per_node * row_bytes / 2**30,
-            "cluster_qps_per_replica_set": qps_node,
+            "ram_gb": ram_gb, "shards_per_node": fit, "nodes": count, "prefix_ram_gb_per_node": fit * shard_ram / 2**30,
+            "nvme_gb_per_node": fit * shard_vectors * row_bytes / 2**30, "qps": (count or 0) * qps_per_node,
         })  # fmt: skip
     encoding = [
         {"gpus": g, "hours": args.target_n / (args.gpu_docs_per_s * g) / 3600 * build["ray_over_one_process"]}
@@ -239,15 +241,21 @@ def projection_part(args: argparse.Namespace) -> dict:
             "prefix_share_of_node_ram": args.ram_fraction,
             "rerank_row_bytes": row_bytes,
             "node_cores": args.node_cores,
-            "qps_scales_with_cores": "one search process per 2 cores, each as fast as the measured 2-core run",
+            "qps_scales_with_cores": "a shard search takes 2 cores for 1/QPS seconds, as measured, on any node",
+            "network_ms": args.network_ms,
             "rows_per_page": "a 1536-dim float16 row (3,072 B) fits in one 4 KiB page, as a 384-dim row does: the "
             "rerank reads as many pages per query as measured",
             "gpu_docs_per_s": args.gpu_docs_per_s,
             "gpu_rate_is_measured": False,
         },
+        "shards": shards,
+        "full_float32_gib": args.target_n * args.target_dim * 4 / 2**30,
+        "vectors_per_shard": shard_vectors,
+        "shard_ram_gb": shard_ram / 2**30,
+        "qps_per_node": qps_per_node,
+        "disk_reads_per_s_per_node": qps_per_node * shards * point["disk_reads_per_query"],
+        "latency_p99_ms": point["p99_ms"] + fan["merge_ms"] + args.network_ms,
         "nodes": nodes,
-        "qps_per_node": qps_node,
-        "disk_reads_per_s_per_node": qps_node * point["disk_reads_per_query"],
         "encoding": encoding,
     }
 
@@ -255,13 +263,13 @@ def projection_part(args: argparse.Namespace) -> dict:
 def print_table(result: dict) -> None:
     if result.get("projection"):
         table = Table(title=f"projection: {result['target']['n']:,} x {result['target']['dim']} dims")
-        for col in ("RAM per node", "nodes", "vectors per node", "prefix RAM GiB", "NVMe GiB", "QPS per node"):
+        for col in ("RAM per node", "shards per node", "nodes", "prefix RAM GiB", "NVMe GiB", "QPS"):
             table.add_column(col, justify="right")
         for row in result["nodes"]:
             table.add_row(
-                f"{row['ram_gb']} GB", str(row["nodes"]), f"{row['vectors_per_node']:,}",
+                f"{row['ram_gb']} GB", str(row["shards_per_node"]), str(row["nodes"]),
                 f"{row['prefix_ram_gb_per_node']:.1f}", f"{row['nvme_gb_per_node']:.0f}",
-                f"{result['qps_per_node']:.0f}",
+                f"{row['qps']:.0f}",
             )  # fmt: skip
         console().print(table)
         return
@@ -303,10 +311,11 @@ def main() -> None:
     ap.add_argument("--target-n", type=int, default=100_000_000)
     ap.add_argument("--target-dim", type=int, default=1536)
     ap.add_argument("--target-prefix", type=int, default=256)
-    ap.add_argument("--node-ram-gb", default="64,128,256,512")
+    ap.add_argument("--node-ram-gb", default="16,32,64,128")
     ap.add_argument("--ram-fraction", type=float, default=0.5, help="share of a node's RAM the prefix index may take")
     ap.add_argument("--node-cores", type=int, default=32)
     ap.add_argument("--fan-out-shortlist", type=int, default=80)
+    ap.add_argument("--network-ms", type=float, default=0.5, help="assumed round trip from the router to a shard")
     ap.add_argument("--gpu-docs-per-s", type=float, default=2000.0, help="assumed encoding rate of one GPU")
     ap.add_argument("--gpus", default="1,8,32")
     ap.add_argument("--tag", default="")
