@@ -142,8 +142,9 @@ def create_app(index: SearchIndex, api_key_hashes: list[str] | None = None, limi
     write_lock = asyncio.Lock()
     batcher = EncodeBatcher(encode, max_batch=limits.max_batch)
 
-    def check_k(k: int) -> None:
-        most = min(limits.max_k, index.count)  # one count: on a database backend it is a query
+    async def check_k(k: int) -> None:
+        # one count, off the event loop: on a database it is a query, on a sharded index a call to every shard
+        most = min(limits.max_k, await asyncio.to_thread(lambda: index.count))
         if not 0 < k <= most:
             raise ApiError(422, f"k must be between 1 and {most}")
 
@@ -249,13 +250,13 @@ def create_app(index: SearchIndex, api_key_hashes: list[str] | None = None, limi
             raise ApiError(422, "give exactly one of 'query' (text) or 'vector'")
         if req.vector is not None and not req.vector:
             raise ApiError(422, "'vector' is empty")
-        check_k(req.k)
+        await check_k(req.k)
         if req.shortlist is not None and not req.k <= req.shortlist <= limits.max_shortlist:
             raise ApiError(422, f"shortlist must be between k and {limits.max_shortlist}")
         if req.ann_search is not None and not 0 < req.ann_search <= 4096:
             raise ApiError(422, "ann_search must be between 1 and 4096")
         if req.target_recall is not None:
-            tuned = index.tuned or {}
+            tuned = await asyncio.to_thread(lambda: index.tuned) or {}
             if not 0 < req.target_recall <= 1:
                 raise ApiError(422, "target_recall must be in (0, 1]")
             if tuned.get("target_recall", 0) < req.target_recall:
@@ -329,7 +330,7 @@ def create_app(index: SearchIndex, api_key_hashes: list[str] | None = None, limi
         full width and where adaptive width stopped (embedded index): the page's side-by-side view."""
         req: WidthsRequest = await parse(request, WidthsRequest)
         check_query_text(req.query)
-        check_k(req.k)
+        await check_k(req.k)
         if not 0 < len(req.dims) <= 8:
             raise ApiError(422, "between 1 and 8 dims")
         vectors = await batcher([req.query])
@@ -364,7 +365,8 @@ def create_app(index: SearchIndex, api_key_hashes: list[str] | None = None, limi
             except MrlError as exc:
                 raise ApiError(422, str(exc)) from None
         stage.labels("write").observe(time.perf_counter() - t0)
-        return {"upserted": count, "documents": index.count, "generation": index.generation}
+        documents, generation = await asyncio.to_thread(lambda: (index.count, index.generation))
+        return {"upserted": count, "documents": documents, "generation": generation}
 
     @app.get("/documents/{doc_id}")
     async def get_document(doc_id: str) -> dict:
@@ -382,7 +384,7 @@ def create_app(index: SearchIndex, api_key_hashes: list[str] | None = None, limi
                 raise
             except MrlError as exc:
                 raise ApiError(404, str(exc)) from None
-        return {"deleted": doc_id, "documents": index.count}
+        return {"deleted": doc_id, "documents": await asyncio.to_thread(lambda: index.count)}
 
     add_openai_routes(app, index, batcher, read_json, max_inputs=limits.max_documents, max_chars=limits.max_text_chars)
     return app
