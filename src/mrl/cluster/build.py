@@ -36,15 +36,7 @@ from mrl.errors import MrlError
 from mrl.index.engines import DEFAULT_ANN, engine
 from mrl.index.generation import BUILD_CHUNK
 from mrl.index.interface import AUTO, check_unique
-from mrl.index.shards import (
-    SHARDS_FILE,
-    ShardLayout,
-    check_shard_count,
-    is_sharded,
-    mark_shard,
-    shard_folder_name,
-    shard_numbers,
-)
+from mrl.index.shards import SHARDS_FILE, ShardLayout, assign_shards, is_sharded, mark_shard, shard_folder_name
 from mrl.vectors.rotation import rotation_from_moment
 
 BLOCK_ROWS = 4096
@@ -127,16 +119,12 @@ def build_on_ray(
     ``keep_dims``, ``target_recall``, ``tune_queries``, ...). Rerunning the same call after a failure resumes it.
     """
     folder = Path(folder)
-    check_shard_count(shards, len(documents))
     if not isinstance(block_rows, int) or block_rows < 1:
         raise MrlError(f"`block_rows` must be a positive whole number, got {block_rows!r}")
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise MrlError(f"`workers` must be a positive whole number, got {workers!r}")
     check_unique([d.id for d in documents])
-    owners = shard_numbers([d.id for d in documents], shards)
-    empty = [s for s in range(shards) if not (owners == s).any()]
-    if empty:
-        raise MrlError(f"`shards`: no document id hashes to shard {empty[0]} of {shards}; use fewer shards")
+    owners = assign_shards([d.id for d in documents], shards)
     ann = ann or DEFAULT_ANN
     params = {**engine(ann).defaults, **(ann_params or {})}
     plan = {

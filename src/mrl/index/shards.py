@@ -63,6 +63,17 @@ def check_shard_count(shards: int, documents: int | None = None) -> None:
         raise MrlError(f"`shards`: {shards} shards for {documents} documents would leave shards empty")
 
 
+def assign_shards(ids: Sequence[str], shards: int) -> np.ndarray:
+    """Each id's shard, after refusing a shard count that is no count, exceeds the documents, or leaves a shard with
+    no document (the ids hash unevenly at small counts)."""
+    check_shard_count(shards, len(ids))
+    owners = shard_numbers(ids, shards)
+    empty = [s for s in range(shards) if not (owners == s).any()]
+    if empty:
+        raise MrlError(f"`shards`: no document id hashes to shard {empty[0]} of {shards}; use fewer shards")
+    return owners
+
+
 def is_sharded(location: str | Path) -> bool:
     """Whether ``location`` is a sharded index folder (it holds ``shards.json``)."""
     return "://" not in str(location) and (Path(location) / SHARDS_FILE).is_file()
@@ -187,10 +198,7 @@ def build_sharded(
     width = prefix_dim if prefix_dim != AUTO else vectors.shape[1] if vectors.ndim == 2 else 1
     check_build_inputs(vectors, documents, width, build_options.get("store", "float32"))
     prepare_folder(folder, overwrite)
-    owners = shard_numbers([d.id for d in documents], shards)
-    empty = [s for s in range(shards) if not (owners == s).any()]
-    if empty:
-        raise MrlError(f"`shards`: no document id hashes to shard {empty[0]} of {shards}; use fewer shards")
+    owners = assign_shards([d.id for d in documents], shards)
     rotation = build_rotation(vectors, ann, ann_params, chunk_rows) if rotate else None
     layout = ShardLayout(
         build_id=uuid.uuid4().hex,
