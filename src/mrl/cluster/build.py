@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -81,8 +82,6 @@ def build_shard_task(folder: str, shard: int, shards: int, build_id: str, docume
 
 
 def _shard_built(folder: Path, shard: int, shards: int, build_id: str) -> bool:
-    import json
-
     marker = folder / shard_folder_name(shard, shards) / "shard.json"
     try:
         mark = json.loads(marker.read_text())

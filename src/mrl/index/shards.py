@@ -23,7 +23,7 @@ import json
 import shutil
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +92,6 @@ class ShardLayout:
     hash: str = HASH
     format: str = "mrl-shards"
     version: int = 1
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def read(cls, folder: Path) -> ShardLayout:
