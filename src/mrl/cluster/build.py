@@ -34,10 +34,11 @@ from mrl.cluster.staging import STAGING, Staging, staged_shard_vectors
 from mrl.data import Document
 from mrl.data.beir import texts_fingerprint
 from mrl.errors import MrlError
+from mrl.index.build import sample_rows
 from mrl.index.engines import DEFAULT_ANN, engine
 from mrl.index.generation import BUILD_CHUNK
 from mrl.index.interface import AUTO, check_unique
-from mrl.index.shards import SHARDS_FILE, ShardLayout, assign_shards, is_sharded, mark_shard, shard_folder_name
+from mrl.index.shards import ShardLayout, assign_shards, mark_shard, prepare_folder, shard_folder_name
 from mrl.vectors.rotation import rotation_from_moment
 
 BLOCK_ROWS = 4096
@@ -134,12 +135,9 @@ def build_on_ray(
         "block_rows": block_rows,
     }
     staged = (folder / STAGING / "plan.json").is_file()
-    if folder.exists() and any(folder.iterdir()) and not staged:
-        if not overwrite:
-            raise MrlError(f"{folder}: folder exists and is not empty (pass `overwrite` to replace the index)")
-        if not is_sharded(folder):
-            raise MrlError(f"{folder}: refusing to overwrite a folder that is not a sharded mrl index")
-    if staged and overwrite:
+    if not staged:  # a staged build of this plan resumes; anything else in the folder needs `overwrite`
+        prepare_folder(folder, overwrite)
+    elif overwrite:
         try:
             Staging.open(folder, plan, owners)
         except MrlError:  # another build's blocks: overwrite means start afresh
@@ -152,19 +150,9 @@ def build_on_ray(
         _encode_blocks(staging, documents, pending, model, batch_size, workers, gpus, backend, progress)
     rotation = None
     if rotate:
-        sample_size = engine(ann).sample_size(len(documents), params)
-        rotation = rotation_from_moment(staging.moment(sample_size, chunk_rows))
-    layout = ShardLayout(
-        build_id=staging.build_id,
-        shards=shards,
-        folders=[shard_folder_name(s, shards) for s in range(shards)],
-        documents=[int((owners == s).sum()) for s in range(shards)],
-        model=model,
-        full_dim=0,
-    )
-    (folder / SHARDS_FILE).unlink(missing_ok=True)  # an overwritten build stops being an index before any shard goes
-    for stale in [p for p in folder.glob("shard-*") if p.name not in layout.folders]:
-        shutil.rmtree(stale)
+        rotation = rotation_from_moment(staging.moment(sample_rows(len(documents), ann, params), chunk_rows))
+    layout = ShardLayout.new(staging.build_id, owners, shards, model, full_dim=0)  # the width: from shard 0, below
+    layout.retire_old(folder)
     settings = {
         "model": model, "prefix_dim": prefix_dim, "ann": ann, "ann_params": ann_params, "overwrite": True,
         "rotate": rotate, "chunk_rows": chunk_rows, **build_options,

@@ -27,69 +27,28 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
-
 from mrl.cluster.connect import connect, ray_module
-from mrl.data import Document
 from mrl.errors import MrlError, Unavailable
-from mrl.index.router import ShardAnswer, ShardClient, ShardedIndex, shard_describe, shard_exact, shard_search
+from mrl.index.router import ShardAnswer, ShardClient, ShardedIndex, ShardServer
 from mrl.index.shards import ShardLayout
 
 RETRY_WINDOW_S = 30.0  # how long a shard may have no live replica (Ray restarting one) before a request fails
 CALL_TIMEOUT_S = 30.0  # one call to one replica
 
 
-class ShardReplica:
-    """One replica of one shard (a Ray Serve deployment's class): the shard's embedded index, opened from its folder.
-
-    Every read first picks up a newer generation committed by another replica (a cheap check of one small file).
-    """
+class ShardReplica(ShardServer):
+    """One replica of one shard (a Ray Serve deployment's class): the shard's embedded index, opened from its folder,
+    reloading what another replica committed before every read."""
 
     def __init__(self, folder: str, shard: int, layout_root: str, io: str = "auto"):
         from mrl.index.embedded import Index
 
         ShardLayout.read(Path(layout_root)).check(Path(layout_root))  # a foreign or missing shard never serves
-        self.shard = shard
-        self.index = Index.open(folder, io=io)
-
-    def search(self, unit_queries, k, shortlist, ann_search, funnel, filter, adaptive) -> ShardAnswer:
-        self.index.refresh()
-        return shard_search(self.index, unit_queries, k, shortlist, ann_search, funnel, filter, adaptive)
-
-    def exact(self, unit_queries, k, filter) -> ShardAnswer:
-        self.index.refresh()
-        return shard_exact(self.index, unit_queries, k, filter)
-
-    def describe(self) -> dict:
-        self.index.refresh()
-        return shard_describe(self.index)
-
-    def get(self, ids: list[str]) -> dict[str, Document]:
-        self.index.refresh()
-        return self.index.get(ids)
-
-    def ids_matching(self, filter) -> list[str]:
-        self.index.refresh()
-        return self.index.ids_matching(filter)
-
-    def write(self, documents: list[Document], vectors: np.ndarray, replace: bool) -> int:
-        return (self.index.upsert if replace else self.index.add)(documents, vectors)
-
-    def delete(self, ids: list[str]) -> int:
-        return self.index.delete(ids, missing_ok=True)
-
-    def key_vectors(self, rows: list[int]) -> np.ndarray:
-        self.index.refresh()
-        return self.index.key_vectors(rows)
-
-    def sample_vectors(self, n: int, seed: int) -> np.ndarray:
-        self.index.refresh()
-        return self.index.sample_vectors(n, seed)
+        super().__init__(shard, Index.open(folder, io=io), fresh_reads=True)
 
     def stats(self) -> dict:
-        self.index.refresh()
-        ray = ray_module()
-        return {**self.index.stats(), "replica": {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}}
+        node = ray_module().get_runtime_context().get_node_id()
+        return {**super().stats(), "replica": {"pid": os.getpid(), "node": node}}
 
 
 def _retryable() -> tuple[type[BaseException], ...]:

@@ -24,7 +24,6 @@ from mrl.errors import MrlError
 from mrl.index.build import sample_moment
 from mrl.index.interface import unit_vectors
 from mrl.vectors.files import atomic_write, atomic_write_json
-from mrl.vectors.sampling import training_rows
 
 STAGING = ".staging"
 
@@ -92,12 +91,10 @@ class Staging:
             atomic_write(folder / f"block-{block:06d}.npy", lambda h, rows=rows: np.save(h, rows))
         atomic_write_json(self.root / "done" / f"block-{block:06d}", {"rows": len(span)})
 
-    def sample_units(self, sample_size: int, chunk_rows: int) -> Iterator[np.ndarray]:
-        """The unit vectors of the same fixed sample of rows a single build of this corpus fits its rotation on
-        (:func:`mrl.vectors.sampling.training_rows`), in corpus order, a block at a time, read back from the
+    def sample_units(self, sample: np.ndarray, chunk_rows: int) -> Iterator[np.ndarray]:
+        """The unit vectors of the corpus rows ``sample`` (the fixed sample a single build of this corpus fits its
+        rotation on: :func:`mrl.index.build.sample_rows`), in corpus order, a block at a time, read back from the
         shards' staged files."""
-        sample = training_rows(self.documents, sample_size)
-        sample = np.arange(self.documents) if sample is None else sample
         for block in range(self.blocks):
             span = self.block_range(block)
             wanted = sample[(sample >= span.start) & (sample < span.stop)] - span.start
@@ -117,8 +114,8 @@ class Staging:
             for start in range(0, len(rows), chunk_rows):
                 yield unit_vectors(rows[start : start + chunk_rows], rows.shape[1], "staged vectors")
 
-    def moment(self, sample_size: int, chunk_rows: int) -> np.ndarray:
-        return sample_moment(self.sample_units(sample_size, chunk_rows))
+    def moment(self, sample: np.ndarray, chunk_rows: int) -> np.ndarray:
+        return sample_moment(self.sample_units(sample, chunk_rows))
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -68,14 +68,7 @@ def write_index(
     eng = engine(ann)
     eng.check(quant, width)
     params = {**eng.defaults, **(ann_params or {})}
-    # one sample of rows for the rotation and the first pass's quantizer
-    sample_rows = training_rows(rows, eng.sample_size(rows, params))
-    sample_rows = np.arange(rows) if sample_rows is None else sample_rows
-
-    def sample_chunks():  # the sample's unit rows, a chunk at a time (never the whole sample at full width)
-        for start in range(0, len(sample_rows), chunk_rows):
-            numbers = sample_rows[start : start + chunk_rows]
-            yield start, unit_vectors(vectors[numbers], full_dim, "corpus vectors", numbers)
+    chosen = sample_rows(rows, ann, params)  # one sample of rows for the rotation and the first pass's quantizer
 
     if rotation is not None:
         if not rotate:
@@ -83,7 +76,7 @@ def write_index(
         if rotation.shape != (full_dim, full_dim):
             raise MrlError(f"`rotation` is {rotation.shape[0]} x {rotation.shape[1]}, the vectors are {full_dim}-dim")
     elif rotate:
-        rotation = rotation_from_moment(sample_moment(unit for _, unit in sample_chunks()))
+        rotation = rotation_from_moment(sample_moment(unit for _, unit in sample_chunks(vectors, chosen, chunk_rows)))
 
     def stored_chunks():  # unit rows in the stored basis, one chunk at a time
         for start in range(0, rows, chunk_rows):
@@ -102,10 +95,10 @@ def write_index(
             yield start, unit
 
     def stored_sample():
-        for start, unit in sample_chunks():
+        for start, unit in sample_chunks(vectors, chosen, chunk_rows):
             yield start, rotate_rows(unit, rotation, out=unit)
 
-    first = eng.build(quant, width, rows, params, watched_chunks, stored_sample, len(sample_rows))
+    first = eng.build(quant, width, rows, params, watched_chunks, stored_sample, len(chosen))
     scale = calibrate_int8(peak[None, :]) if store == "int8" else None
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
@@ -152,6 +145,21 @@ def write_index(
         os.replace(new_docs, folder / "docs.sqlite")
         collect_garbage(folder)
     return manifest
+
+
+def sample_rows(rows: int, ann: str, params: dict) -> np.ndarray:
+    """The fixed rows of ``rows`` that a build's rotation and its first pass's quantizer learn from: the engine's
+    sample size of them (:func:`mrl.vectors.sampling.training_rows`), or all, in increasing order."""
+    chosen = training_rows(rows, engine(ann).sample_size(rows, params))
+    return np.arange(rows) if chosen is None else chosen
+
+
+def sample_chunks(vectors: np.ndarray, rows: np.ndarray, chunk_rows: int) -> Iterator[tuple[int, np.ndarray]]:
+    """The unit vectors of ``rows``, a chunk at a time (never the whole sample at full width), with each chunk's
+    start in ``rows``; an error names the first bad row."""
+    for start in range(0, len(rows), chunk_rows):
+        numbers = rows[start : start + chunk_rows]
+        yield start, unit_vectors(vectors[numbers], vectors.shape[1], "corpus vectors", numbers)
 
 
 def sample_moment(units: Iterable[np.ndarray]) -> np.ndarray:

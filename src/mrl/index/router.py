@@ -136,104 +136,103 @@ class ShardClient(ABC):
         """Release what the client holds."""
 
 
-def shard_search(
-    index: SearchIndex,
-    unit_queries: np.ndarray,
-    k: int,
-    shortlist: int | None,
-    ann_search: int | None,
-    funnel: list[int] | None,
-    filter: Filter,
-    adaptive: AdaptiveWidth | None,
-) -> ShardAnswer:
-    """One shard's part of a routed search, on the shard's own index (in this process or in a Ray replica)."""
-    timings = SearchTimings()
-    live = index.count
-    if live == 0:
-        empty: list[list] = [[] for _ in unit_queries]
-        return ShardAnswer(empty, [[] for _ in unit_queries])
-    top = min(k, live)
-    rows, scores = index.search_keys(
-        unit_queries, top, shortlist and max(shortlist, top), ann_search, funnel, timings, filter, adaptive
-    )
-    return ShardAnswer(
-        index.hits_for(rows, scores),
-        [[int(r) for r in rr if r >= 0] for rr in np.asarray(rows).tolist()],
-        timings.shortlist,
-        timings.rerank,
-        timings.widths,
-    )
+class ShardServer:
+    """One shard's side of the router's calls, over the shard's embedded index: in this process (:class:`LocalShard`)
+    or in a Ray Serve replica (:class:`mrl.cluster.serving.ShardReplica`).
 
+    ``fresh_reads``: every read first picks up a generation another process committed (a cheap check of one small
+    file), for replicas that share a shard's folder and take writes each.
+    """
 
-def shard_exact(index, unit_queries: np.ndarray, k: int, filter: Filter) -> ShardAnswer:
-    """One shard's exact top ``k`` with full scores (the reference of recall, and of tuning)."""
-    top = min(k, index.count)
-    if top == 0:
-        return ShardAnswer([[] for _ in unit_queries], [[] for _ in unit_queries])
-    rows = np.asarray(index.exact_keys(unit_queries, top, filter))
-    stored = index.gen.stored_queries(unit_queries)
-    scores = np.full(rows.shape, -np.inf, dtype=np.float32)
-    for i, rr in enumerate(rows):
-        found = rr >= 0
-        if found.any():
-            vectors = index.key_vectors(rr[found])
-            scores[i, found] = vectors @ stored[i, : vectors.shape[1]]
-    return ShardAnswer(index.hits_for(rows, scores), [[int(r) for r in rr if r >= 0] for rr in rows.tolist()])
-
-
-def shard_describe(index) -> dict:
-    return {
-        "count": index.count,
-        "generation": index.generation,
-        "tuned": index.tuned,
-        "prefix_dim": index.prefix_dim,
-        "full_dim": index.full_dim,
-        "model": index.model_name,
-        "ann_search_grid": index.ann_search_grid(),
-    }
-
-
-class LocalShard(ShardClient):
-    """A shard that is an embedded index opened in this process."""
-
-    def __init__(self, shard: int, folder: Path, io: str = "auto"):
-        from mrl.index.embedded import Index
-
+    def __init__(self, shard: int, index, fresh_reads: bool = False):
         self.shard = shard
-        self.index = Index.open(folder, io=io)
+        self.index = index
+        self.fresh_reads = fresh_reads
+
+    def _read(self):
+        if self.fresh_reads:
+            self.index.refresh()
+        return self.index
 
     def search(self, unit_queries, k, shortlist, ann_search, funnel, filter, adaptive) -> ShardAnswer:
-        return shard_search(self.index, unit_queries, k, shortlist, ann_search, funnel, filter, adaptive)
+        """The shard's two-pass top ``k`` (fewer where it holds fewer), hits with their documents and rows."""
+        index = self._read()
+        timings = SearchTimings()
+        live = index.count
+        if live == 0:
+            return ShardAnswer([[] for _ in unit_queries], [[] for _ in unit_queries])
+        top = min(k, live)
+        rows, scores = index.search_keys(
+            unit_queries, top, shortlist and max(shortlist, top), ann_search, funnel, timings, filter, adaptive
+        )
+        return ShardAnswer(
+            index.hits_for(rows, scores),
+            [[int(r) for r in rr if r >= 0] for rr in np.asarray(rows).tolist()],
+            timings.shortlist,
+            timings.rerank,
+            timings.widths,
+        )
 
     def exact(self, unit_queries, k, filter) -> ShardAnswer:
-        return shard_exact(self.index, unit_queries, k, filter)
+        """The shard's exact top ``k`` with full scores (the reference of recall, and of tuning)."""
+        index = self._read()
+        top = min(k, index.count)
+        if top == 0:
+            return ShardAnswer([[] for _ in unit_queries], [[] for _ in unit_queries])
+        rows = np.asarray(index.exact_keys(unit_queries, top, filter))
+        stored = index.gen.stored_queries(unit_queries)
+        scores = np.full(rows.shape, -np.inf, dtype=np.float32)
+        for i, rr in enumerate(rows):
+            found = rr >= 0
+            if found.any():
+                vectors = index.key_vectors(rr[found])
+                scores[i, found] = vectors @ stored[i, : vectors.shape[1]]
+        return ShardAnswer(index.hits_for(rows, scores), [[int(r) for r in rr if r >= 0] for rr in rows.tolist()])
 
     def describe(self) -> dict:
-        return shard_describe(self.index)
+        index = self._read()
+        return {
+            "count": index.count,
+            "generation": index.generation,
+            "tuned": index.tuned,
+            "prefix_dim": index.prefix_dim,
+            "full_dim": index.full_dim,
+            "model": index.model_name,
+            "ann_search_grid": index.ann_search_grid(),
+        }
 
     def get(self, ids):
-        return self.index.get(ids)
+        return self._read().get(ids)
 
     def ids_matching(self, filter):
-        return self.index.ids_matching(filter)
+        return self._read().ids_matching(filter)
 
-    def write(self, documents, vectors, replace) -> int:
+    def write(self, documents, vectors, replace) -> int:  # a write refreshes under the shard's file lock itself
         return (self.index.upsert if replace else self.index.add)(documents, vectors)
 
     def delete(self, ids) -> int:
         return self.index.delete(ids, missing_ok=True)
 
     def key_vectors(self, rows):
-        return self.index.key_vectors(rows)
+        return self._read().key_vectors(rows)
 
     def sample_vectors(self, n, seed):
-        return self.index.sample_vectors(n, seed)
+        return self._read().sample_vectors(n, seed)
 
     def stats(self) -> dict:
-        return self.index.stats()
+        return self._read().stats()
 
     def close(self) -> None:
         self.index.close()
+
+
+class LocalShard(ShardServer, ShardClient):
+    """A shard that is an embedded index opened in this process: the router calls its :class:`ShardServer` directly."""
+
+    def __init__(self, shard: int, folder: Path, io: str = "auto"):
+        from mrl.index.embedded import Index
+
+        super().__init__(shard, Index.open(folder, io=io))
 
 
 class ShardedIndex(SearchIndex):
@@ -337,7 +336,7 @@ class ShardedIndex(SearchIndex):
 
     def key_vectors(self, keys: list[ShardKey]) -> np.ndarray:
         """Stored vectors in the shared basis, so inner products across shards are the model's."""
-        out = np.empty((len(keys), self.full_dim), dtype=np.float32)
+        out = np.zeros((len(keys), self.full_dim), dtype=np.float32)  # keep_dims: the dropped tail reads as zeros
         by_shard: dict[int, list[int]] = {}
         for i, key in enumerate(keys):
             by_shard.setdefault(key.shard, []).append(i)
@@ -346,7 +345,6 @@ class ShardedIndex(SearchIndex):
         for shard, vectors in zip(shards, found, strict=True):
             rows = by_shard[shard]
             out[rows, : vectors.shape[1]] = vectors
-            out[rows, vectors.shape[1] :] = 0
         return out
 
     def sample_vectors(self, n: int, seed: int) -> np.ndarray:

@@ -30,14 +30,13 @@ import numpy as np
 
 from mrl.data import Document
 from mrl.errors import MrlError
-from mrl.index.build import sample_moment
+from mrl.index.build import sample_chunks, sample_moment, sample_rows
 from mrl.index.engines import engine
 from mrl.index.generation import BUILD_CHUNK
-from mrl.index.interface import AUTO, check_build_inputs, unit_vectors
+from mrl.index.interface import AUTO, check_build_inputs
 from mrl.index.manifest import SHARD_MARKER
 from mrl.vectors.files import atomic_write_json
 from mrl.vectors.rotation import rotation_from_moment
-from mrl.vectors.sampling import training_rows
 
 SHARDS_FILE = "shards.json"
 HASH = "blake2b-64"
@@ -92,6 +91,25 @@ class ShardLayout:
     hash: str = HASH
     format: str = "mrl-shards"
     version: int = 1
+
+    @classmethod
+    def new(cls, build_id: str, owners: np.ndarray, shards: int, model: str | None, full_dim: int) -> ShardLayout:
+        """The layout of a build whose documents go to ``owners`` (each document's shard)."""
+        return cls(
+            build_id=build_id,
+            shards=shards,
+            folders=[shard_folder_name(s, shards) for s in range(shards)],
+            documents=[int((owners == s).sum()) for s in range(shards)],
+            model=model,
+            full_dim=full_dim,
+        )
+
+    def retire_old(self, root: Path) -> None:
+        """Before any shard of this build is written into ``root``: an old build there stops being an index (its
+        ``shards.json`` goes first), and the folders of shards this build has not are removed."""
+        (Path(root) / SHARDS_FILE).unlink(missing_ok=True)
+        for stale in [p for p in Path(root).glob("shard-*") if p.name not in self.folders]:
+            shutil.rmtree(stale)
 
     @classmethod
     def read(cls, folder: Path) -> ShardLayout:
@@ -154,17 +172,8 @@ def prepare_folder(folder: Path, overwrite: bool) -> None:
 def build_rotation(vectors: np.ndarray, ann: str, ann_params: dict | None, chunk_rows: int) -> np.ndarray:
     """The basis every shard shares: fitted on the same fixed sample of the whole corpus, in the same chunks, as a
     single build of these vectors fits its own (:func:`mrl.index.build.write_index`): so it is that basis."""
-    eng = engine(ann)
-    rows, full_dim = vectors.shape
-    sample = training_rows(rows, eng.sample_size(rows, {**eng.defaults, **(ann_params or {})}))
-    sample = np.arange(rows) if sample is None else sample
-
-    def units():
-        for start in range(0, len(sample), chunk_rows):
-            numbers = sample[start : start + chunk_rows]
-            yield unit_vectors(vectors[numbers], full_dim, "corpus vectors", numbers)
-
-    return rotation_from_moment(sample_moment(units()))
+    chosen = sample_rows(len(vectors), ann, {**engine(ann).defaults, **(ann_params or {})})
+    return rotation_from_moment(sample_moment(unit for _, unit in sample_chunks(vectors, chosen, chunk_rows)))
 
 
 def build_sharded(
@@ -199,19 +208,8 @@ def build_sharded(
     prepare_folder(folder, overwrite)
     owners = assign_shards([d.id for d in documents], shards)
     rotation = build_rotation(vectors, ann, ann_params, chunk_rows) if rotate else None
-    layout = ShardLayout(
-        build_id=uuid.uuid4().hex,
-        shards=shards,
-        folders=[shard_folder_name(s, shards) for s in range(shards)],
-        documents=[int((owners == s).sum()) for s in range(shards)],
-        model=model,
-        full_dim=int(vectors.shape[1]),
-    )
-    old = folder / SHARDS_FILE
-    if old.exists():  # the old build stops being an index before any of its shards is replaced
-        old.unlink()
-    for stale in [p for p in folder.glob("shard-*") if p.name not in layout.folders]:
-        shutil.rmtree(stale)
+    layout = ShardLayout.new(uuid.uuid4().hex, owners, shards, model, int(vectors.shape[1]))
+    layout.retire_old(folder)
     folder.mkdir(parents=True, exist_ok=True)
 
     for shard in range(shards):

@@ -60,6 +60,12 @@ class ApiError(Exception):
         return JSONResponse({"error": self.message}, status_code=self.status)
 
 
+def refused(exc: MrlError, status: int) -> ApiError:
+    """A library error as the HTTP error it is: ``status`` for the request's fault, 503 where a part that must answer
+    did not (:class:`mrl.errors.Unavailable`: a shard with no live replica), never a partial answer."""
+    return ApiError(503 if isinstance(exc, Unavailable) else status, str(exc))
+
+
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     query: str | list[str] | None = Field(None, description="One query text or a batch of them.")
@@ -193,8 +199,8 @@ def create_app(index: SearchIndex, api_key_hashes: list[str] | None = None, limi
         return exc.response(request.url.path)
 
     @app.exception_handler(Unavailable)
-    async def unavailable(request: Request, exc: Unavailable):  # a shard with no live replica: never a partial answer
-        return ApiError(503, str(exc)).response(request.url.path)
+    async def unavailable(request: Request, exc: Unavailable):  # raised where no route turns it into an ApiError
+        return refused(exc, 503).response(request.url.path)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):
@@ -307,10 +313,8 @@ def create_app(index: SearchIndex, api_key_hashes: list[str] | None = None, limi
             found = await asyncio.to_thread(index.hits_for, keys, scores)
         except FilterError as exc:  # found when the filter met the data: a range on a text field
             raise ApiError(400, str(exc)) from None
-        except Unavailable:
-            raise
         except MrlError as exc:
-            raise ApiError(422, str(exc)) from None
+            raise refused(exc, 422) from None
         for name in ("encode", "shortlist", "rerank"):
             stage.labels(name).observe(getattr(timings, name))
         hits = [[h.__dict__ for h in hs] for hs in found]
@@ -336,10 +340,8 @@ def create_app(index: SearchIndex, api_key_hashes: list[str] | None = None, limi
         vectors = await batcher([req.query])
         try:
             view = await asyncio.to_thread(index.compare_widths, vectors[0], req.k, req.dims)
-        except Unavailable:
-            raise
         except MrlError as exc:
-            raise ApiError(422, str(exc)) from None
+            raise refused(exc, 422) from None
         for column in view["columns"]:
             column["hits"] = [h.__dict__ for h in column["hits"]]
         return view
@@ -360,10 +362,8 @@ def create_app(index: SearchIndex, api_key_hashes: list[str] | None = None, limi
         async with write_lock:
             try:
                 count = await asyncio.to_thread(index.upsert, docs)
-            except Unavailable:
-                raise
             except MrlError as exc:
-                raise ApiError(422, str(exc)) from None
+                raise refused(exc, 422) from None
         stage.labels("write").observe(time.perf_counter() - t0)
         documents, generation = await asyncio.to_thread(lambda: (index.count, index.generation))
         return {"upserted": count, "documents": documents, "generation": generation}
@@ -380,10 +380,8 @@ def create_app(index: SearchIndex, api_key_hashes: list[str] | None = None, limi
         async with write_lock:
             try:
                 await asyncio.to_thread(index.delete, [doc_id])
-            except Unavailable:
-                raise
             except MrlError as exc:
-                raise ApiError(404, str(exc)) from None
+                raise refused(exc, 404) from None
         return {"deleted": doc_id, "documents": await asyncio.to_thread(lambda: index.count)}
 
     add_openai_routes(app, index, batcher, read_json, max_inputs=limits.max_documents, max_chars=limits.max_text_chars)
